@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import io
 import json
+import struct
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -21,6 +22,8 @@ import fastavro
 from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.validation import validate as _validate
+
+from .codegen import Unsupported, compile_encoder
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -69,7 +72,13 @@ class RecordSchema:
             parsed = parse_schema(_strip_logical_types(copy.deepcopy(definition)))
         except Exception as exc:  # fastavro raises several types for a bad schema
             raise SchemaError(f"invalid Avro schema {definition.get('name', '?')!r}: {exc}") from exc
-        return cls(definition, parsed, canonical, _fingerprint(canonical, "CRC-64-AVRO"))
+        schema = cls(definition, parsed, canonical, _fingerprint(canonical, "CRC-64-AVRO"))
+        try:
+            body = compile_encoder(definition)
+        except Unsupported:
+            body = None
+        object.__setattr__(schema, "_body_encoder", body)
+        return schema
 
     @property
     def full_name(self) -> str:
@@ -90,18 +99,19 @@ class RecordSchema:
         return SINGLE_OBJECT_MARKER + bytes.fromhex(self.fingerprint)
 
     def encode(self, record: dict) -> bytes:
-        """Encode one record; raise RecordInvalid naming the offending field."""
-        buf = io.BytesIO()
-        buf.write(self.header)
-        try:
-            fastavro.schemaless_writer(buf, self.parsed, record, strict=True)
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
-            raise RecordInvalid(self._explain(record, exc)) from None
-        return buf.getvalue()
+        """Encode one record (single-object); raise RecordInvalid naming the offending field."""
+        return self.header + self.encode_body(record)
 
     def encode_body(self, record: dict) -> bytes:
         """The plain Avro binary body, without the single-object header."""
-        return self.encode(record)[HEADER_LEN:]
+        try:
+            if self._body_encoder is not None:
+                return self._body_encoder(record)
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, self.parsed, record, strict=True)
+            return buf.getvalue()
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
+            raise RecordInvalid(self._explain(record, exc)) from None
 
     def decode(self, payload: bytes) -> dict:
         """Decode a single-object payload written with exactly this schema."""
@@ -125,8 +135,16 @@ class RecordSchema:
                     _validate({"v": record[f["name"]]}, parse_schema(_strip_logical_types(one), named_schemas=_named(self)), raise_errors=True)
                 except Exception:
                     return (f"{self.full_name}: field {f['name']!r} has invalid value "
-                            f"{record[f['name']]!r} for type {json.dumps(f['type'], ensure_ascii=False)}")
+                            f"{record[f['name']]!r} for type {json.dumps(_without_docs(f['type']), ensure_ascii=False)}")
         return f"{self.full_name}: {exc}"
+
+
+def _without_docs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: _without_docs(v) for k, v in node.items() if k != "doc"}
+    if isinstance(node, list):
+        return [_without_docs(v) for v in node]
+    return node
 
 
 def _named(schema: RecordSchema) -> dict:

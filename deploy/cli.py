@@ -1,0 +1,192 @@
+"""The `citymesh` command line.
+
+  citymesh up [--topology FILE]      start the embedded broker (unless CITYMESH_BOOTSTRAP), create keys,
+                                     apply the topology, start the mesh's processes
+  citymesh down                      stop everything `up` started
+  citymesh status                    processes, broker, topics with record counts
+  citymesh apply FILE                validate a topology file and make the cluster match it
+  citymesh catalog | contracts       what the control topics hold
+  citymesh publish PRODUCT --as ID   publish JSON-lines records as a provider (file or stdin)
+  citymesh tail TOPIC [-n N] [-f]    decode and print the last records of a topic
+  citymesh keys [ID ...]             create keyrings (all participants of the topology by default)
+  citymesh demo [--seconds N]        the whole mesh with simulated drones and hotline calls, live counts
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from streams.settings import Settings, get_settings
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "city.yaml"
+
+
+def _client(settings: Settings) -> dict:
+    from .state import resolve_bootstrap
+    return settings.client_config(resolve_bootstrap(settings))
+
+
+def _print_table(rows: list[list], header: list[str]) -> None:
+    rows = [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+
+
+def _load_topology(path: str):
+    from topology.loader import TopologyFileError, load_topology
+    try:
+        return load_topology(path)
+    except TopologyFileError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def cmd_keys(args, settings: Settings) -> int:
+    from streams import keyring
+    ids = args.ids or [p.id for p in _load_topology(args.topology).participants]
+    for pid in ids:
+        ring, created = keyring.create(settings.keyring_dir, pid, rotate=args.rotate)
+        print(f"{'created' if created else 'exists '}  {keyring.keyring_path(settings.keyring_dir, pid)}  "
+              f"key {ring.key_id}  ed25519 {ring.public_key_hex[:16]}…")
+    return 0
+
+
+def cmd_apply(args, settings: Settings) -> int:
+    from topology.apply import apply
+    topo = _load_topology(args.file)
+    report = apply(topo, _client(settings), settings.replication_factor, settings.keyring_dir, settings.apply_acls)
+    created = sorted(t for t, s in report.topics.items() if s != "exists")
+    print(f"topics: {len(report.topics)} ({len(created)} created or grown)")
+    for t in created:
+        print(f"  + {t} ({report.topics[t]})")
+    for topic, keys in report.written.items():
+        print(f"{topic}: {len(keys)} written, {report.unchanged[topic]} unchanged"
+              + (f" ({', '.join(keys)})" if keys else ""))
+    if report.acls:
+        print(f"acls: {report.acls} bindings")
+    return 0
+
+
+def cmd_catalog(args, settings: Settings) -> int:
+    from streams import topics
+    from streams.control import read_table
+    table = read_table(_client(settings), topics.CONTROL_CATALOG)
+    _print_table([[p["product_id"], p["provider_id"], p["schema_name"], p["classification"], p["partitions"],
+                   p["raw_topic"], p["name"]] for p in table.values()],
+                 ["product", "provider", "schema", "class", "parts", "raw topic", "name"])
+    return 0
+
+
+def cmd_contracts(args, settings: Settings) -> int:
+    from streams import topics
+    from streams.control import read_table
+    table = read_table(_client(settings), topics.CONTROL_CONTRACTS)
+
+    def day(ms):
+        return time.strftime("%Y-%m-%d", time.gmtime(ms / 1000)) if ms else "-"
+    _print_table([[c["contract_id"], f"v{c['version']}", c["state"], c["product_id"], c["consumer_id"],
+                   ",".join(c["purposes"]), f"{day(c['not_before_ms'])}..{day(c['not_after_ms'])}",
+                   f"{c['price_per_1000_minor'] / 100:.2f} {c['currency']}/1k"] for c in table.values()],
+                 ["contract", "ver", "state", "product", "consumer", "purposes", "valid", "price"])
+    return 0
+
+
+def cmd_publish(args, settings: Settings) -> int:
+    import schemas
+    from streams import keyring
+    from streams.connectors import ProviderConnector
+    ring = keyring.load(settings.keyring_dir, args.as_participant)
+    src = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")
+    bad = 0
+    with ProviderConnector(ring, _client(settings)) as conn:
+        conn.route(args.product)
+        for lineno, line in enumerate(src, 1):
+            if not line.strip():
+                continue
+            try:
+                conn.publish(args.product, json.loads(line))
+            except (json.JSONDecodeError, schemas.RecordInvalid) as exc:
+                bad += 1
+                print(f"{args.file or '<stdin>'}:{lineno}: {exc}", file=sys.stderr)
+        sent = conn.sent
+    print(f"published {sent} record(s) to {args.product}" + (f"; {bad} invalid line(s) skipped" if bad else ""))
+    return 1 if bad else 0
+
+
+def cmd_tail(args, settings: Settings) -> int:
+    from .tail import tail
+    return tail(_client(settings), args.topic, args.n, args.follow)
+
+
+def cmd_up(args, settings: Settings) -> int:
+    from .mesh import up
+    return up(settings, args.topology)
+
+
+def cmd_down(args, settings: Settings) -> int:
+    from .mesh import down
+    return down(settings)
+
+
+def cmd_status(args, settings: Settings) -> int:
+    from .mesh import status
+    return status(settings)
+
+
+def cmd_demo(args, settings: Settings) -> int:
+    from .demo import run_demo
+    return run_demo(settings, args.topology, args.seconds, args.drones, args.tickets_per_s)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="citymesh", description="A streaming trusted data space on Kafka.")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("up", help="start the mesh (embedded broker unless CITYMESH_BOOTSTRAP)")
+    s.add_argument("--topology", default=str(EXAMPLE))
+    s.set_defaults(fn=cmd_up)
+    sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
+    sub.add_parser("status", help="processes, broker and topics").set_defaults(fn=cmd_status)
+    s = sub.add_parser("apply", help="validate a topology file and apply it")
+    s.add_argument("file")
+    s.set_defaults(fn=cmd_apply)
+    sub.add_parser("catalog", help="list data products").set_defaults(fn=cmd_catalog)
+    sub.add_parser("contracts", help="list contracts").set_defaults(fn=cmd_contracts)
+    s = sub.add_parser("publish", help="publish JSON-lines records as a provider")
+    s.add_argument("product")
+    s.add_argument("file", nargs="?")
+    s.add_argument("--as", dest="as_participant", required=True, help="the provider's participant id")
+    s.set_defaults(fn=cmd_publish)
+    s = sub.add_parser("tail", help="print the last records of a topic, decoded")
+    s.add_argument("topic")
+    s.add_argument("-n", type=int, default=10)
+    s.add_argument("-f", "--follow", action="store_true")
+    s.set_defaults(fn=cmd_tail)
+    s = sub.add_parser("keys", help="create participant keyrings")
+    s.add_argument("ids", nargs="*")
+    s.add_argument("--topology", default=str(EXAMPLE))
+    s.add_argument("--rotate", action="store_true", help="replace existing keys")
+    s.set_defaults(fn=cmd_keys)
+    s = sub.add_parser("demo", help="run the mesh with simulated sources and show live counts")
+    s.add_argument("--topology", default=str(EXAMPLE))
+    s.add_argument("--seconds", type=float, default=30)
+    s.add_argument("--drones", type=int, default=200)
+    s.add_argument("--tickets-per-s", type=float, default=20)
+    s.set_defaults(fn=cmd_demo)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args, get_settings()) or 0
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

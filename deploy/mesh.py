@@ -1,0 +1,94 @@
+"""`citymesh up`, `down` and `status`: the mesh as a set of supervised processes."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from streams import keyring
+from streams.admin import TopicCounter
+from streams.settings import Settings
+from topology.apply import apply
+from topology.loader import TopologyFileError, load_topology
+
+from . import supervisor
+from .broker import EmbeddedBroker, pid_alive, wait_for_metadata
+from .processes import mesh_processes
+from .state import MeshState
+
+
+def up(settings: Settings, topology_path: str) -> int:
+    state = MeshState.load(settings)
+    if state is not None and all(state.alive().values()):
+        print(f"the mesh is already up ({state.bootstrap}); `citymesh down` first to restart it")
+        return 0
+    if state is not None:
+        down(settings, quiet=True)
+    try:
+        topo = load_topology(topology_path)
+    except TopologyFileError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    if settings.bootstrap:
+        wait_for_metadata(settings.bootstrap, 30)
+        state = MeshState(settings.bootstrap, embedded=False, started_ms=int(time.time() * 1000))
+    else:
+        broker = EmbeddedBroker(settings.broker_host, settings.broker_port,
+                                log_path=settings.state_dir / "broker.log", detach=True).start()
+        state = MeshState(broker.bootstrap, embedded=True, processes={"broker": broker.pid},
+                          started_ms=int(time.time() * 1000))
+        print(f"embedded broker (Tansu) pid {broker.pid} on {broker.bootstrap}")
+    state.save(settings)
+    for p in topo.participants:
+        keyring.create(settings.keyring_dir, p.id)
+    report = apply(topo, settings.client_config(state.bootstrap), settings.replication_factor,
+                   settings.keyring_dir, settings.apply_acls)
+    print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)")
+    env = {"CITYMESH_BOOTSTRAP": state.bootstrap}
+    for name, argv in mesh_processes(topo, topology_path).items():
+        proc = supervisor.spawn(argv, settings.state_dir / "logs" / f"{name}.log", detach=True, env=env)
+        state.processes[name] = proc.pid
+        print(f"started {name} pid {proc.pid}")
+    state.save(settings)
+    print(f"the mesh is up: export CITYMESH_BOOTSTRAP={state.bootstrap}  (state in {MeshState.path(settings)})")
+    return 0
+
+
+def down(settings: Settings, quiet: bool = False) -> int:
+    state = MeshState.load(settings)
+    if state is None:
+        if not quiet:
+            print("nothing to stop")
+        return 0
+    # processes first, the broker last, so they can commit their offsets
+    order = {k: v for k, v in state.processes.items() if k != "broker"}
+    if "broker" in state.processes:
+        order["broker"] = state.processes["broker"]
+    for name in supervisor.stop(order):
+        if not quiet:
+            print(f"stopped {name}")
+    MeshState.path(settings).unlink(missing_ok=True)
+    return 0
+
+
+def status(settings: Settings) -> int:
+    state = MeshState.load(settings)
+    bootstrap = settings.bootstrap or (state.bootstrap if state else None)
+    if state is None and not settings.bootstrap:
+        print("the mesh is down (no state in %s)" % MeshState.path(settings))
+        return 1
+    print(f"cluster: {bootstrap}{' (embedded)' if state and state.embedded else ''}")
+    for name, pid in (state.processes.items() if state else []):
+        print(f"  {name:<28} pid {pid:<8} {'running' if pid_alive(pid) else 'DEAD'}")
+    try:
+        wait_for_metadata(bootstrap, 3)
+    except Exception as exc:
+        print(f"broker unreachable: {exc}")
+        return 1
+    counter = TopicCounter(settings.client_config(bootstrap))
+    try:
+        for topic, n in counter.counts().items():
+            print(f"  {topic:<44} {n:>10} records")
+    finally:
+        counter.close()
+    return 0

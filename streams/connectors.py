@@ -1,0 +1,222 @@
+"""Participant connectors: how a provider publishes and a consumer subscribes.
+
+A provider never writes Avro or headers by hand: `ProviderConnector.publish` validates the
+record against the product's schema (an invalid record raises RecordInvalid and nothing is
+sent), encodes it in Avro single-object encoding, sets the envelope headers and the HMAC
+authenticity tag, and produces it keyed by the product's key field to the raw topic.
+`ConsumerConnector` reads the consumer's delivery topic of one contract and yields
+decoded records with their headers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Iterator
+
+from confluent_kafka import Consumer, KafkaError, Producer
+
+import schemas
+
+from . import envelope, topics
+from .control import read_table
+from .keyring import Keyring
+
+
+class PublishError(RuntimeError):
+    """The broker did not acknowledge records (after librdkafka's own retries)."""
+
+
+class NotAllowed(PermissionError):
+    """The participant tried to publish to a product it does not provide."""
+
+
+PRODUCER_DEFAULTS = {
+    "enable.idempotence": True,  # no duplicates from producer retries
+    "acks": "all",
+    "linger.ms": 5,
+    "batch.num.messages": 10000,
+    "queue.buffering.max.messages": 500000,
+    "compression.type": "lz4",
+    # only failures come back as delivery reports: a Python callback per acknowledged
+    # record would cost more than the rest of publish() together
+    "delivery.report.only.error": True,
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """Where and how one product's records are written (from its catalog entry)."""
+
+    product_id: str
+    provider_id: str
+    topic: str
+    schema: schemas.RecordSchema
+    key_field: str | None
+    event_time_field: str | None
+
+    def __post_init__(self) -> None:  # header values computed once, not per record
+        object.__setattr__(self, "product_header", (envelope.H_PRODUCT, self.product_id.encode()))
+        object.__setattr__(self, "schema_header", (envelope.H_SCHEMA, self.schema.fingerprint.encode()))
+
+    @classmethod
+    def from_catalog(cls, entry: dict) -> "Route":
+        schema = schemas.load(entry["schema_name"])
+        if schema.fingerprint != entry["schema_fingerprint"]:
+            raise schemas.SchemaError(
+                f"product {entry['product_id']}: catalog schema fingerprint {entry['schema_fingerprint']} "
+                f"differs from local {schema.full_name} {schema.fingerprint}; upgrade citymesh or the catalog")
+        return cls(entry["product_id"], entry["provider_id"], entry["raw_topic"], schema,
+                   entry.get("key_field"), entry.get("event_time_field"))
+
+
+class ProviderConnector:
+    """Publishes one provider's records to its raw topics."""
+
+    def __init__(self, keyring: Keyring, client_config: dict, catalog: dict[str, dict] | None = None,
+                 producer_config: dict | None = None):
+        self.keyring = keyring
+        self.participant_id = keyring.participant_id
+        if catalog is None:
+            catalog = read_table(client_config, topics.CONTROL_CATALOG)
+        self.routes = {pid: Route.from_catalog(e) for pid, e in catalog.items()
+                       if e["provider_id"] == self.participant_id}
+        self._producer = Producer({**client_config, **PRODUCER_DEFAULTS, **(producer_config or {})})
+        self._traces = envelope.TraceIds()
+        self._participant = self.participant_id.encode()
+        self._participant_header = (envelope.H_PARTICIPANT, self._participant)
+        self._auth_prefix = f"{keyring.key_id}:".encode()
+        self._tagger = envelope.Tagger(keyring.hmac_key)
+        self.sent = 0
+        self.failed = 0
+        self.last_error: KafkaError | None = None
+
+    def _on_delivery(self, err, _msg) -> None:
+        if err is not None:
+            self.failed += 1
+            self.last_error = err
+
+    def route(self, product_id: str) -> Route:
+        try:
+            return self.routes[product_id]
+        except KeyError:
+            raise NotAllowed(f"{self.participant_id} does not provide product {product_id!r} "
+                             f"(it provides: {', '.join(sorted(self.routes)) or 'nothing'})") from None
+
+    def publish(self, product_id: str, record: dict, key: bytes | str | None = None) -> None:
+        """Validate, encode, tag and send one record. Raises RecordInvalid before sending anything.
+
+        This is every provider's hot path, so it is written flat: header values that do not
+        change are built once per route, and nothing is looked up twice.
+        """
+        r = self.routes.get(product_id) or self.route(product_id)
+        payload = r.schema.encode(record)
+        event_time = record.get(r.event_time_field) if r.event_time_field else None
+        if event_time is None:
+            event_time = int(time.time() * 1000)
+        et = b"%d" % event_time
+        product_header = r.product_header
+        tag = self._tagger.tag(self._participant, product_header[1], et, payload)
+        headers = [self._participant_header, product_header, r.schema_header, (envelope.H_EVENT_TIME, et),
+                   (envelope.H_TRACE, self._traces.next()), (envelope.H_AUTH, self._auth_prefix + tag.hex().encode())]
+        if key is None and r.key_field:
+            key = record.get(r.key_field)
+        if key.__class__ is str:
+            key = key.encode()
+        produce = self._producer.produce
+        while True:
+            try:
+                produce(r.topic, payload, key, headers=headers, timestamp=event_time, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full: let librdkafka drain, then retry
+                self._producer.poll(0.05)
+        self.sent += 1
+        if self.sent & 0x3FF == 0:
+            self._producer.poll(0)
+
+    def flush(self, timeout_s: float = 30.0) -> None:
+        """Wait until every record is acknowledged; raise PublishError if any was not."""
+        left = self._producer.flush(timeout_s)
+        if left:
+            raise PublishError(f"{left} record(s) not acknowledged within {timeout_s:.0f}s")
+        if self.failed:
+            raise PublishError(f"{self.failed} record(s) failed: {self.last_error}")
+
+    def close(self) -> None:
+        self.flush()
+
+    def __enter__(self) -> "ProviderConnector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One record a consumer received, with where it came from."""
+
+    record: dict
+    headers: dict[str, bytes]
+    topic: str
+    partition: int
+    offset: int
+    schema: schemas.RecordSchema
+
+
+class ConsumerConnector:
+    """Reads the delivery topic of one contract and decodes its records.
+
+    The delivery schema comes from the contract (the product schema after the contract's
+    duties); the connector also knows every schema shipped with citymesh.
+    """
+
+    def __init__(self, participant_id: str, contract_id: str, client_config: dict,
+                 group_id: str | None = None, from_beginning: bool = True,
+                 session_timeout_ms: int = 6000, contract: dict | None = None):
+        self.participant_id = participant_id
+        self.contract_id = contract_id
+        self.topic = topics.delivery(contract_id)
+        self.registry = schemas.Registry(schemas.load(n) for n in schemas.available())
+        if contract is None:
+            contract = read_table(client_config, topics.CONTROL_CONTRACTS).get(contract_id)
+        if contract is not None:
+            if contract["consumer_id"] != participant_id:
+                raise NotAllowed(f"contract {contract_id} is not held by {participant_id}")
+            if contract.get("delivery_schema_json"):
+                import json
+                self.registry.add(schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"])))
+        self._consumer = Consumer({
+            **client_config,
+            "group.id": group_id or f"{participant_id}.{contract_id}",
+            "auto.offset.reset": "earliest" if from_beginning else "latest",
+            "enable.auto.commit": True,
+            "session.timeout.ms": session_timeout_ms,
+            "isolation.level": "read_committed",
+        })
+        self._consumer.subscribe([self.topic])
+
+    def poll(self, max_records: int = 500, timeout_s: float = 1.0) -> list[Delivery]:
+        out = []
+        for msg in self._consumer.consume(max_records, timeout_s):
+            if msg.error():
+                if msg.error().code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise RuntimeError(f"consume error on {self.topic}: {msg.error()}")
+            schema, record = self.registry.decode(msg.value())
+            out.append(Delivery(record, envelope.headers_dict(msg.headers()), msg.topic(), msg.partition(),
+                                msg.offset(), schema))
+        return out
+
+    def __iter__(self) -> Iterator[Delivery]:
+        while True:
+            yield from self.poll()
+
+    def close(self) -> None:
+        self._consumer.close()
+
+    def __enter__(self) -> "ConsumerConnector":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

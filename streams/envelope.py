@@ -1,0 +1,111 @@
+"""The record envelope: Kafka headers every provider record carries, and its authenticity tag.
+
+Headers (values are ASCII bytes so any Kafka tool shows them):
+  cm.participant   who wrote the record
+  cm.product       the data product
+  cm.schema        CRC-64-AVRO fingerprint of the writer schema (also inside the payload)
+  cm.event_time    event time, ms since the epoch
+  traceparent      W3C Trace Context, so a record can be followed through the mesh
+  cm.auth          "<key id>:<HMAC-SHA256 tag, first 16 bytes, hex>"
+The tag covers participant, product, event time and the payload (which starts with the
+schema fingerprint), so none of them can be changed or replayed onto another product
+without the participant's key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass
+
+H_PARTICIPANT = "cm.participant"
+H_PRODUCT = "cm.product"
+H_SCHEMA = "cm.schema"
+H_EVENT_TIME = "cm.event_time"
+H_TRACE = "traceparent"
+H_AUTH = "cm.auth"
+TAG_BYTES = 16
+
+
+class Tagger:
+    """HMAC-SHA256 (RFC 2104) with the key's inner and outer pad states computed once.
+
+    Same bytes as `hmac.digest(key, msg, "sha256")`, at less than half the cost per record,
+    because OpenSSL's one-shot HMAC re-derives the pads for every call.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes):
+        if len(key) > 64:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(64, b"\x00")
+        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
+        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
+
+    def tag(self, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:
+        """The 16-byte authenticity tag (hex-encoded in the header)."""
+        inner = self._inner.copy()
+        inner.update(b"\x00".join((participant, product, event_time, payload)))
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()[:TAG_BYTES]
+
+
+def tag(key: bytes, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:
+    """The 16-byte HMAC-SHA256 authenticity tag over participant, product, event time and payload."""
+    msg = b"\x00".join((participant, product, event_time, payload))
+    return hmac.digest(key, msg, "sha256")[:TAG_BYTES]
+
+
+class TraceIds:
+    """W3C traceparent values: a random per-process prefix and a counter, cheap per record."""
+
+    def __init__(self) -> None:
+        self._prefix = os.urandom(8).hex()
+        self._span = os.urandom(8).hex()
+        self._n = 0
+
+    def next(self) -> bytes:
+        self._n += 1
+        return f"00-{self._prefix}{self._n:016x}-{self._span}-01".encode()
+
+
+def trace_id_of(traceparent: bytes | str) -> str:
+    s = traceparent.decode() if isinstance(traceparent, bytes) else traceparent
+    return s.split("-")[1] if s.count("-") >= 3 else s
+
+
+@dataclass(frozen=True)
+class Verdict:
+    ok: bool
+    reason: str | None = None
+
+
+def headers_dict(headers) -> dict[str, bytes]:
+    return dict(headers) if headers else {}
+
+
+def verify(headers: dict[str, bytes], payload: bytes, keys: dict[str, tuple[str, bytes]]) -> Verdict:
+    """Check the authenticity tag against the operator's keys: participant -> (key id, secret)."""
+    participant = headers.get(H_PARTICIPANT)
+    if not participant:
+        return Verdict(False, "missing-participant")
+    entry = keys.get(participant.decode("utf-8", "replace"))
+    if entry is None:
+        return Verdict(False, "unknown-participant")
+    auth = headers.get(H_AUTH)
+    if not auth:
+        return Verdict(False, "missing-auth-tag")
+    key_id, _, tag_hex = auth.partition(b":")
+    if key_id.decode("ascii", "replace") != entry[0]:
+        return Verdict(False, "unknown-key-id")
+    expected = tag(entry[1], participant, headers.get(H_PRODUCT, b""), headers.get(H_EVENT_TIME, b""), payload)
+    try:
+        given = bytes.fromhex(tag_hex.decode("ascii"))
+    except ValueError:
+        return Verdict(False, "bad-auth-tag")
+    if not hmac.compare_digest(expected, given):
+        return Verdict(False, "bad-auth-tag")
+    return Verdict(True)

@@ -1,0 +1,115 @@
+"""Per-participant key material, one JSON file per participant (mode 0600).
+
+Each keyring holds two keys with different jobs:
+- an HMAC-SHA256 secret shared between the participant and the operator: it tags every
+  record so the operator can verify at data-plane speed who wrote it (bench/RESULTS.md
+  has the numbers: Ed25519 per record costs far more than the data plane can spend);
+- an Ed25519 key pair: the public half is registered in the topology (cm.control.participants)
+  and signs what must be verifiable by third parties (ledger checkpoints, contract documents).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from .topics import check_id
+
+
+class KeyringError(ValueError):
+    """A keyring file is missing or malformed."""
+
+
+@dataclass(frozen=True)
+class Keyring:
+    participant_id: str
+    key_id: str
+    hmac_key: bytes
+    ed25519_private: bytes  # raw 32-byte seed
+    created_ms: int
+
+    @property
+    def public_key_hex(self) -> str:
+        return self.signer().public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw).hex()
+
+    def signer(self) -> Ed25519PrivateKey:
+        return Ed25519PrivateKey.from_private_bytes(self.ed25519_private)
+
+    def sign(self, data: bytes) -> bytes:
+        return self.signer().sign(data)
+
+    @staticmethod
+    def verify(public_key_hex: str, signature: bytes, data: bytes) -> bool:
+        try:
+            Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(signature, data)
+            return True
+        except Exception:
+            return False
+
+    @classmethod
+    def generate(cls, participant_id: str) -> "Keyring":
+        check_id("participant", participant_id)
+        return cls(participant_id, secrets.token_hex(4), secrets.token_bytes(32), secrets.token_bytes(32),
+                   int(time.time() * 1000))
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "participant_id": self.participant_id,
+            "key_id": self.key_id,
+            "hmac_key": base64.b64encode(self.hmac_key).decode(),
+            "ed25519_private": self.ed25519_private.hex(),
+            "ed25519_public": self.public_key_hex,
+            "created_ms": self.created_ms,
+        }, indent=2)
+
+    @classmethod
+    def from_file(cls, path: Path) -> "Keyring":
+        try:
+            d = json.loads(Path(path).read_text())
+            return cls(d["participant_id"], d["key_id"], base64.b64decode(d["hmac_key"]),
+                       bytes.fromhex(d["ed25519_private"]), int(d["created_ms"]))
+        except FileNotFoundError:
+            raise KeyringError(f"{path}: no keyring; create it with `citymesh keys`") from None
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KeyringError(f"{path}: malformed keyring ({exc.__class__.__name__}: {exc})") from None
+
+
+def keyring_path(keys_dir: Path, participant_id: str) -> Path:
+    return Path(keys_dir) / f"{check_id('participant', participant_id)}.json"
+
+
+def create(keys_dir: Path, participant_id: str, rotate: bool = False) -> tuple[Keyring, bool]:
+    """Create a participant's keyring unless it exists; returns (keyring, created)."""
+    path = keyring_path(keys_dir, participant_id)
+    if path.exists() and not rotate:
+        return Keyring.from_file(path), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ring = Keyring.generate(participant_id)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(ring.to_json())
+    os.replace(tmp, path)
+    return ring, True
+
+
+def load(keys_dir: Path, participant_id: str) -> Keyring:
+    return Keyring.from_file(keyring_path(keys_dir, participant_id))
+
+
+def load_all(keys_dir: Path) -> dict[str, Keyring]:
+    """Every keyring in a directory, by participant id (the operator's view)."""
+    out = {}
+    for path in sorted(Path(keys_dir).glob("*.json")):
+        ring = Keyring.from_file(path)
+        out[ring.participant_id] = ring
+    return out

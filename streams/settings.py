@@ -1,0 +1,58 @@
+"""All runtime settings, read once from `CITYMESH_*` environment variables.
+
+One pydantic settings model so every process (CLI, runner, faust app, tests) agrees on
+where the cluster is and how to reach it. Production sets `CITYMESH_BOOTSTRAP` to an
+Apache Kafka cluster and the security fields; with no bootstrap the CLI starts the
+embedded broker and records its address in the state directory.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CITYMESH_", extra="ignore")
+
+    bootstrap: str | None = Field(None, description="Kafka bootstrap servers; unset means the embedded broker")
+    broker_host: str = Field("127.0.0.1", description="Listen address of the embedded broker")
+    broker_port: int = Field(0, description="Port of the embedded broker; 0 picks a free one")
+    state_dir: Path = Field(Path(".citymesh"), description="Where `up` keeps pid files, the bootstrap address and keys")
+    keys_dir: Path | None = Field(None, description="Keyring directory; default <state_dir>/keys")
+    client_id: str = "citymesh"
+    replication_factor: int = Field(1, ge=1, description="Replication of topics created by apply (3 in production)")
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_ca_location: str | None = None
+    session_timeout_ms: int = Field(6000, description="Consumer group session timeout; short so rebalances are quick")
+    apply_acls: bool = Field(False, description="Create ACLs from the topology on apply (Apache Kafka with an authorizer)")
+    metrics_port: int = Field(0, description="Prometheus port of a long-running process; 0 picks a free one")
+
+    @property
+    def keyring_dir(self) -> Path:
+        return self.keys_dir or self.state_dir / "keys"
+
+    def client_config(self, bootstrap: str | None = None) -> dict:
+        """librdkafka settings common to producers, consumers and admin clients."""
+        servers = bootstrap or self.bootstrap
+        if not servers:
+            raise RuntimeError("no Kafka cluster: set CITYMESH_BOOTSTRAP or run `citymesh up`")
+        conf = {"bootstrap.servers": servers, "client.id": self.client_id,
+                "security.protocol": self.security_protocol}
+        for key, value in (("sasl.mechanism", self.sasl_mechanism), ("sasl.username", self.sasl_username),
+                           ("sasl.password", self.sasl_password), ("ssl.ca.location", self.ssl_ca_location)):
+            if value:
+                conf[key] = value
+        return conf
+
+
+@cache
+def get_settings() -> Settings:
+    return Settings()

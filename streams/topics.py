@@ -1,0 +1,38 @@
+"""Topic names of the mesh, in one place (see the data flow in DESIGN.md)."""
+
+from __future__ import annotations
+
+import re
+
+COMPLIANCE = "cm.compliance"
+ALERTS = "cm.alerts"
+USAGE = "cm.usage"
+CONTROL_PARTICIPANTS = "cm.control.participants"
+CONTROL_CATALOG = "cm.control.catalog"
+CONTROL_CONTRACTS = "cm.control.contracts"
+CONTROL_TOPICS = (CONTROL_PARTICIPANTS, CONTROL_CATALOG, CONTROL_CONTRACTS)
+SHARED_TOPICS = (COMPLIANCE, ALERTS, USAGE)
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_id(kind: str, value: str) -> str:
+    """Ids become parts of topic names, so they are restricted to what Kafka allows and humans read."""
+    if not _ID.match(value or ""):
+        raise ValueError(f"{kind} id {value!r} must be 1-63 chars of a-z, 0-9, '-' or '_', starting with a letter or digit")
+    return value
+
+
+def raw(provider: str, product: str) -> str:
+    """Where only the provider writes its product's records."""
+    return f"cm.raw.{provider}.{product}"
+
+
+def delivery(contract: str) -> str:
+    """What one consumer may read under one contract."""
+    return f"cm.dlv.{contract}"
+
+
+def dead_letter(provider: str, product: str) -> str:
+    """Rejected records of a provider's product, with the reason in headers."""
+    return f"cm.dlq.{provider}.{product}"

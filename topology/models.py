@@ -1,0 +1,195 @@
+"""The declarative mesh: participants, data products (the catalog), geofences and contracts.
+
+Pydantic models validate each entry's own fields; `Topology.check_references` validates
+what ties entries together (a product's provider exists and is a provider, a contract's
+consumer may consume, fields named in a product exist in its schema, the contract policy
+compiles). Every error carries the path of the offending field so the loader can name the
+file, the line, the entry and the field.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from decimal import Decimal
+from enum import Enum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+import schemas
+from streams.topics import check_id
+
+
+class TopologyError(ValueError):
+    """A topology file is invalid; `path` locates the field (e.g. ("contracts", 2, "consumer"))."""
+
+    def __init__(self, message: str, path: tuple = ()):
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+class Role(str, Enum):
+    provider = "provider"
+    consumer = "consumer"
+    operator = "operator"
+    service = "service"
+    regulator = "regulator"
+
+
+class Classification(str, Enum):
+    """GB/T 43697-2024 data classification: 一般数据 / 重要数据 / 核心数据."""
+
+    general = "general"
+    important = "important"
+    core = "core"
+
+
+class ContractState(str, Enum):
+    draft = "DRAFT"
+    offered = "OFFERED"
+    agreed = "AGREED"
+    active = "ACTIVE"
+    suspended = "SUSPENDED"
+    revoked = "REVOKED"
+    expired = "EXPIRED"
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000, "w": 604_800_000}
+
+
+def duration_ms(value: Any) -> int:
+    """'7d', '12h', '30m', '500ms' or a number of milliseconds."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"duration {value!r} must look like 7d, 12h, 30m, 45s or 500ms")
+    return int(m.group(1)) * _UNIT_MS[m.group(2)]
+
+
+def to_ms(value: datetime | None) -> int | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return int(value.timestamp() * 1000)
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_enum_values=False)
+
+
+class ParticipantSpec(_Entry):
+    id: str
+    name: str
+    roles: list[Role] = Field(min_length=1)
+    public_key: str | None = Field(None, description="Ed25519 public key, hex; filled from the keyring when absent")
+    credit_code: str | None = None
+    limits: dict[str, Any] = Field(default_factory=dict)
+
+    _id = field_validator("id")(lambda v: check_id("participant", v))
+
+    @field_validator("public_key")
+    @classmethod
+    def _hex32(cls, v: str | None) -> str | None:
+        if v is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", v):
+            raise ValueError("public_key must be 32 bytes of hex (an Ed25519 public key)")
+        return v
+
+
+class ProductSpec(_Entry):
+    id: str
+    provider: str
+    name: str
+    schema_name: str = Field(alias="schema")
+    classification: Classification = Classification.general
+    partitions: int = Field(3, ge=1, le=1000)
+    retention: int = Field(7 * 86_400_000, description="ms; written as 7d, 12h ...")
+    description: str = ""
+    key_field: str | None = None
+    event_time_field: str | None = None
+
+    _id = field_validator("id")(lambda v: check_id("product", v))
+    _retention = field_validator("retention", mode="before")(lambda v: duration_ms(v))
+
+    @field_validator("schema_name")
+    @classmethod
+    def _known_schema(cls, v: str) -> str:
+        schemas.load(v)  # raises SchemaError naming the known ones
+        return v
+
+
+class Validity(_Entry):
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+
+
+class ContractSpec(_Entry):
+    id: str
+    version: int = Field(1, ge=1)
+    product: str
+    consumer: str
+    purposes: list[str] = Field(min_length=1)
+    valid: Validity = Field(default_factory=Validity)
+    state: ContractState = ContractState.active
+    template: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    policy: dict[str, Any] | None = None
+    price_per_1000: Decimal = Field(Decimal(0), ge=0, description="CNY per 1,000 delivered records")
+    currency: str = "CNY"
+
+    _id = field_validator("id")(lambda v: check_id("contract", v))
+
+    @property
+    def price_per_1000_minor(self) -> int:
+        return int((self.price_per_1000 * 100).to_integral_value())
+
+
+class Topology(_Entry):
+    participants: list[ParticipantSpec] = Field(default_factory=list)
+    products: list[ProductSpec] = Field(default_factory=list)
+    geofences: dict[str, dict] = Field(default_factory=dict, description="name -> GeoJSON (inline or {file: path})")
+    contracts: list[ContractSpec] = Field(default_factory=list)
+
+    def participant(self, pid: str) -> ParticipantSpec | None:
+        return next((p for p in self.participants if p.id == pid), None)
+
+    def product(self, pid: str) -> ProductSpec | None:
+        return next((p for p in self.products if p.id == pid), None)
+
+    def check_references(self) -> None:
+        for section in ("participants", "products", "contracts"):
+            seen: dict[str, int] = {}
+            for i, entry in enumerate(getattr(self, section)):
+                if entry.id in seen:
+                    raise TopologyError(f"duplicate id {entry.id!r} (also entry {seen[entry.id]})", (section, i, "id"))
+                seen[entry.id] = i
+        for i, p in enumerate(self.products):
+            owner = self.participant(p.provider)
+            if owner is None:
+                raise TopologyError(f"unknown participant {p.provider!r}", ("products", i, "provider"))
+            if Role.provider not in owner.roles:
+                raise TopologyError(f"participant {p.provider!r} does not have the provider role",
+                                    ("products", i, "provider"))
+            fields = schemas.load(p.schema_name).field_names
+            for attr in ("key_field", "event_time_field"):
+                value = getattr(p, attr)
+                if value is not None and value not in fields:
+                    raise TopologyError(f"{value!r} is not a field of {p.schema_name}", ("products", i, attr))
+        for i, c in enumerate(self.contracts):
+            product = self.product(c.product)
+            if product is None:
+                raise TopologyError(f"unknown product {c.product!r}", ("contracts", i, "product"))
+            consumer = self.participant(c.consumer)
+            if consumer is None:
+                raise TopologyError(f"unknown participant {c.consumer!r}", ("contracts", i, "consumer"))
+            if not {Role.consumer, Role.service, Role.regulator, Role.operator} & set(consumer.roles):
+                raise TopologyError(f"participant {c.consumer!r} has no role that may consume",
+                                    ("contracts", i, "consumer"))
+            if c.valid.not_before and c.valid.not_after and c.valid.not_before >= c.valid.not_after:
+                raise TopologyError("not_before must be earlier than not_after", ("contracts", i, "valid"))
+            if (c.policy is None) == (c.template is None):
+                raise TopologyError("give exactly one of policy or template", ("contracts", i, "policy"))

@@ -1,0 +1,60 @@
+"""Turn a contract entry into the policy document the enforcer compiles.
+
+A contract gives either a policy or a template with parameters; geofence constraints may
+name a geofence of the topology instead of carrying GeoJSON inline. The result is checked
+by the policy engine, so an unknown constraint or duty name fails here, when the contract
+is applied, and never silently at enforcement time.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import policy_enforcer
+from schemas import RecordSchema
+
+from .models import ContractSpec, TopologyError, to_ms
+
+_NULL_KEY = bytes(32)  # the output schema does not depend on the pseudonym key
+
+
+def resolve_policy(contract: ContractSpec, schema: RecordSchema, geofences: dict[str, dict], path: tuple) -> dict:
+    try:
+        if contract.template is not None:
+            policy = policy_enforcer.render_template(contract.template, _with_geofences(contract.params, geofences))
+        else:
+            policy = copy.deepcopy(contract.policy)
+        policy = _with_geofences(policy, geofences)
+        policy_enforcer.validate_policy(policy, schema)
+    except policy_enforcer.PolicyError as exc:
+        raise TopologyError(str(exc), path + ("template" if contract.template else "policy",)) from None
+    except KeyError as exc:
+        raise TopologyError(f"unknown geofence {exc.args[0]!r}", path + ("policy",)) from None
+    return policy
+
+
+def _with_geofences(node, geofences: dict[str, dict]):
+    """Replace `{"geofence": "name"}`-style references ("inside"/"outside": "name") by GeoJSON."""
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k in ("inside", "outside", "geofence", "zones") and isinstance(v, str):
+                out[k] = geofences[v]
+            else:
+                out[k] = _with_geofences(v, geofences)
+        return out
+    if isinstance(node, list):
+        return [_with_geofences(v, geofences) for v in node]
+    return node
+
+
+def terms_of(contract: ContractSpec) -> policy_enforcer.ContractTerms:
+    return policy_enforcer.ContractTerms(
+        contract_id=contract.id, version=contract.version, consumer_id=contract.consumer,
+        purposes=list(contract.purposes), policy=contract.policy,
+        not_before_ms=to_ms(contract.valid.not_before), not_after_ms=to_ms(contract.valid.not_after))
+
+
+def delivery_schema(contract: ContractSpec, schema: RecordSchema) -> RecordSchema:
+    """The Avro schema of what this contract's consumer receives."""
+    return policy_enforcer.compile_plan(terms_of(contract), schema, _NULL_KEY).output_schema
