@@ -1,0 +1,109 @@
+"""Compiled regular expressions, built once at import.
+
+All patterns run on *normalised* text (see ``normalize``), so they only need
+ASCII digits and letters, ``-``, ``+`` and ``@``; colons and parentheses
+may be either width (normalisation leaves CJK punctuation alone). Digit classes are written ``[0-9]``
+rather than ``\\d`` because ``\\d`` on ``str`` also matches Arabic-Indic and
+other Unicode digits the validators would then choke on.
+
+Every numeric pattern is fenced with ``(?<![0-9])`` / ``(?![0-9])`` so that a
+phone number is never found inside a longer number (order numbers, card
+numbers, IDs) — that single rule removes most false positives.
+"""
+
+from __future__ import annotations
+
+import re
+
+from .surnames import COMPOUND_SURNAMES, SINGLE_SURNAMES
+
+# --- resident ID --------------------------------------------------------------
+# 18 characters, optionally written 6-8-4 with single spaces; or 15 digits.
+ID18 = re.compile(r"(?<![0-9])[1-9][0-9]{5} ?[0-9]{8} ?[0-9]{3}[0-9Xx](?![0-9A-Za-z])")
+ID15 = re.compile(r"(?<![0-9])[1-9][0-9]{14}(?![0-9A-Za-z])")
+
+# --- phones -------------------------------------------------------------------
+# Mobile: 1[3-9]x, 3-4-4 with optional single space/dash, optional +86/0086.
+MOBILE = re.compile(
+    r"(?<![0-9])(?:(?:\+|00)86[ -]?|[(（]\+?86[)）] ?)?"
+    r"1[3-9][0-9](?:[ -]?[0-9]{4}){2}(?![0-9])"
+)
+
+# Landline: real area-code shapes only (010, 02x, 0[3-9]xx), a local number
+# that starts 2-9 (0/1 never start a local number), run together or split
+# 3-4/4-4, then an optional extension.
+_AREA = r"0(?:10|2[0-9]|[3-9][0-9]{2})"
+_EXT = r"(?:(?:-|转|分机|ext\.?|EXT\.?|Ext\.?) ?[0-9]{1,6}(?![0-9]))?"
+LANDLINE = re.compile(
+    rf"(?<![0-9])(?:[(（]{_AREA}[)）] ?|{_AREA}[ -]?)(?:[2-9][0-9]{{6,7}}|[2-9][0-9]{{2,3}}[ -][0-9]{{4}})"
+    rf"(?![0-9]){_EXT}"
+)
+# A local number without area code is only a phone when the word says so.
+LANDLINE_LOCAL = re.compile(
+    r"(?:座机|固话|固定电话|办公电话|家里电话|家庭电话)(?:号码)?(?:是|为)?[:：]? ?"
+    r"([2-8][0-9]{6,7})(?![0-9])"
+)
+
+# Nationwide service numbers (400/800 free-phone) are companies, not people;
+# they are matched first and block everything they cover.
+SERVICE = re.compile(r"(?<![0-9])[48]00[ -]?[0-9]{3}[ -]?[0-9]{4}(?![0-9])")
+
+# --- bank card ----------------------------------------------------------------
+# 16-19 digits run together, or in groups of four (last group 1-3 digits).
+# A trailing letter means something else (the first 17 digits of an ID ending in X).
+BANK_CARD = re.compile(
+    r"(?<![0-9])(?:[0-9]{16,19}|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{1,3})?)(?![0-9A-Za-z])"
+)
+
+# --- e-mail -------------------------------------------------------------------
+# Local part bounded to 64 chars so a long alnum run cannot make the scan
+# quadratic; the detector also skips this regex when there is no '@'.
+EMAIL = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]{1,64}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9])"
+)
+
+# --- licence plate ------------------------------------------------------------
+PROVINCES = "京津沪渝冀豫云辽黑湘皖鲁新苏浙赣鄂桂甘晋蒙陕吉闽贵粤青藏川宁琼"
+_L = "A-HJ-NP-Za-hj-np-z"  # plates never use I or O
+_SEP = "[·•・ -]?"
+PLATE = re.compile(
+    rf"[{PROVINCES}][·•・]?[{_L}]{_SEP}(?:"
+    rf"[DFdf][{_L}0-9][0-9]{{4}}"  # new energy, small: D/F in position 3
+    rf"|[0-9]{{5}}[DFdf]"  # new energy, large: D/F in position 8
+    rf"|[{_L}0-9]{{4}}[警学挂领使港澳试超]"  # police, coach, trailer, consulate, HK/Macao...
+    rf"|[{_L}0-9]{{5}}"  # ordinary blue/yellow plate
+    rf")(?![A-Za-z0-9])"
+)
+
+# --- context keywords (looked for just before a number) -----------------------
+# Group 1: ID words, 2: bank words, 3: order/serial words.
+CONTEXT = re.compile(
+    r"(身份证|证件号|身份号码|公民身份)"
+    r"|(银行卡|卡号|账号|帐号|储蓄卡|信用卡|借记卡|工资卡|银行账户|收款账户|开户)"
+    r"|(订单|单号|工单|编号|流水号|运单|交易号|批次|发票|快递|条码|序列号|工号)"
+)
+CONTEXT_WINDOW = 16  # characters before the number
+
+# --- names --------------------------------------------------------------------
+_COMPOUND = "|".join(sorted(COMPOUND_SURNAMES, key=len, reverse=True))
+SURNAME = rf"(?:{_COMPOUND}|[{SINGLE_SURNAMES}])"
+_CJK = "\u4e00-\u9fff"
+
+# "我叫X / 我是X / 本人X / 姓名:X / 联系人:X ..." - X = surname + 1-2 chars;
+# the detector trims the given name when the next char starts a new word.
+NAME_TRIGGER = re.compile(
+    r"(?:我叫|我是|本人|姓名|联系人|来电人|投诉人|反映人|诉求人|举报人|当事人|户主)"
+    rf"(?:是|为)?[:：]? ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})"
+)
+_HONORIFIC = "先生|女士|小姐|师傅|阿姨|大爷|大妈|老师|经理|主任"
+# Honorifics are found by literal search and the surname is looked up just
+# before them (names.py) - much faster than trying a surname class at every
+# position. FULL_NAME_HONORIFICS are the ones unambiguous enough to also take
+# a given name ("，王小明先生"); "周末老师" must not become a name.
+HONORIFIC = re.compile(_HONORIFIC)
+FULL_NAME_HONORIFICS = frozenset({"先生", "女士", "小姐"})
+# Cheap pre-check: no trigger and no honorific means no name.
+NAME_HINT = re.compile(
+    r"我叫|我是|本人|姓名|联系人|来电人|投诉人|反映人|诉求人|举报人|当事人|户主|" + _HONORIFIC
+)

@@ -1,0 +1,300 @@
+"""Compile a contract into a Plan and run it over batches of decoded records.
+
+Why a compiled plan: the enforcement runner calls ``Plan.evaluate`` for every batch of
+every active contract, so everything that depends only on the contract is done once here:
+the purpose decision, the polygon index, the pseudonym key schedule, the output schema,
+and one generated Python function (``step``) that tests every per-record constraint and
+builds the delivered dict with every duty inlined. Generated code (like the schema
+encoders in ``schemas/codegen.py``) avoids a function call and a config look-up per rule
+per record; the generator only embeds ``repr`` of field names validated against the
+schema and refers to every policy value through a named constant.
+
+Evaluation order per record: constraints in policy order (the first failing one is the
+drop rule), then duties. Constraints see the source record (a geofence tests the exact
+position, before rounding). A record a rule cannot process (wrong value type, missing
+field, not a dict) is rejected, naming that rule; the slow path that finds it runs only
+for such records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from schemas import RecordSchema
+
+from .constraints import CompiledConstraint, compile_constraints
+from .duties import FieldOutput, compile_fields
+from .errors import PolicyError
+from .output_schema import build_output_schema
+from .policy import PROHIBITIONS, DropDuty, PurposeConstraint, ValidityConstraint, check_policy
+
+DELIVER = "deliver"
+DROP = "drop"
+REJECT = "reject"
+
+RULE_PURPOSE = "constraint:purpose"
+RULE_NOT_BEFORE = "validity:not_before"
+RULE_NOT_AFTER = "validity:not_after"
+RULE_NOT_A_RECORD = "input:not-a-record"
+
+
+@dataclass
+class ContractTerms:
+    """What compile_plan needs of a contract (the topology's ContractSpec, flattened).
+
+    ``purposes`` are the consumer's declared purposes; ``policy`` is the policy document
+    (see policy.py); the validity window is in epoch milliseconds, either end open."""
+
+    contract_id: str
+    version: int
+    consumer_id: str
+    purposes: list[str]
+    policy: dict
+    not_before_ms: int | None = None
+    not_after_ms: int | None = None
+
+
+@dataclass
+class BatchResult:
+    """Decisions for one batch, as parallel lists in input order (cheap to build and to
+    walk for the runner):
+
+    - ``decisions[i]``: DELIVER, DROP or REJECT;
+    - ``records[i]``: the transformed record to deliver, None otherwise;
+    - ``rules[i]``: None for DELIVER, else the rule id, e.g. ``constraint:geofence``;
+    - ``messages``: index -> why, for REJECT only (sparse);
+    - ``counts``: ``deliver``, ``drop:<rule>``, ``reject:<rule>`` -> number of records
+      (only non-zero entries), ready for a ComplianceEvent.
+    """
+
+    decisions: list[str]
+    records: list[dict | None]
+    rules: list[str | None]
+    counts: dict[str, int]
+    messages: dict[int, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.decisions)
+
+    def __iter__(self):
+        return iter(zip(self.decisions, self.records, self.rules))
+
+    def delivered(self) -> list[tuple[int, dict]]:
+        """(input index, transformed record) of every delivered record."""
+        return [(i, r) for i, r in enumerate(self.records) if r is not None]
+
+
+def _policy_digest(policy: Any) -> str:
+    text = json.dumps(policy, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _indent(lines: list[str], n: int) -> list[str]:
+    return [" " * n + ln for ln in lines]
+
+
+class Plan:
+    """A contract compiled for one product schema. Build with ``compile_plan``."""
+
+    def __init__(self, terms: ContractTerms, schema: RecordSchema, pseudonym_key: bytes,
+                 scrubber: Callable[[str], str] | None = None):
+        if not isinstance(terms.contract_id, str) or not terms.contract_id:
+            raise PolicyError("contract_id must be a non-empty string", "contract.contract_id")
+        checked = check_policy(terms.policy, schema)
+        self.contract_id = terms.contract_id
+        self.version = terms.version
+        self.consumer_id = terms.consumer_id
+        self.source_schema = schema
+        self.policy_digest = _policy_digest(terms.policy)
+        self._checked = checked
+
+        # purpose: decided here, once (ODRL purpose constraint against the consumer's declaration)
+        self.blocked_rule: str | None = None
+        self.blocked_reason: str | None = None
+        declared = list(terms.purposes or [])
+        self._purposes = []
+        for path, c in checked.constraints:
+            if isinstance(c, PurposeConstraint):
+                allowed = list(c.in_)
+                self._purposes.append({"path": path, "allowed": allowed, "declared": declared})
+                outside = [p for p in declared if p not in allowed]
+                if self.blocked_rule is None and (not declared or outside):
+                    self.blocked_rule = RULE_PURPOSE
+                    self.blocked_reason = (f"declared purposes {declared} are not all in the allowed {allowed}"
+                                           if declared else f"the consumer declared no purpose; allowed: {allowed}")
+
+        # validity window: the contract's and any validity constraints, intersected
+        lows = [v for v in [terms.not_before_ms] if v is not None]
+        highs = [v for v in [terms.not_after_ms] if v is not None]
+        for _, c in checked.constraints:
+            if isinstance(c, ValidityConstraint):
+                if c.not_before_ms is not None:
+                    lows.append(c.not_before_ms)
+                if c.not_after_ms is not None:
+                    highs.append(c.not_after_ms)
+        self.not_before_ms = max(lows) if lows else None
+        self.not_after_ms = min(highs) if highs else None
+
+        self._constraints: list[CompiledConstraint] = compile_constraints(checked)
+        self._fields: list[FieldOutput] = compile_fields(checked, pseudonym_key, scrubber)
+        self.output_schema: RecordSchema = build_output_schema(schema, self.contract_id, self._fields)
+        self._make_step, self._make_probes, self.source_code = self._generate()
+
+    # ---- code generation -----------------------------------------------------------------
+
+    def _generate(self):
+        ns: dict[str, Any] = {"__builtins__": {"round": round, "max": max, "None": None}}
+        batch: list[str] = []
+        checks: list[str] = []
+        for c in self._constraints:
+            ns.update(c.consts)
+            batch += c.batch_code
+            checks += c.code
+        for f in self._fields:
+            ns.update(f.consts)
+        body = ", ".join(f"{f.name!r}: {f.expr}" for f in self._fields)
+        lines = ["def _make_step(now_ms):", *_indent(batch, 4), "    def step(r):",
+                 *_indent(checks, 8), f"        return {{{body}}}", "    return step", ""]
+        # probes: each constraint and each field on its own, to name what a bad record broke
+        lines += ["def _make_probes(now_ms):", *_indent(batch, 4), "    probes = []"]
+        for i, c in enumerate(self._constraints):
+            lines += [f"    def c{i}(r):", *_indent(c.code, 8), "        return None", f"    probes.append(c{i})"]
+        for i, f in enumerate(self._fields):
+            lines += [f"    def f{i}(r):", f"        {f.expr}", "        return None", f"    probes.append(f{i})"]
+        lines += ["    return probes", ""]
+        source = "\n".join(lines)
+        exec(compile(source, f"<policy plan {self.contract_id} v{self.version}>", "exec"), ns)
+        return ns["_make_step"], ns["_make_probes"], source
+
+    def _diagnose(self, record: Any, now_ms: int, exc: Exception) -> tuple[str, str]:
+        if not isinstance(record, dict):
+            return RULE_NOT_A_RECORD, f"expected a dict record, got {type(record).__name__}"
+        probes = self._make_probes(now_ms)
+        names = [(c.rule, None) for c in self._constraints] + [(f.rule or f"field:{f.name}", f.name)
+                                                               for f in self._fields]
+        for probe, (rule, fname) in zip(probes, names):
+            try:
+                if probe(record) is not None:
+                    return "", ""  # a constraint drops it: not our culprit (cannot happen before the raiser)
+            except KeyError as e:
+                return rule, f"missing field {e.args[0]!r}"
+            except Exception as e:  # noqa: BLE001 - any error of a rule on this record rejects it
+                what = f"field {fname!r}: " if fname else ""
+                return rule, f"{what}{type(e).__name__}: {e}"
+        return "input:unprocessable", f"{type(exc).__name__}: {exc}"
+
+    # ---- evaluation ------------------------------------------------------------------------
+
+    def evaluate(self, records: list[dict], now_ms: int) -> BatchResult:
+        """Decide every record of a batch; ``now_ms`` is the batch's processing time."""
+        n = len(records)
+        batch_rule = self._batch_rule(now_ms)
+        if batch_rule is not None:
+            return BatchResult([DROP] * n, [None] * n, [batch_rule] * n,
+                               {f"drop:{batch_rule}": n} if n else {})
+        step = self._make_step(now_ms)
+        try:
+            results = [step(r) for r in records]
+        except Exception:  # noqa: BLE001 - some record is bad: redo the batch record by record
+            return self._evaluate_slow(records, now_ms, step)
+        counts: dict[str, int] = {}
+        decisions = rules = None
+        dropped = 0
+        for i, x in enumerate(results):
+            if x.__class__ is not dict:
+                if decisions is None:
+                    decisions = [DELIVER] * n
+                    rules = [None] * n
+                decisions[i] = DROP
+                rules[i] = x
+                results[i] = None
+                key = "drop:" + x
+                counts[key] = counts.get(key, 0) + 1
+                dropped += 1
+        if decisions is None:
+            decisions = [DELIVER] * n
+            rules = [None] * n
+        if n - dropped:
+            counts[DELIVER] = n - dropped
+        return BatchResult(decisions, results, rules, counts)
+
+    def _evaluate_slow(self, records: list, now_ms: int, step) -> BatchResult:
+        decisions, out, rules, counts, messages = [], [], [], {}, {}
+        for i, r in enumerate(records):
+            try:
+                x = step(r)
+            except Exception as exc:  # noqa: BLE001
+                rule, msg = self._diagnose(r, now_ms, exc)
+                rule = rule or "input:unprocessable"
+                decisions.append(REJECT)
+                out.append(None)
+                rules.append(rule)
+                messages[i] = msg
+                key = f"reject:{rule}"
+            else:
+                if x.__class__ is dict:
+                    decisions.append(DELIVER)
+                    out.append(x)
+                    rules.append(None)
+                    key = DELIVER
+                else:
+                    decisions.append(DROP)
+                    out.append(None)
+                    rules.append(x)
+                    key = f"drop:{x}"
+            counts[key] = counts.get(key, 0) + 1
+        return BatchResult(decisions, out, rules, counts, messages)
+
+    def _batch_rule(self, now_ms: int) -> str | None:
+        if self.blocked_rule is not None:
+            return self.blocked_rule
+        if self.not_before_ms is not None and now_ms < self.not_before_ms:
+            return RULE_NOT_BEFORE
+        if self.not_after_ms is not None and now_ms > self.not_after_ms:
+            return RULE_NOT_AFTER
+        return None
+
+    # ---- audit -------------------------------------------------------------------------------
+
+    def describe(self) -> dict:
+        """What this plan does, for people and for the compliance ledger (JSON-able)."""
+        checked = self._checked
+        dropped = sorted({f for _, d in checked.duties if isinstance(d, DropDuty) for f in d.fields})
+        return {
+            "contract_id": self.contract_id,
+            "version": self.version,
+            "consumer_id": self.consumer_id,
+            "source_schema": self.source_schema.full_name,
+            "source_fingerprint": self.source_schema.fingerprint,
+            "output_schema": self.output_schema.full_name,
+            "output_fingerprint": self.output_schema.fingerprint,
+            "policy_digest": self.policy_digest,
+            "description": checked.document.description,
+            "delivers": self.blocked_rule is None,
+            "blocked": None if self.blocked_rule is None else {"rule": self.blocked_rule, "reason": self.blocked_reason},
+            "purpose": self._purposes,
+            "validity": {"not_before_ms": self.not_before_ms, "not_after_ms": self.not_after_ms,
+                         "rules": [RULE_NOT_BEFORE, RULE_NOT_AFTER]},
+            "fields": list(checked.delivered),
+            "dropped_fields": dropped,
+            "constraints": [{"rule": c.rule, "path": c.path, "text": c.text, **c.evidence} for c in self._constraints],
+            "duties": ([{"rule": f.rule, "path": f.path, "field": f.name, "text": f.text}
+                        for f in self._fields if f.rule]
+                       + [{"rule": "duty:drop", "path": p, "fields": list(d.fields), "text": "not delivered"}
+                          for p, d in checked.duties if isinstance(d, DropDuty)]),
+            "prohibitions": [{"type": p.type, "text": PROHIBITIONS[p.type], "note": p.note}
+                             for p in checked.prohibitions],
+        }
+
+
+def compile_plan(terms: ContractTerms, schema: RecordSchema, pseudonym_key: bytes,
+                 scrubber: Callable[[str], str] | None = None) -> Plan:
+    """Compile ``terms`` for records of ``schema``; raise PolicyError naming the path.
+
+    ``pseudonym_key`` is the contract's key (see ``derive_contract_key``); ``scrubber`` is
+    the text -> text function of scrub_pii duties (default ``policy_enforcer.pii.scrub``,
+    imported only if the policy scrubs)."""
+    return Plan(terms, schema, pseudonym_key, scrubber)

@@ -1,0 +1,62 @@
+"""Plan-level behaviour: describe() for audit, batch results, the default PII scrubber."""
+
+import json
+from pathlib import Path
+
+import pytest
+from enforcer_samples import DISTRICT, HOTLINE, KEY, NOW_MS, UAV, ticket, uav
+
+import policy_enforcer
+from policy_enforcer import DELIVER, ContractTerms, PolicyError, compile_plan
+
+
+def test_describe_lists_constraints_duties_prohibitions_and_is_json():
+    policy = {"description": "route planning",
+              "permission": {"constraints": [{"type": "purpose", "in": ["route-planning"]},
+                                             {"type": "geofence", "inside": DISTRICT}]},
+              "duties": [{"type": "drop", "fields": ["uin"]}, {"type": "pseudonymise", "field": "serial_number"}],
+              "prohibitions": [{"type": "onward_transfer", "note": "not even to subsidiaries"},
+                               {"type": "re_identification"}]}
+    p = compile_plan(ContractTerms("logi", 3, "swift", ["route-planning"], policy, NOW_MS, None), UAV, KEY)
+    d = json.loads(json.dumps(p.describe()))
+    assert (d["contract_id"], d["version"], d["delivers"]) == ("logi", 3, True)
+    assert [c["rule"] for c in d["constraints"]] == ["constraint:geofence"]
+    assert {x["rule"] for x in d["duties"]} == {"duty:pseudonymise:serial_number", "duty:drop"}
+    assert d["prohibitions"][0] == {"type": "onward_transfer", "note": "not even to subsidiaries",
+                                    "text": policy_enforcer.PROHIBITIONS["onward_transfer"]}
+    assert d["purpose"] == [{"path": "policy.permission.constraints[0]", "allowed": ["route-planning"],
+                             "declared": ["route-planning"]}]
+    assert d["validity"]["not_before_ms"] == NOW_MS and "uin" in d["dropped_fields"]
+    assert d["output_fingerprint"] == p.output_schema.fingerprint and len(d["policy_digest"]) == 64
+    assert (p.contract_id, p.version) == ("logi", 3)
+
+
+def test_prohibitions_do_not_change_records():
+    base = compile_plan(ContractTerms("a", 1, "c", [], {}), UAV, KEY)
+    prohibited = compile_plan(ContractTerms("a", 1, "c", [], {"prohibitions": [{"type": "commercial_resale"}]}),
+                              UAV, KEY)
+    assert base.evaluate([uav()], NOW_MS).records == prohibited.evaluate([uav()], NOW_MS).records == [uav()]
+
+
+def test_policy_none_is_an_error():
+    with pytest.raises(PolicyError, match="policy: expected an object"):
+        compile_plan(ContractTerms("a", 1, "c", [], None), UAV, KEY)
+
+
+def test_delivered_records_are_new_dicts():
+    rec = uav()
+    out = compile_plan(ContractTerms("a", 1, "c", [], {}), UAV, KEY).evaluate([rec], NOW_MS).records[0]
+    assert out == rec and out is not rec
+
+
+@pytest.mark.skipif(not (Path(policy_enforcer.__file__).parent / "pii").is_dir(),
+                    reason="policy_enforcer/pii/ is written by another change")
+def test_scrub_pii_uses_policy_enforcer_pii_by_default():
+    from policy_enforcer import pii
+    policy = {"duties": [{"type": "scrub_pii", "field": "content"}]}
+    p = compile_plan(ContractTerms("hl", 1, "c", [], policy), HOTLINE, KEY)
+    text = "我叫张伟，电话 13812345678，身份证 420106199001011234，中北路积水。"
+    r = p.evaluate([ticket(content=text)], NOW_MS)
+    assert r.decisions == [DELIVER]
+    assert r.records[0]["content"] == pii.scrub(text)
+    assert "13812345678" not in r.records[0]["content"]
