@@ -113,3 +113,21 @@ def load_all(keys_dir: Path) -> dict[str, Keyring]:
         ring = Keyring.from_file(path)
         out[ring.participant_id] = ring
     return out
+
+
+def mesh_secret(keys_dir: Path) -> bytes:
+    """The operator's master secret for per-contract pseudonym keys (created on first use)."""
+    path = Path(keys_dir) / "_mesh.secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(secrets.token_bytes(32))
+        try:
+            os.link(tmp, path)  # atomic create-if-absent: two runners never pick different secrets
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(tmp)
+    return path.read_bytes()

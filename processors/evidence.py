@@ -1,0 +1,72 @@
+"""Compliance events the runner emits, built deterministically from what it decided.
+
+An event's id is a hash of what it is about (product, source partition, offset range,
+contract and version), so replaying the same input after a crash produces the same id and
+sinks (the ledger) can de-duplicate; the digest over source offsets and delivered bytes
+lets anyone re-check a batch against the delivery topic.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+
+_OFFSET = struct.Struct(">q").pack
+
+
+def event_id(*parts) -> str:
+    return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+class BatchDigest:
+    """SHA-256 over (source offset, delivered bytes) of every delivered record, in order."""
+
+    __slots__ = ("_h",)
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, offset: int, payload: bytes) -> None:
+        self._h.update(_OFFSET(offset))
+        self._h.update(_OFFSET(len(payload)))
+        self._h.update(payload)
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()
+
+
+def batch_event(now_ms: int, product: str, provider: str, contract: str, version: int, consumer: str,
+                topic: str, partition: int, first: int, last: int, counts: dict[str, int], digest: str,
+                trace_id: str | None) -> dict:
+    return {
+        "event_id": event_id("batch", product, partition, first, last, contract, version),
+        "time_ms": now_ms, "kind": "BATCH", "product_id": product, "provider_id": provider,
+        "contract_id": contract, "contract_version": version, "consumer_id": consumer, "rule": None,
+        "reason": None, "counts": counts, "source_topic": topic, "source_partition": partition,
+        "first_offset": first, "last_offset": last, "digest": digest, "trace_id": trace_id, "details": {}}
+
+
+def reject_event(now_ms: int, product: str, provider: str, topic: str, partition: int, offset: int,
+                 rule: str, reason: str, trace_id: str | None, participant: str | None) -> dict:
+    return {
+        "event_id": event_id("reject", product, partition, offset),
+        "time_ms": now_ms, "kind": "REJECT", "product_id": product, "provider_id": provider,
+        "contract_id": None, "contract_version": None, "consumer_id": None, "rule": rule, "reason": reason,
+        "counts": {f"reject:{rule}": 1}, "source_topic": topic, "source_partition": partition,
+        "first_offset": offset, "last_offset": offset, "digest": None, "trace_id": trace_id,
+        "details": {"claimed_participant": participant or ""}}
+
+
+def contract_change_event(now_ms: int, product: str, provider: str, contract: dict, previous_state: str | None,
+                          topic: str, from_offsets: dict[int, int]) -> dict:
+    """A contract took effect, changed or stopped, from these source offsets on (per partition)."""
+    offsets = ",".join(f"{p}:{o}" for p, o in sorted(from_offsets.items()))
+    return {
+        "event_id": event_id("contract", product, contract["contract_id"], contract["version"], contract["state"],
+                             offsets),
+        "time_ms": now_ms, "kind": "CONTRACT_CHANGE", "product_id": product, "provider_id": provider,
+        "contract_id": contract["contract_id"], "contract_version": contract["version"],
+        "consumer_id": contract["consumer_id"], "rule": f"state:{contract['state']}",
+        "reason": f"{previous_state or 'ABSENT'} -> {contract['state']}", "counts": {}, "source_topic": topic,
+        "source_partition": None, "first_offset": min(from_offsets.values()) if from_offsets else None,
+        "last_offset": None, "digest": None, "trace_id": None, "details": {"from_offsets": offsets}}

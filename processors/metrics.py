@@ -1,0 +1,26 @@
+"""Prometheus metrics of the stream processors (names documented in README, scraped by deploy/)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+RECORDS_IN = Counter("citymesh_runner_records_in_total", "Raw records consumed", ["product"])
+DECISIONS = Counter("citymesh_runner_decisions_total", "Per-contract decisions", ["product", "contract", "decision", "rule"])
+REJECTED = Counter("citymesh_runner_rejected_total", "Records sent to the dead-letter topic", ["product", "rule"])
+FENCED = Counter("citymesh_runner_fenced_total", "Outputs skipped after a restart because they were already written",
+                 ["product"])
+BATCH_SECONDS = Histogram("citymesh_runner_batch_seconds", "Time to enforce, write and commit one batch", ["product"],
+                          buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+LAG = Gauge("citymesh_runner_consumer_lag", "Records behind the end of the raw topic", ["product", "partition"])
+ACTIVE_CONTRACTS = Gauge("citymesh_runner_active_contracts", "Contracts enforced on the product", ["product"])
+
+
+def serve(port: int) -> int:
+    """Start the /metrics endpoint; port 0 picks a free one. Returns the port."""
+    if port == 0:
+        import socket
+        with socket.socket() as sock:
+            sock.bind(("0.0.0.0", 0))
+            port = sock.getsockname()[1]
+    start_http_server(port)
+    return port

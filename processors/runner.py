@@ -1,0 +1,405 @@
+"""The enforcement runner: one per data product, the mesh's data plane.
+
+A batch loop on confluent-kafka: consume up to `batch_size` raw records, bring contracts up
+to date (at the batch boundary), admit the records, evaluate every ACTIVE contract's
+compiled plan on the batch, write what each contract grants to its delivery topic and
+what was rejected to the dead-letter topic, emit the batch's compliance events, wait for
+the broker's acknowledgements, then commit the source offsets synchronously. More
+instances in the same consumer group share the product's partitions.
+
+Exactly-once: see processors/fencing.py. Decisions are a function of the record, the
+contract version and the batch's processing time; a restarted runner fences off what a
+crashed one already wrote, so each delivery topic holds each permitted record once, in
+source order per partition, whatever moment the crash came at.
+
+    python -m processors.runner --product uav-telemetry
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
+
+import policy_enforcer
+import schemas
+from streams import envelope, keyring, topics
+from streams.control import read_table
+from streams.settings import Settings, get_settings
+
+from . import evidence, metrics
+from .admission import DEFAULT_MAX_BYTES, Admission, Rejected
+from .contract_feed import ContractFeed
+from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_OFFSET, H_SRC_PARTITION,
+                      H_SRC_TOPIC, FenceReader, PartitionFence, compliance_partition)
+
+log = logging.getLogger("citymesh.runner")
+
+H_CONTRACT = "cm.contract"
+H_CONTRACT_VERSION = "cm.contract.version"
+H_REASON = "cm.reason"
+H_RULE = "cm.rule"
+
+PRODUCER_CONFIG = {
+    "enable.idempotence": True,  # per partition: in order, no duplicates, a crash loses only a suffix
+    "acks": "all",
+    "linger.ms": 2,
+    "batch.num.messages": 10000,
+    "queue.buffering.max.messages": 1_000_000,
+    "compression.type": "lz4",
+    "delivery.report.only.error": True,
+}
+
+
+class DeliveryFailed(RuntimeError):
+    """The broker did not acknowledge an output; the batch is not committed and will be replayed."""
+
+
+@dataclass
+class ActivePlan:
+    """One ACTIVE contract compiled for this product, with its output topic's shape."""
+
+    contract: dict
+    plan: policy_enforcer.Plan
+    topic: str
+    partitions: int
+    static_headers: list  # (name, value) pairs the same on every delivered record
+
+    @property
+    def contract_id(self) -> str:
+        return self.contract["contract_id"]
+
+
+class Runner:
+    def __init__(self, product_id: str, client_config: dict, keys_dir, batch_size: int = 5000,
+                 max_record_bytes: int = DEFAULT_MAX_BYTES, session_timeout_ms: int = 6000,
+                 group_id: str | None = None, poll_timeout_s: float = 0.1):
+        self.product_id = product_id
+        self.client_config = client_config
+        self.batch_size = batch_size
+        self.poll_timeout_s = poll_timeout_s
+        entry = read_table(client_config, topics.CONTROL_CATALOG).get(product_id)
+        if entry is None:
+            raise SystemExit(f"product {product_id!r} is not in the catalog; apply the topology first")
+        self.provider_id = entry["provider_id"]
+        self.schema = schemas.load(entry["schema_name"])
+        self.raw_topic = entry["raw_topic"]
+        self.dlq_topic = topics.dead_letter(self.provider_id, product_id)
+        self.admission = Admission(product_id, self.provider_id, self.schema,
+                                   keyring.load(keys_dir, self.provider_id), max_record_bytes)
+        self.master_secret = keyring.mesh_secret(keys_dir)
+        self.producer = Producer({**client_config, **PRODUCER_CONFIG})
+        self.consumer = Consumer({
+            **client_config, "group.id": group_id or f"citymesh-runner.{product_id}",
+            "enable.auto.commit": False, "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_timeout_ms, "enable.partition.eof": False,
+        })
+        self.feed = ContractFeed(client_config, product_id)
+        self.fence_reader = FenceReader(client_config)
+        md = self.producer.list_topics(timeout=10)
+        self._partitions = {name: len(t.partitions) for name, t in md.topics.items()}
+        self.plans: dict[str, ActivePlan] = {}
+        self.fences: dict[int, PartitionFence] = {}
+        self._recover: set[int] = set()
+        self._carry: dict[int, list] = {}
+        self._failed: list = []
+        self._stopping = False
+        self._src_topic_header = (H_SRC_TOPIC, self.raw_topic.encode())
+        self.apply_contract_changes(self.feed.sync(), {})
+        self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    # ---- contracts ----------------------------------------------------------------------
+
+    def _n_partitions(self, topic: str) -> int:
+        if topic not in self._partitions:
+            md = self.producer.list_topics(topic, timeout=10).topics[topic]
+            if md.error is not None:
+                raise SystemExit(f"topic {topic} does not exist; apply the topology first")
+            self._partitions[topic] = len(md.partitions)
+        return self._partitions[topic]
+
+    def _compile(self, c: dict) -> ActivePlan:
+        terms = policy_enforcer.ContractTerms(
+            contract_id=c["contract_id"], version=c["version"], consumer_id=c["consumer_id"],
+            purposes=list(c["purposes"]), policy=json.loads(c["policy_json"]),
+            not_before_ms=c["not_before_ms"], not_after_ms=c["not_after_ms"])
+        key = policy_enforcer.derive_contract_key(self.master_secret, c["contract_id"])
+        plan = policy_enforcer.compile_plan(terms, self.schema, key)
+        topic = topics.delivery(c["contract_id"])
+        static = [(H_CONTRACT, c["contract_id"].encode()), (H_CONTRACT_VERSION, str(c["version"]).encode()),
+                  (envelope.H_SCHEMA, plan.output_schema.fingerprint.encode()), self._src_topic_header]
+        return ActivePlan(c, plan, topic, self._n_partitions(topic), static)
+
+    def apply_contract_changes(self, changes: list, from_offsets: dict[int, int]) -> list[dict]:
+        """Take contract changes into effect now (a batch boundary); returns compliance events."""
+        events = []
+        now = int(time.time() * 1000)
+        for c, old in changes:
+            cid = c["contract_id"]
+            if c["state"] == "ACTIVE":
+                try:
+                    self.plans[cid] = self._compile(c)
+                except policy_enforcer.PolicyError as exc:  # applied contracts are validated; be safe anyway
+                    log.error("contract %s v%s does not compile, not enforced: %s", cid, c["version"], exc)
+                    self.plans.pop(cid, None)
+            else:
+                self.plans.pop(cid, None)
+            events.append(evidence.contract_change_event(now, self.product_id, self.provider_id, c,
+                                                         old["state"] if old else None, self.raw_topic,
+                                                         from_offsets))
+            log.info("contract %s v%s %s -> %s from offsets %s", cid, c["version"], old and old["state"],
+                     c["state"], from_offsets)
+        metrics.ACTIVE_CONTRACTS.labels(self.product_id).set(len(self.plans))
+        return events
+
+    # ---- partitions and recovery ---------------------------------------------------------
+
+    def _on_assign(self, consumer, partitions) -> None:
+        for tp in partitions:
+            self._recover.add(tp.partition)
+            self._carry.pop(tp.partition, None)
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        for tp in partitions:
+            self._recover.discard(tp.partition)
+            self.fences.pop(tp.partition, None)
+            self._carry.pop(tp.partition, None)
+
+    def recover(self, p: int) -> PartitionFence:
+        """What a previous owner of partition p wrote beyond the committed offset."""
+        committed = self.consumer.committed([TopicPartition(self.raw_topic, p)], timeout=10)[0].offset
+        if committed == OFFSET_INVALID or committed < 0:
+            committed = self.consumer.get_watermark_offsets(TopicPartition(self.raw_topic, p), timeout=10)[0]
+        fence = PartitionFence(committed)
+        for topic in [ap.topic for ap in self.plans.values()] + [self.dlq_topic]:
+            last = self.fence_reader.last_source_offset(topic, p % self._n_partitions(topic), self.raw_topic, p)
+            if last >= committed:
+                fence.outputs[topic] = last
+        cq = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
+        fence.batch_last, fence.batch_now_ms, fence.event_ids = self.fence_reader.compliance_since(
+            topics.COMPLIANCE, cq, self.raw_topic, p, committed)
+        if fence.outputs or fence.batch_last is not None:
+            log.warning("partition %d: resuming at %d after a crash; already written: %s, batch up to %s",
+                        p, committed, fence.outputs, fence.batch_last)
+        return fence
+
+    # ---- the batch loop ------------------------------------------------------------------
+
+    def run(self, max_idle_s: float | None = None) -> None:
+        idle_since = time.monotonic()
+        while not self._stopping:
+            if self.step() or not self.consumer.assignment():  # joining the group is not idleness
+                idle_since = time.monotonic()
+            elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
+                break
+
+    def step(self) -> int:
+        """One batch: returns how many raw records it consumed."""
+        msgs = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+        t0 = time.perf_counter()
+        msgs = [m for m in msgs if not m.error()]
+        by_partition: dict[int, list] = {}
+        for m in msgs:
+            by_partition.setdefault(m.partition(), []).append(m)
+        changes = self.feed.sync()
+        events_out: list[tuple[int, dict, list]] = []
+        if changes:
+            from_offsets = {p: ms[0].offset() for p, ms in by_partition.items()}
+            for tp in self.consumer.assignment():
+                if tp.partition not in from_offsets:
+                    pos = self.consumer.position([tp])[0].offset
+                    from_offsets[tp.partition] = pos if pos >= 0 else 0
+            for ev in self.apply_contract_changes(changes, from_offsets):
+                events_out.append((0, ev, []))
+        if not msgs:
+            self._write_events(events_out)
+            if events_out:
+                self._flush()
+            return 0
+        now_ms = int(time.time() * 1000)
+        commits = []
+        for p, pmsgs in by_partition.items():
+            if p in self._recover:
+                self.fences[p] = self.recover(p)
+                self._recover.discard(p)
+            fence = self.fences.get(p)
+            if p in self._carry:
+                pmsgs = self._carry.pop(p) + pmsgs
+            done = -1
+            if fence is not None and fence.batch_last is not None and pmsgs[0].offset() <= fence.batch_last:
+                # replay the partly written batch exactly as it was: same range, same processing time
+                if pmsgs[-1].offset() < fence.batch_last:
+                    self._carry[p] = pmsgs
+                    continue
+                cut = next(i for i, m in enumerate(pmsgs) if m.offset() >= fence.batch_last) + 1
+                self._process(p, pmsgs[:cut], fence.batch_now_ms, fence, events_out, fence.event_ids)
+                done = pmsgs[cut - 1].offset()
+                fence.batch_last, fence.event_ids = None, set()
+                pmsgs = pmsgs[cut:]
+            if pmsgs:
+                self._process(p, pmsgs, now_ms, fence, events_out, ())
+                done = pmsgs[-1].offset()
+            commits.append(TopicPartition(self.raw_topic, p, done + 1))
+            if fence is not None and all(o <= done for o in fence.outputs.values()):
+                self.fences.pop(p, None)  # everything the old owner wrote is behind us now
+        self._write_events(events_out)
+        self._flush()
+        if commits:
+            self.consumer.commit(offsets=commits, asynchronous=False)
+        metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
+        metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
+        return len(msgs)
+
+    def _process(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, events_out: list,
+                 already_emitted) -> None:
+        """Enforce one partition's slice of a batch; compliance events already written before
+        a crash (`already_emitted` ids) are not queued again."""
+        good, bad = self.admission.admit(msgs)
+        first, last = msgs[0].offset(), msgs[-1].offset()
+        src_p = (H_SRC_PARTITION, str(p).encode())
+        batch_headers = [self._src_topic_header, src_p, (H_BATCH_FIRST, str(first).encode()),
+                         (H_BATCH_LAST, str(last).encode()), (H_BATCH_NOW, str(now_ms).encode())]
+        produce = self._produce
+        fenced = 0
+        # dead letters, with the reason
+        if bad:
+            dlq_q = p % self._n_partitions(self.dlq_topic)
+            for r in bad:
+                if fence is not None and fence.written(self.dlq_topic, r.offset):
+                    fenced += 1
+                else:
+                    headers = [(k, v) for k, v in (r.msg.headers() or [])] + [
+                        (H_RULE, r.rule.encode()), (H_REASON, r.reason.encode()), self._src_topic_header, src_p,
+                        (H_SRC_OFFSET, str(r.offset).encode())]
+                    produce(self.dlq_topic, r.msg.value(), r.msg.key(), dlq_q, headers)
+                trace = r.headers.get(envelope.H_TRACE)
+                ev = evidence.reject_event(
+                    now_ms, self.product_id, self.provider_id, self.raw_topic, p, r.offset, r.rule, r.reason,
+                    envelope.trace_id_of(trace) if trace else None,
+                    (r.headers.get(envelope.H_PARTICIPANT) or b"").decode("utf-8", "replace"))
+                if ev["event_id"] not in already_emitted:
+                    events_out.append((p, ev, batch_headers))
+                metrics.REJECTED.labels(self.product_id, r.rule).inc()
+        # every active contract on the admitted records
+        records = [g.record for g in good]
+        for ap in self.plans.values():
+            result = ap.plan.evaluate(records, now_ms)
+            digest = evidence.BatchDigest()
+            q = p % ap.partitions
+            encode = ap.plan.output_schema.encode
+            written_to = fence.outputs.get(ap.topic, -1) if fence is not None else -1
+            static = ap.static_headers + [src_p]
+            for i, out in enumerate(result.records):
+                if out is None:
+                    continue
+                g = good[i]
+                payload = encode(out)
+                digest.add(g.offset, payload)
+                if g.offset <= written_to:
+                    fenced += 1
+                    continue
+                trace = g.headers.get(envelope.H_TRACE)
+                headers = static + [(H_SRC_OFFSET, str(g.offset).encode()),
+                                    (envelope.H_TRACE, _child_trace(trace, g.offset))]
+                produce(ap.topic, payload, g.msg.key(), q, headers)
+            counts = dict(result.counts)
+            if counts:
+                ev = evidence.batch_event(
+                    now_ms, self.product_id, self.provider_id, ap.contract_id, ap.contract["version"],
+                    ap.contract["consumer_id"], self.raw_topic, p, first, last, counts, digest.hexdigest(), None)
+                if ev["event_id"] not in already_emitted:
+                    events_out.append((p, ev, batch_headers))
+            for key, n in counts.items():
+                decision, _, rule = key.partition(":")
+                metrics.DECISIONS.labels(self.product_id, ap.contract_id, decision, rule).inc(n)
+        if fenced:
+            metrics.FENCED.labels(self.product_id).inc(fenced)
+            if fence is not None:
+                log.info("partition %d: %d output(s) already written before the restart, skipped", p, fenced)
+
+    def _write_events(self, events_out: list) -> None:
+        schema = schemas.load("ComplianceEvent")
+        n = self._n_partitions(topics.COMPLIANCE)
+        for p, ev, batch_headers in events_out:
+            q = compliance_partition(self.product_id, p, n) if batch_headers else None
+            headers = batch_headers + [(H_EVENT_ID, ev["event_id"].encode())]
+            self._produce(topics.COMPLIANCE, schema.encode(ev), f"{self.product_id}:{p}".encode(), q, headers)
+
+    def _produce(self, topic: str, value, key, partition, headers) -> None:
+        while True:
+            try:
+                if partition is None:
+                    self.producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                else:
+                    self.producer.produce(topic, value, key, partition, headers=headers,
+                                          on_delivery=self._on_delivery)
+                return
+            except BufferError:
+                self.producer.poll(0.05)
+
+    def _on_delivery(self, err, msg) -> None:
+        if err is not None:
+            self._failed.append((msg.topic(), err))
+
+    def _flush(self) -> None:
+        left = self.producer.flush(60)
+        if left or self._failed:
+            # never commit a batch that is not fully written: crash and let the restart replay it
+            raise DeliveryFailed(f"{left} unacknowledged, failures: {self._failed[:3]}")
+
+    def update_lag(self) -> None:
+        for tp in self.consumer.assignment():
+            pos = self.consumer.position([tp])[0].offset
+            _, hi = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            if pos >= 0 and hi >= 0:
+                metrics.LAG.labels(self.product_id, str(tp.partition)).set(max(0, hi - pos))
+
+    def stop(self, *_args) -> None:
+        self._stopping = True
+
+    def close(self) -> None:
+        self.consumer.close()
+        self.feed.close()
+        self.fence_reader.close()
+        self.producer.flush(30)
+
+
+def _child_trace(parent: bytes | None, offset: int) -> bytes:
+    """W3C traceparent of the delivery: the provider's trace id, a span id of this decision."""
+    trace = parent.split(b"-")[1] if parent and parent.count(b"-") >= 3 else b"0" * 32
+    return b"00-" + trace + b"-" + b"%016x" % (offset & 0xFFFFFFFFFFFFFFFF) + b"-01"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m processors.runner", description=__doc__.split("\n")[0])
+    ap.add_argument("--product", required=True)
+    ap.add_argument("--batch-size", type=int, default=5000)
+    ap.add_argument("--metrics-port", type=int, default=None)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings: Settings = get_settings()
+    port = metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    runner = Runner(args.product, settings.client_config(), settings.keyring_dir, args.batch_size,
+                    session_timeout_ms=settings.session_timeout_ms)
+    log.info("enforcing %s (%d active contracts); metrics on :%d", args.product, len(runner.plans), port)
+    signal.signal(signal.SIGTERM, runner.stop)
+    signal.signal(signal.SIGINT, runner.stop)
+    last_lag = 0.0
+    try:
+        while not runner._stopping:
+            runner.step()
+            if time.monotonic() - last_lag > 5:
+                runner.update_lag()
+                last_lag = time.monotonic()
+    finally:
+        runner.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,147 @@
+"""Build a small, uniquely named city for one test: topology file, keys, applied to the broker."""
+
+from __future__ import annotations
+
+import textwrap
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import schemas
+from streams import keyring, topics
+from streams.connectors import ProviderConnector
+from topology.apply import apply
+from topology.loader import load_topology
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+CONTRACTS = """
+  - id: {u}-routes
+    product: {u}-uav
+    consumer: {u}-logistics
+    purposes: [route-planning]
+    policy:
+      permission:
+        fields: [serial_number, flight_id, timestamp_ms, lat, lon, height_agl_m, speed_h_mps, uav_class]
+        constraints:
+          - {{type: purpose, in: [route-planning]}}
+          - {{type: geofence, inside: urban}}
+          - {{type: value, field: height_agl_m, op: "<=", value: 120}}
+      duties:
+        - {{type: pseudonymise, field: serial_number}}
+        - {{type: generalise, field: lat, decimals: 3}}
+        - {{type: generalise, field: lon, decimals: 3}}
+  - id: {u}-regulator
+    product: {u}-uav
+    consumer: {u}-regulator
+    purposes: [airspace-supervision]
+    policy:
+      permission:
+        constraints:
+          - {{type: purpose, in: [airspace-supervision]}}
+"""
+
+
+def city_yaml(u: str, contracts: str = CONTRACTS, extra_participants: str = "") -> str:
+    return textwrap.dedent(f"""
+    participants:
+      - {{id: {u}-skyway, name: SkyWay, roles: [provider]}}
+      - {{id: {u}-logistics, name: Swift logistics, roles: [consumer]}}
+      - {{id: {u}-regulator, name: Regulator, roles: [regulator]}}
+    {extra_participants}
+    products:
+      - id: {u}-uav
+        provider: {u}-skyway
+        name: UAV telemetry
+        schema: UavTelemetry
+        partitions: 3
+        retention: 1d
+        key_field: serial_number
+        event_time_field: timestamp_ms
+    geofences:
+      urban: {{file: {EXAMPLES / 'geo' / 'shenzhen-urban.geojson'}}}
+    contracts:
+    """) + contracts.format(u=u)
+
+
+@dataclass
+class City:
+    u: str
+    path: Path
+    keys: Path
+    client: dict
+
+    @property
+    def product(self) -> str:
+        return f"{self.u}-uav"
+
+    @property
+    def provider(self) -> str:
+        return f"{self.u}-skyway"
+
+    @property
+    def raw(self) -> str:
+        return topics.raw(self.provider, self.product)
+
+    @property
+    def dlq(self) -> str:
+        return topics.dead_letter(self.provider, self.product)
+
+    def apply(self, text: str | None = None):
+        if text is not None:
+            self.path.write_text(text)
+        topo = load_topology(self.path)
+        for p in topo.participants:
+            keyring.create(self.keys, p.id)
+        return apply(topo, self.client, keys_dir=self.keys)
+
+    def connector(self) -> ProviderConnector:
+        return ProviderConnector(keyring.load(self.keys, self.provider), self.client)
+
+
+def make_city(tmp_path: Path, client: dict, u: str, contracts: str = CONTRACTS) -> City:
+    city = City(u, tmp_path / "city.yaml", tmp_path / "keys", client)
+    city.apply(city_yaml(u, contracts))
+    return city
+
+
+def read_topic(client: dict, topic: str, expect: int | None = None, timeout_s: float = 30.0,
+               settle_s: float = 1.0) -> list:
+    """Every record of a topic (group-less), waiting for `expect` records or until it settles."""
+    c = Consumer({**client, "group.id": "test-reader", "enable.auto.commit": False})
+    try:
+        deadline = time.monotonic() + 10
+        while True:  # metadata of a young topic can come back empty for a moment
+            md = c.list_topics(topic, timeout=10).topics[topic]
+            if (md.partitions and md.error is None) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert md.partitions, f"topic {topic} has no partitions: {md.error}"
+        c.assign([TopicPartition(topic, p, 0) for p in md.partitions])
+        out, deadline, last_new = [], time.monotonic() + timeout_s, time.monotonic()
+        while time.monotonic() < deadline:
+            batch = [m for m in c.consume(5000, 0.3) if not m.error()]
+            if batch:
+                out += batch
+                last_new = time.monotonic()
+            elif (expect is None or len(out) >= expect) and time.monotonic() - last_new > settle_s:
+                break
+        return out
+    finally:
+        c.close()
+
+
+def headers(msg) -> dict:
+    return {k: v for k, v in (msg.headers() or [])}
+
+
+def compliance_events(client: dict, product: str, **kw) -> list[dict]:
+    s = schemas.load("ComplianceEvent")
+    return [e for e in (s.decode(m.value()) for m in read_topic(client, topics.COMPLIANCE, **kw))
+            if e["product_id"] == product]
+
+
+def raw_producer(client: dict) -> Producer:
+    return Producer({**client, "enable.idempotence": True, "linger.ms": 5})
