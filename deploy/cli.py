@@ -9,6 +9,8 @@
   citymesh publish PRODUCT --as ID   publish JSON-lines records as a provider (file or stdin)
   citymesh tail TOPIC [-n N] [-f]    decode and print the last records of a topic
   citymesh keys [ID ...]             create keyrings (all participants of the topology by default)
+  citymesh contract dry-run ID --sample FILE | --from-topic N
+                                     what the contract's consumer would receive, and why not; writes nothing
   citymesh demo [--seconds N]        the whole mesh with simulated drones and hotline calls, live counts
 """
 
@@ -63,7 +65,7 @@ def cmd_apply(args, settings: Settings) -> int:
     created = sorted(t for t, s in report.topics.items() if s != "exists")
     print(f"topics: {len(report.topics)} ({len(created)} created or grown)")
     for t in created:
-        print(f"  + {t} ({report.topics[t]})")
+        print(f"  {'!' if report.topics[t] == 'cannot-grow' else '+'} {t} ({report.topics[t]})")
     for topic, keys in report.written.items():
         print(f"{topic}: {len(keys)} written, {report.unchanged[topic]} unchanged"
               + (f" ({', '.join(keys)})" if keys else ""))
@@ -123,6 +125,14 @@ def cmd_tail(args, settings: Settings) -> int:
     return tail(_client(settings), args.topic, args.n, args.follow)
 
 
+def cmd_dry_run(args, settings: Settings) -> int:
+    from .dryrun import dry_run
+    if (args.sample is None) == (args.from_topic is None):
+        raise SystemExit("give exactly one of --sample FILE or --from-topic N")
+    dry_run(_client(settings), settings.keyring_dir, args.contract, args.sample, args.from_topic)
+    return 0
+
+
 def cmd_up(args, settings: Settings) -> int:
     from .mesh import up
     return up(settings, args.topology)
@@ -166,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-n", type=int, default=10)
     s.add_argument("-f", "--follow", action="store_true")
     s.set_defaults(fn=cmd_tail)
+    s = sub.add_parser("contract", help="contract tools")
+    csub = s.add_subparsers(dest="contract_command", required=True)
+    d = csub.add_parser("dry-run", help="what a contract would deliver on sample data; writes nothing")
+    d.add_argument("contract")
+    d.add_argument("--sample", help="JSON-lines file of product records (- for stdin)")
+    d.add_argument("--from-topic", type=int, metavar="N", help="the last N records of the product's raw topic")
+    d.set_defaults(fn=cmd_dry_run)
     s = sub.add_parser("keys", help="create participant keyrings")
     s.add_argument("ids", nargs="*")
     s.add_argument("--topology", default=str(EXAMPLE))

@@ -55,7 +55,8 @@ def run_demo(settings: Settings, topology_path: str, seconds: float, drones: int
               f"{len(topo.contracts)} contracts, {len(report.topics)} topics", flush=True)
         for name, argv in mesh_processes(topo, topology_path).items():
             procs.append(supervisor.spawn(argv, settings.state_dir / "logs" / f"demo-{name}.log", detach=False,
-                                          env={"CITYMESH_BOOTSTRAP": bootstrap}))
+                                          env={"CITYMESH_BOOTSTRAP": bootstrap,
+                                               "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}))
             print(f"started {name} pid {procs[-1].pid}", flush=True)
         uav = ProviderConnector(keyring.load(settings.keyring_dir, UAV_PROVIDER), client)
         hotline = ProviderConnector(keyring.load(settings.keyring_dir, HOTLINE_PROVIDER), client)

@@ -44,7 +44,7 @@ def up(settings: Settings, topology_path: str) -> int:
     report = apply(topo, settings.client_config(state.bootstrap), settings.replication_factor,
                    settings.keyring_dir, settings.apply_acls)
     print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)")
-    env = {"CITYMESH_BOOTSTRAP": state.bootstrap}
+    env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
     for name, argv in mesh_processes(topo, topology_path).items():
         proc = supervisor.spawn(argv, settings.state_dir / "logs" / f"{name}.log", detach=True, env=env)
         state.processes[name] = proc.pid

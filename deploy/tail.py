@@ -56,13 +56,21 @@ def tail(client_config: dict, topic: str, n: int, follow: bool, timeout_s: float
                 remaining[p] = hi
         consumer.assign(assignment)
         deadline = time.monotonic() + timeout_s
-        while follow or (remaining and time.monotonic() < deadline):
+        backlog = []  # the last n of every partition; the last n overall are printed
+        while remaining and time.monotonic() < deadline:
             for msg in consumer.consume(500, 0.5):
                 if msg.error():
                     continue
-                print(render(msg, registry), flush=True)
+                backlog.append(msg)
                 if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
                     remaining.pop(msg.partition(), None)
+        backlog.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
+        for msg in backlog[-n:] if n > 0 else []:
+            print(render(msg, registry), flush=True)
+        while follow:
+            for msg in consumer.consume(500, 0.5):
+                if not msg.error():
+                    print(render(msg, registry), flush=True)
     finally:
         consumer.close()
     return 0

@@ -1,0 +1,120 @@
+"""The `citymesh` command as a user runs it: real processes, the embedded broker or CITYMESH_BOOTSTRAP."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.broker import pid_alive
+from streams.simulators import FleetSimulator
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def citymesh(env: dict, *args: str, timeout: float = 90, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([sys.executable, "-m", "deploy.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"citymesh {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def _env(tmp_path: Path, bootstrap: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CITYMESH_")}
+    env["CITYMESH_STATE_DIR"] = str(tmp_path / "state")
+    if bootstrap:
+        env["CITYMESH_BOOTSTRAP"] = bootstrap
+    return env
+
+
+def _state(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "state" / "mesh.json").read_text())
+
+
+def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
+    env = _env(tmp_path, None)
+    try:
+        out = citymesh(env, "up").stdout
+        assert "embedded broker (Tansu)" in out and "the mesh is up" in out
+        state = _state(tmp_path)
+        assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets"} <= set(state["processes"])
+        assert all(pid_alive(pid) for pid in state["processes"].values())
+        assert "already up" in citymesh(env, "up").stdout
+
+        catalog = citymesh(env, "catalog").stdout
+        assert "uav-telemetry" in catalog and "citymesh.UavTelemetry" in catalog and "IMPORTANT" in catalog
+        contracts = citymesh(env, "contracts").stdout
+        assert "logistics-routes" in contracts and "ACTIVE" in contracts and "0.50 CNY/1k" in contracts
+
+        sample = tmp_path / "flights.jsonl"
+        records = FleetSimulator(drones=20, violators=0, start_ms=int(time.time() * 1000)).tick(40)
+        sample.write_text("\n".join(json.dumps(r) for r in records) + "\n{\"serial_number\": 1}\nnot json\n")
+        pub = citymesh(env, "publish", "uav-telemetry", str(sample), "--as", "skyway", check=False)
+        assert pub.returncode == 1  # two bad lines, reported by line number; the good ones went out
+        assert f"published {len(records)} record(s)" in pub.stdout
+        assert f"flights.jsonl:{len(records) + 1}:" in pub.stderr and f"flights.jsonl:{len(records) + 2}:" in pub.stderr
+        not_provider = citymesh(env, "publish", "uav-telemetry", str(sample), "--as", "swift-logistics", check=False)
+        assert not_provider.returncode != 0 and "does not provide" in not_provider.stderr
+
+        deadline, delivered = time.monotonic() + 60, []
+        while time.monotonic() < deadline and len(delivered) < 5:  # the runner enforces the regulator's contract
+            tail = citymesh(env, "tail", "cm.dlv.regulator-uav", "-n", "5").stdout
+            delivered = [json.loads(line) for line in tail.splitlines() if line.strip()]
+            time.sleep(1)
+        assert len(delivered) == 5, delivered
+        assert delivered[0]["headers"]["cm.contract"] == "regulator-uav"
+        assert delivered[0]["value"]["serial_number"] in {r["serial_number"] for r in records}
+
+        dry = citymesh(env, "contract", "dry-run", "logistics-routes", "--sample", str(sample.with_suffix(".ok")),
+                       check=False)
+        assert dry.returncode != 0  # no such file: a clear error, not a traceback
+        sample.with_suffix(".ok").write_text("\n".join(json.dumps(r) for r in records))
+        dry = citymesh(env, "contract", "dry-run", "logistics-routes", "--sample", str(sample.with_suffix(".ok")))
+        lines = [json.loads(line) for line in dry.stdout.splitlines()]
+        summary = lines[-1]["summary"]
+        assert summary["records"] == len(records) and sum(summary["counts"].values()) == len(records)
+        delivered = [ln for ln in lines[:-1] if ln["decision"] == "deliver"]
+        assert delivered and all(set(ln["delivered"]) <= {"serial_number", "flight_id", "timestamp_ms", "lat", "lon",
+                                                            "alt_msl_m", "height_agl_m", "speed_h_mps", "speed_v_mps",
+                                                            "heading_deg", "uav_class"} for ln in delivered)
+        assert all(ln["rule"] == "constraint:geofence" for ln in lines[:-1] if ln["decision"] == "drop")
+
+        status = citymesh(env, "status").stdout
+        assert "runner-uav-telemetry" in status and "running" in status and "cm.raw.skyway.uav-telemetry" in status
+    finally:
+        down = citymesh(env, "down", check=False)
+    assert "stopped broker" in down.stdout
+    assert not any(pid_alive(pid) for pid in state["processes"].values())
+    assert "mesh is down" in citymesh(env, "status", check=False).stdout
+
+
+def test_up_with_citymesh_bootstrap_starts_no_broker(tmp_path, bootstrap):
+    env = _env(tmp_path, bootstrap)
+    try:
+        out = citymesh(env, "up").stdout
+        assert "embedded broker" not in out
+        state = _state(tmp_path)
+        assert not state["embedded"] and state["bootstrap"] == bootstrap and "broker" not in state["processes"]
+        assert "uav-telemetry" in citymesh(env, "catalog").stdout
+    finally:
+        citymesh(env, "down", check=False)
+    assert not any(pid_alive(pid) for pid in state["processes"].values())
+
+
+def test_keys_and_a_bad_topology_file(tmp_path):
+    env = _env(tmp_path, None)
+    out = citymesh(env, "keys").stdout
+    assert out.count("created") == 8
+    assert out.count("exists") == 0 and citymesh(env, "keys").stdout.count("exists") == 8
+    ring = json.loads((tmp_path / "state" / "keys" / "skyway.json").read_text())
+    assert len(bytes.fromhex(ring["ed25519_public"])) == 32
+    assert oct((tmp_path / "state" / "keys" / "skyway.json").stat().st_mode & 0o777) == "0o600"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((ROOT / "examples" / "city.yaml").read_text().replace("consumer: anxin-insurance", "consumer: ghost"))
+    res = citymesh({**env, "CITYMESH_BOOTSTRAP": "127.0.0.1:1"}, "apply", str(bad), check=False)
+    assert res.returncode != 0 and "bad.yaml:" in res.stderr and "unknown participant 'ghost'" in res.stderr
+    assert "Traceback" not in res.stderr
