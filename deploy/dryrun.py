@@ -16,6 +16,7 @@ import policy_enforcer
 import schemas
 from streams import keyring, topics
 from streams.control import read_table
+from streams.offsets import end_offsets
 
 
 def _plan(contract: dict, product: dict, keys_dir) -> tuple[policy_enforcer.Plan, schemas.RecordSchema]:
@@ -46,8 +47,7 @@ def _sample_from_topic(client: dict, topic: str, schema: schemas.RecordSchema, n
         md = c.list_topics(topic, timeout=10).topics[topic]
         parts = []
         per = max(1, n // max(1, len(md.partitions)))
-        for p in md.partitions:
-            lo, hi = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        for (_, p), (lo, hi) in end_offsets(c, [TopicPartition(topic, p) for p in md.partitions]).items():
             if hi > lo:
                 parts.append(TopicPartition(topic, p, max(lo, hi - per)))
         c.assign(parts)

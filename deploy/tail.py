@@ -14,6 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 import schemas
 from streams import topics
 from streams.control import read_table
+from streams.offsets import end_offsets
 
 
 def _registry(client_config: dict) -> schemas.Registry:
@@ -48,8 +49,8 @@ def tail(client_config: dict, topic: str, n: int, follow: bool, timeout_s: float
             print(f"no topic {topic}")
             return 1
         assignment, remaining = [], {}
-        for p in md.partitions:
-            lo, hi = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+        ends = end_offsets(consumer, [TopicPartition(topic, p) for p in md.partitions], timeout_s)
+        for (_, p), (lo, hi) in ends.items():
             start = max(lo, hi - n)
             assignment.append(TopicPartition(topic, p, start))
             if hi > start:

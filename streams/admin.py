@@ -63,9 +63,7 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int =
 
 class TopicCounter:
     """Record counts per topic (sum over partitions of high - low watermark), for live views.
-
-    Keeps one consumer handle open so a refresh every second costs one round trip per partition.
-    """
+    (On a compacted topic that is offsets, not live keys.)"""
 
     def __init__(self, client_config: dict):
         from confluent_kafka import Consumer
@@ -73,16 +71,13 @@ class TopicCounter:
 
     def counts(self, prefix: str = "cm.", timeout_s: float = 5.0) -> dict[str, int]:
         from confluent_kafka import TopicPartition
+        from .offsets import end_offsets
         md = self._consumer.list_topics(timeout=timeout_s)
-        out = {}
-        for name, t in sorted(md.topics.items()):
-            if not name.startswith(prefix):
-                continue
-            total = 0
-            for p in t.partitions:
-                lo, hi = self._consumer.get_watermark_offsets(TopicPartition(name, p), timeout=timeout_s)
-                total += max(0, hi - lo)
-            out[name] = total
+        parts = [TopicPartition(name, p) for name, t in md.topics.items() if name.startswith(prefix)
+                 for p in t.partitions]
+        out = {name: 0 for name in sorted(md.topics) if name.startswith(prefix)}
+        for (name, _), (lo, hi) in end_offsets(self._consumer, parts, timeout_s).items():
+            out[name] += max(0, hi - lo)
         return out
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 
 import schemas
 
+from .offsets import end_offsets
+
 
 def read_table(client_config: dict, topic: str, timeout_s: float = 15.0) -> dict[str, dict]:
     """The current value per key of a compacted control topic (tombstones removed)."""
@@ -37,11 +39,7 @@ def _read_to_end(client_config: dict, topic: str, timeout_s: float) -> Iterator[
         if tmeta is None or tmeta.error is not None:
             return
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in tmeta.partitions]
-        ends = {}
-        for tp in parts:
-            lo, hi = consumer.get_watermark_offsets(tp, timeout=timeout_s)
-            if hi > lo:
-                ends[tp.partition] = hi
+        ends = {p: hi for (_, p), (lo, hi) in end_offsets(consumer, parts, timeout_s).items() if hi > lo}
         if not ends:
             return
         consumer.assign([tp for tp in parts if tp.partition in ends])

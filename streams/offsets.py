@@ -1,0 +1,44 @@
+"""True end offsets of partitions, on any Kafka-protocol broker.
+
+Why not just ListOffsets(latest)? The embedded broker (Tansu 0.6) answers it with the base
+offset of the partition's last record batch + 1 instead of the log end offset: after one
+produce request carrying 8 records, it says the end is 1 (seen here; see bench/RESULTS.md).
+A fetch response's high watermark is right, so this asks ListOffsets for a first answer,
+fetches from just below it, and takes the high watermark the fetch reports. On Apache
+Kafka both agree and the fetch costs one round trip.
+"""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka import Consumer, TopicPartition
+
+
+def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 10.0
+                ) -> dict[tuple[str, int], tuple[int, int]]:
+    """(topic, partition) -> (low, high) watermarks, high being the true log end offset.
+
+    Uses `consumer`'s assignment for the probe fetch and leaves it unassigned."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    probe = []
+    for tp in partitions:
+        lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s,
+                                                cached=False)
+        out[(tp.topic, tp.partition)] = (lo, hi)
+        if hi > lo:
+            probe.append(TopicPartition(tp.topic, tp.partition, hi - 1))
+    if not probe:
+        return out
+    consumer.assign(probe)
+    waiting = {(tp.topic, tp.partition) for tp in probe}
+    deadline = time.monotonic() + timeout_s
+    while waiting and time.monotonic() < deadline:
+        for m in consumer.consume(1000, 0.2):
+            waiting.discard((m.topic(), m.partition()))
+    for key in [(tp.topic, tp.partition) for tp in probe]:
+        cached = consumer.get_watermark_offsets(TopicPartition(*key), cached=True)
+        if cached and cached[1] is not None and cached[1] > out[key][1]:
+            out[key] = (out[key][0], cached[1])
+    consumer.unassign()
+    return out

@@ -1,0 +1,41 @@
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from streams.admin import TopicCounter, TopicSpec, ensure_topics
+from streams.control import read_table
+from streams.offsets import end_offsets
+
+
+def test_end_offsets_count_every_record_of_a_multi_record_batch(client_config, unique):
+    topic = f"t.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 2)])
+    p = Producer({**client_config, "linger.ms": 50})
+    for batch in (8, 1, 5):  # several records per produce request
+        for i in range(batch):
+            p.produce(topic, b"v", b"k", partition=0)
+        p.flush()
+    c = Consumer({**client_config, "group.id": "x"})
+    try:
+        ends = end_offsets(c, [TopicPartition(topic, 0), TopicPartition(topic, 1)])
+    finally:
+        c.close()
+    assert ends[(topic, 0)] == (0, 14) and ends[(topic, 1)] == (0, 0)
+    counter = TopicCounter(client_config)
+    try:
+        assert counter.counts(prefix=topic)[topic] == 14
+    finally:
+        counter.close()
+
+
+def test_read_table_sees_every_key_of_one_batch(client_config, unique):
+    import schemas
+    topic = f"ctl.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 1, {"cleanup.policy": "compact"})])
+    s = schemas.load("Participant")
+    p = Producer({**client_config, "linger.ms": 50})
+    for i in range(20):
+        p.produce(topic, s.encode({"participant_id": f"p{i}", "name": "n", "roles": ["CONSUMER"]}), f"p{i}".encode())
+    p.produce(topic, None, b"p3")  # tombstone
+    p.flush()
+    table = read_table(client_config, topic)
+    assert sorted(table) == sorted(f"p{i}" for i in range(20) if i != 3)
