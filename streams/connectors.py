@@ -10,6 +10,7 @@ decoded records with their headers.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from typing import Iterator
@@ -184,7 +185,6 @@ class ConsumerConnector:
             if contract["consumer_id"] != participant_id:
                 raise NotAllowed(f"contract {contract_id} is not held by {participant_id}")
             if contract.get("delivery_schema_json"):
-                import json
                 self.registry.add(schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"])))
         self._consumer = Consumer({
             **client_config,

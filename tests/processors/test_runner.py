@@ -26,6 +26,15 @@ def _drain(runner: Runner, idle_s: float = 2.0) -> None:
     runner.run(max_idle_s=idle_s)
 
 
+def _enforce(city, client_config) -> None:
+    """Run a runner over everything in the raw topic, then stop it."""
+    runner = Runner(city.product, client_config, city.keys)
+    try:
+        _drain(runner)
+    finally:
+        runner.close()
+
+
 @pytest.fixture
 def city(tmp_path, client_config, unique):
     return make_city(tmp_path, client_config, unique)
@@ -36,11 +45,7 @@ def test_each_contract_gets_exactly_what_it_grants(city, client_config):
     with city.connector() as conn:
         for r in records:
             conn.publish(city.product, r)
-    runner = Runner(city.product, client_config, city.keys)
-    try:
-        _drain(runner)
-    finally:
-        runner.close()
+    _enforce(city, client_config)
     schema = schemas.load("UavTelemetry")
     raw = {(m.partition(), m.offset()): schema.decode(m.value()) for m in read_topic(client_config, city.raw, 3000)}
     assert len(raw) == 3000
@@ -142,11 +147,7 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_good_input_flows(city, clie
             p.flush()
     p.flush()
     assert bad_i == 10000
-    runner = Runner(city.product, client_config, city.keys)
-    try:
-        _drain(runner)
-    finally:
-        runner.close()
+    _enforce(city, client_config)
     dlq = read_topic(client_config, city.dlq, 10000)
     assert len(dlq) == 10000
     rules = {}
@@ -179,11 +180,7 @@ def test_truncated_avro_with_a_valid_tag_is_rejected_as_bad_avro(city, client_co
             ("cm.participant", city.provider.encode()), ("cm.product", city.product.encode()),
             ("cm.event_time", et), ("cm.auth", f"{ring.key_id}:{tag.hex()}".encode())])
     p.flush()
-    runner = Runner(city.product, client_config, city.keys)
-    try:
-        _drain(runner)
-    finally:
-        runner.close()
+    _enforce(city, client_config)
     dlq = read_topic(client_config, city.dlq, 2)
     assert sorted(headers(m)["cm.rule"] for m in dlq) == [b"reject:bad-avro", b"reject:bad-avro"]
     assert any(b"trailing" in headers(m)["cm.reason"] for m in dlq)
