@@ -83,6 +83,12 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
                                                             "heading_deg", "uav_class"} for ln in delivered)
         assert all(ln["rule"] == "constraint:geofence" for ln in lines[:-1] if ln["decision"] == "drop")
 
+        recent = citymesh(env, "contract", "dry-run", "emergency-uav", "--from-topic", "12")
+        lines = [json.loads(line) for line in recent.stdout.splitlines()]
+        assert lines[-1]["summary"]["records"] == 12
+        assert all(ln["decision"] == "deliver" and ln["delivered"]["serial_number"] in {r["serial_number"] for r in records}
+                   for ln in lines[:-1])
+
         status = citymesh(env, "status").stdout
         assert "runner-uav-telemetry" in status and "running" in status and "cm.raw.skyway.uav-telemetry" in status
     finally:
