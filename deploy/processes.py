@@ -16,4 +16,19 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
     procs = {}
     for p in topo.products:  # one enforcement runner per data product (scale out: more of the same)
         procs[f"runner-{p.id}"] = python_module("processors.runner", "--product", p.id)
+    for c in topo.contracts:  # HTTP push delivery for consumers that asked for it
+        if c.push is not None:
+            procs[f"webhook-{c.id}"] = python_module("processors.webhook", "--contract", c.id)
+    for src in topo.sources:  # ingestion adapters, publishing as the product's provider
+        provider = topo.product(src.product).provider
+        base = ["--provider", provider, "--product", src.product]
+        if src.type == "mavlink-udp":
+            procs[f"source-{src.id}"] = python_module("streams.adapters.mavlink_udp", *base,
+                                                      *(["--listen", src.listen] if src.listen else []))
+        elif src.type == "open311-http":
+            procs[f"source-{src.id}"] = python_module("streams.adapters.open311_http", *base,
+                                                      *(["--listen", src.listen] if src.listen else []))
+        elif src.type == "dji-mqtt":
+            procs[f"source-{src.id}"] = python_module("streams.adapters.dji_mqtt", *base,
+                                                      *(["--mqtt", src.mqtt] if src.mqtt else []))
     return procs

@@ -78,6 +78,7 @@ def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str
             "not_before_ms": to_ms(c.valid.not_before), "not_after_ms": to_ms(c.valid.not_after),
             "state": c.state.value, "policy_json": json.dumps(c.policy, sort_keys=True, ensure_ascii=False),
             "delivery_schema_json": json.dumps(out_schema.definition, sort_keys=True, ensure_ascii=False),
+            "push_json": c.push.model_dump_json() if c.push else None,
             "price_per_1000_minor": c.price_per_1000_minor, "currency": c.currency, "updated_ms": 0}
     return {topics.CONTROL_PARTICIPANTS: participants, topics.CONTROL_CATALOG: catalog,
             topics.CONTROL_CONTRACTS: contracts}

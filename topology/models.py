@@ -122,9 +122,44 @@ class ProductSpec(_Entry):
         return v
 
 
+SOURCE_SCHEMAS = {"mavlink-udp": "UavTelemetry", "dji-mqtt": "UavTelemetry", "open311-http": "HotlineTicket"}
+
+
+class SourceSpec(_Entry):
+    """An ingestion adapter `up` runs for a provider: it turns an external protocol into the
+    product's records (streams/adapters)."""
+
+    id: str
+    type: str
+    product: str
+    listen: str | None = Field(None, description="HOST:PORT for mavlink-udp and open311-http")
+    mqtt: str | None = Field(None, description="broker URL for dji-mqtt, e.g. mqtt://127.0.0.1:1883")
+
+    _id = field_validator("id")(lambda v: check_id("source", v))
+
+    @field_validator("type")
+    @classmethod
+    def _known_type(cls, v: str) -> str:
+        if v not in SOURCE_SCHEMAS:
+            raise ValueError(f"unknown source type {v!r} (known: {', '.join(SOURCE_SCHEMAS)})")
+        return v
+
+
 class Validity(_Entry):
     not_before: datetime | None = None
     not_after: datetime | None = None
+
+
+class PushSpec(_Entry):
+    """HTTP push delivery for a consumer that does not read Kafka (a webhook)."""
+
+    url: str = Field(pattern=r"^https?://")
+    batch_size: int = Field(500, ge=1, le=10_000)
+    timeout_s: float = Field(5.0, gt=0, le=120)
+    failure_ratio: float = Field(0.5, gt=0, le=1)
+    min_requests: int = Field(3, ge=1)
+    open_s: float = Field(5.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict, description="e.g. an Authorization header")
 
 
 class ContractSpec(_Entry):
@@ -138,6 +173,7 @@ class ContractSpec(_Entry):
     template: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     policy: dict[str, Any] | None = None
+    push: PushSpec | None = None
     price_per_1000: Decimal = Field(Decimal(0), ge=0, description="CNY per 1,000 delivered records")
     currency: str = "CNY"
 
@@ -153,6 +189,7 @@ class Topology(_Entry):
     products: list[ProductSpec] = Field(default_factory=list)
     geofences: dict[str, dict] = Field(default_factory=dict, description="name -> GeoJSON (inline or {file: path})")
     contracts: list[ContractSpec] = Field(default_factory=list)
+    sources: list[SourceSpec] = Field(default_factory=list)
 
     def participant(self, pid: str) -> ParticipantSpec | None:
         return next((p for p in self.participants if p.id == pid), None)
@@ -161,7 +198,7 @@ class Topology(_Entry):
         return next((p for p in self.products if p.id == pid), None)
 
     def check_references(self) -> None:
-        for section in ("participants", "products", "contracts"):
+        for section in ("participants", "products", "contracts", "sources"):
             seen: dict[str, int] = {}
             for i, entry in enumerate(getattr(self, section)):
                 if entry.id in seen:
@@ -193,3 +230,10 @@ class Topology(_Entry):
                 raise TopologyError("not_before must be earlier than not_after", ("contracts", i, "valid"))
             if (c.policy is None) == (c.template is None):
                 raise TopologyError("give exactly one of policy or template", ("contracts", i, "policy"))
+        for i, src in enumerate(self.sources):
+            product = self.product(src.product)
+            if product is None:
+                raise TopologyError(f"unknown product {src.product!r}", ("sources", i, "product"))
+            if schemas.load(product.schema_name).name != SOURCE_SCHEMAS[src.type]:
+                raise TopologyError(f"a {src.type} source produces {SOURCE_SCHEMAS[src.type]}, product "
+                                    f"{product.id} holds {product.schema_name}", ("sources", i, "product"))

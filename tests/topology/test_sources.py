@@ -1,0 +1,31 @@
+"""Sources in the topology: checked against their product, started by `up` as adapter processes."""
+
+import pytest
+
+from deploy.processes import mesh_processes
+from tests.mesh_fixtures import EXAMPLES
+from topology.loader import TopologyFileError, load_topology
+
+
+def test_example_sources_become_adapter_processes():
+    topo = load_topology(EXAMPLES / "city.yaml")
+    procs = mesh_processes(topo, "city.yaml")
+    mav = procs["source-skyway-ground-station"]
+    assert mav[1:4] == ["-m", "streams.adapters.mavlink_udp", "--provider"] and "skyway" in mav
+    assert mav[-2:] == ["--listen", "127.0.0.1:14550"]
+    assert "streams.adapters.open311_http" in procs["source-hotline-open311"]
+
+
+@pytest.mark.parametrize("change,message", [
+    (("type: open311-http", "type: fax"), "unknown source type 'fax'"),
+    (("    type: open311-http           # Open311 GeoReport v2: POST /open311/v2/requests.json\n    product: hotline-tickets",
+      "    type: open311-http\n    product: uav-telemetry"), "produces HotlineTicket"),
+])
+def test_bad_sources_name_the_entry(tmp_path, change, message):
+    text = (EXAMPLES / "city.yaml").read_text()
+    assert change[0] in text
+    bad = tmp_path / "city.yaml"
+    bad.write_text(text.replace(change[0], change[1]).replace("file: geo/", f"file: {EXAMPLES}/geo/"))
+    with pytest.raises(TopologyFileError) as err:
+        load_topology(bad)
+    assert "sources[1] (hotline-open311)" in str(err.value) and message in str(err.value)
