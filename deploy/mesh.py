@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 from streams import keyring
 from streams.admin import TopicCounter

@@ -21,7 +21,7 @@ class MeshState:
 
     @staticmethod
     def path(settings: Settings) -> Path:
-        return settings.state_dir / "mesh.json"
+        return settings.state_file
 
     @classmethod
     def load(cls, settings: Settings) -> "MeshState | None":

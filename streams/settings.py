@@ -8,6 +8,7 @@ embedded broker and records its address in the state directory.
 
 from __future__ import annotations
 
+import json
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,19 @@ class Settings(BaseSettings):
     @property
     def keyring_dir(self) -> Path:
         return self.keys_dir or self.state_dir / "keys"
+
+    @property
+    def state_file(self) -> Path:
+        """Where `citymesh up` records the bootstrap address and the pids it started."""
+        return self.state_dir / "mesh.json"
+
+    def mesh_bootstrap(self) -> str | None:
+        """CITYMESH_BOOTSTRAP, else the address a running `citymesh up` recorded, else None."""
+        if self.bootstrap:
+            return self.bootstrap
+        if self.state_file.exists():
+            return json.loads(self.state_file.read_text()).get("bootstrap")
+        return None
 
     def client_config(self, bootstrap: str | None = None) -> dict:
         """librdkafka settings common to producers, consumers and admin clients."""

@@ -10,7 +10,6 @@ frame, MQTT message, HTTP request, CSV row, by outcome) and
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import signal
 import threading
@@ -156,27 +155,13 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def _bootstrap(settings) -> str | None:
-    """CITYMESH_BOOTSTRAP, else the address a running `citymesh up` recorded.
-
-    deploy/state.py owns <state_dir>/mesh.json; it is read here rather than imported because
-    streams must not depend on deploy.
-    """
-    if settings.bootstrap:
-        return settings.bootstrap
-    path = settings.state_dir / "mesh.json"
-    if path.exists():
-        return json.loads(path.read_text()).get("bootstrap")
-    return None
-
-
 def connect(args: argparse.Namespace):
     """The provider's connector and the sink for its product, from settings and keyring."""
     from streams import keyring
     from streams.connectors import ProviderConnector
     from streams.settings import get_settings
     settings = get_settings()
-    client_config = settings.client_config(_bootstrap(settings))
+    client_config = settings.client_config(settings.mesh_bootstrap())
     ring = keyring.load(settings.keyring_dir, args.provider)
     connector = ProviderConnector(ring, client_config, catalog=None)
     connector.route(args.product)  # fail at start-up, not on the first record

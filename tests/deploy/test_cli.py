@@ -7,7 +7,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from deploy.broker import pid_alive
 from streams.simulators import FleetSimulator

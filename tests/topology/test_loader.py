@@ -1,7 +1,6 @@
 """Topology files: the example loads; every kind of mistake names the file, line, entry and field."""
 
 import re
-import textwrap
 
 import pytest
 
