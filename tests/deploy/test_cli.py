@@ -30,6 +30,17 @@ def _env(tmp_path: Path, bootstrap: str | None) -> dict:
     return env
 
 
+def _topology(tmp_path: Path) -> str:
+    """The example city with its adapters on free ports, so a demo running meanwhile does not collide."""
+    from deploy.broker import free_port
+    text = (ROOT / "examples" / "city.yaml").read_text().replace("file: geo/", f"file: {ROOT}/examples/geo/")
+    text = text.replace("127.0.0.1:14550", f"127.0.0.1:{free_port()}").replace("127.0.0.1:8311",
+                                                                              f"127.0.0.1:{free_port()}")
+    path = tmp_path / "city.yaml"
+    path.write_text(text)
+    return str(path)
+
+
 def _state(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "state" / "mesh.json").read_text())
 
@@ -37,10 +48,11 @@ def _state(tmp_path: Path) -> dict:
 def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
     env = _env(tmp_path, None)
     try:
-        out = citymesh(env, "up").stdout
+        out = citymesh(env, "up", "--topology", _topology(tmp_path)).stdout
         assert "embedded broker (Tansu)" in out and "the mesh is up" in out
         state = _state(tmp_path)
-        assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets"} <= set(state["processes"])
+        assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets",
+                                      "source-skyway-ground-station", "source-hotline-open311"} <= set(state["processes"])
         assert all(pid_alive(pid) for pid in state["processes"].values())
         assert "already up" in citymesh(env, "up").stdout
 
@@ -100,7 +112,7 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
 def test_up_with_citymesh_bootstrap_starts_no_broker(tmp_path, bootstrap):
     env = _env(tmp_path, bootstrap)
     try:
-        out = citymesh(env, "up").stdout
+        out = citymesh(env, "up", "--topology", _topology(tmp_path)).stdout
         assert "embedded broker" not in out
         state = _state(tmp_path)
         assert not state["embedded"] and state["bootstrap"] == bootstrap and "broker" not in state["processes"]
