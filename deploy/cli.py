@@ -11,6 +11,8 @@
   citymesh keys [ID ...]             create keyrings (all participants of the topology by default)
   citymesh contract dry-run ID --sample FILE | --from-topic N
                                      what the contract's consumer would receive, and why not; writes nothing
+  citymesh audit verify | export --since T --until T --format csv|json
+                                     check the hash-chained compliance ledger and its signed checkpoints; the regulator's report
   citymesh demo [--seconds N]        the whole mesh with simulated drones and hotline calls, live counts
 """
 
@@ -133,6 +135,11 @@ def cmd_dry_run(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_audit(args, settings: Settings) -> int:
+    from processors.ledger import audit
+    return audit.main(args.rest)
+
+
 def cmd_up(args, settings: Settings) -> int:
     from .mesh import up
     return up(settings, args.topology)
@@ -183,6 +190,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--sample", help="JSON-lines file of product records (- for stdin)")
     d.add_argument("--from-topic", type=int, metavar="N", help="the last N records of the product's raw topic")
     d.set_defaults(fn=cmd_dry_run)
+    s = sub.add_parser("audit", help="the compliance ledger: verify | export --since --until --format csv|json",
+                       add_help=False)
+    s.add_argument("rest", nargs=argparse.REMAINDER)
+    s.set_defaults(fn=cmd_audit)
     s = sub.add_parser("keys", help="create participant keyrings")
     s.add_argument("ids", nargs="*")
     s.add_argument("--topology", default=str(EXAMPLE))

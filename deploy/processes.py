@@ -16,6 +16,7 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
     procs = {}
     for p in topo.products:  # one enforcement runner per data product (scale out: more of the same)
         procs[f"runner-{p.id}"] = python_module("processors.runner", "--product", p.id)
+    procs["ledger-sink"] = python_module("processors.ledger.sink")  # cm.compliance + cm.alerts -> hash chain
     for c in topo.contracts:  # HTTP push delivery for consumers that asked for it
         if c.push is not None:
             procs[f"webhook-{c.id}"] = python_module("processors.webhook", "--contract", c.id)

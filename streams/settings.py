@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     session_timeout_ms: int = Field(6000, description="Consumer group session timeout; short so rebalances are quick")
     apply_acls: bool = Field(False, description="Create ACLs from the topology on apply (Apache Kafka with an authorizer)")
     metrics_port: int = Field(0, description="Prometheus port of a long-running process; 0 picks a free one")
+    ledger_url: str | None = Field(None, description="Compliance ledger: postgresql://… or sqlite:///…; "
+                                                     "default <state_dir>/ledger.sqlite")
+    operator: str | None = Field(None, description="Participant id of the operator whose key signs ledger "
+                                                   "checkpoints; default the one OPERATOR in the topology")
 
     @property
     def keyring_dir(self) -> Path:

@@ -52,7 +52,8 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
         assert "embedded broker (Tansu)" in out and "the mesh is up" in out
         state = _state(tmp_path)
         assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets",
-                                      "source-skyway-ground-station", "source-hotline-open311"} <= set(state["processes"])
+                                      "source-skyway-ground-station", "source-hotline-open311", "ledger-sink"
+                                      } <= set(state["processes"])
         assert all(pid_alive(pid) for pid in state["processes"].values())
         assert "already up" in citymesh(env, "up").stdout
 
@@ -99,6 +100,15 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
         assert lines[-1]["summary"]["records"] == 12
         assert all(ln["decision"] == "deliver" and ln["delivered"]["serial_number"] in {r["serial_number"] for r in records}
                    for ln in lines[:-1])
+
+        deadline, report = time.monotonic() + 30, {}
+        while time.monotonic() < deadline and not report.get("height"):  # the ledger sink chains the evidence
+            report = json.loads(citymesh(env, "audit", "verify", "--json").stdout)
+            time.sleep(1)
+        assert report["ok"] and report["height"] > 0, report
+        export = citymesh(env, "audit", "export", "--since", "2020-01-01T00:00:00Z", "--until", "2100-01-01T00:00:00Z",
+                          "--format", "json")
+        assert json.loads(export.stdout)
 
         status = citymesh(env, "status").stdout
         assert "runner-uav-telemetry" in status and "running" in status and "cm.raw.skyway.uav-telemetry" in status
