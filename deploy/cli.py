@@ -7,6 +7,8 @@
   citymesh apply FILE                validate a topology file and make the cluster match it
   citymesh catalog | contracts       what the control topics hold
   citymesh publish PRODUCT --as ID   publish JSON-lines records as a provider (file or stdin)
+  citymesh import PRODUCT FILE... --as ID --mapping nyc311|hotline12345|FILE
+                                     import CSV exports; bad rows reported by line number, good rows imported
   citymesh tail TOPIC [-n N] [-f]    decode and print the last records of a topic
   citymesh keys [ID ...]             create keyrings (all participants of the topology by default)
   citymesh contract dry-run ID --sample FILE | --from-topic N
@@ -135,6 +137,12 @@ def cmd_dry_run(args, settings: Settings) -> int:
     return 0
 
 
+def cmd_import(args, settings: Settings) -> int:
+    from streams.adapters import csv_import
+    return csv_import.main(["--provider", args.as_participant, "--product", args.product, "--mapping", args.mapping,
+                            *(["--progress"] if args.progress else []), *args.files])
+
+
 def cmd_audit(args, settings: Settings) -> int:
     from processors.ledger import audit
     return audit.main(args.rest)
@@ -178,6 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", nargs="?")
     s.add_argument("--as", dest="as_participant", required=True, help="the provider's participant id")
     s.set_defaults(fn=cmd_publish)
+    s = sub.add_parser("import", help="import CSV work-order exports through a column mapping")
+    s.add_argument("product")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--as", dest="as_participant", required=True, help="the provider's participant id")
+    s.add_argument("--mapping", required=True, help="mapping file, or a shipped one: nyc311, hotline12345")
+    s.add_argument("--progress", action="store_true", help="always show the progress bar")
+    s.set_defaults(fn=cmd_import)
     s = sub.add_parser("tail", help="print the last records of a topic, decoded")
     s.add_argument("topic")
     s.add_argument("-n", type=int, default=10)

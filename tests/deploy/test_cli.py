@@ -101,6 +101,10 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
         assert all(ln["decision"] == "deliver" and ln["delivered"]["serial_number"] in {r["serial_number"] for r in records}
                    for ln in lines[:-1])
 
+        nyc = citymesh(env, "import", "hotline-tickets", str(ROOT.parent / "shared/fixtures/nyc311/311_nyc_sample.csv"),
+                       "--as", "hotline-12345", "--mapping", "nyc311", check=False)
+        assert "999" in nyc.stdout, nyc.stdout + nyc.stderr
+
         deadline, report = time.monotonic() + 30, {}
         while time.monotonic() < deadline and not report.get("height"):  # the ledger sink chains the evidence
             report = json.loads(citymesh(env, "audit", "verify", "--json").stdout)
