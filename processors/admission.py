@@ -27,6 +27,7 @@ class Admitted:
     offset: int
     record: dict
     headers: dict
+    key: bytes | None
 
 
 @dataclass(slots=True)
@@ -80,7 +81,7 @@ class Admission:
             if bio.tell() != len(v):
                 bad.append(Rejected(m, off, "reject:bad-avro", f"{len(v) - bio.tell()} trailing bytes", h))
                 continue
-            good.append(Admitted(m, off, rec, h))
+            good.append(Admitted(m, off, rec, h, m.key()))
         return good, bad
 
     def _schema_reject(self, m, off, v, h) -> Rejected:

@@ -8,6 +8,8 @@ record: a revocation is never late for records produced after it.
 
 from __future__ import annotations
 
+import time
+
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 import schemas
@@ -20,7 +22,11 @@ class ContractFeed:
         self.contracts: dict[str, dict] = {}
         self._schema = schemas.load("Contract")
         self._consumer = Consumer({**client_config, "group.id": f"citymesh-contract-feed-{product_id}",
-                                   "enable.auto.commit": False, "enable.partition.eof": False})
+                                   "enable.auto.commit": False, "enable.partition.eof": False,
+                                   # sync() asks for the end offset every batch: on a broker that
+                                   # answers one request per connection at a time it would wait
+                                   # behind this consumer's long-poll fetch of the (idle) topic
+                                   "fetch.wait.max.ms": 5})
         md = self._consumer.list_topics(topics.CONTROL_CONTRACTS, timeout=10).topics[topics.CONTROL_CONTRACTS]
         self._parts = [TopicPartition(topics.CONTROL_CONTRACTS, p, OFFSET_BEGINNING) for p in md.partitions]
         self._consumer.assign(self._parts)
@@ -35,13 +41,29 @@ class ContractFeed:
             if hi > self._position[tp.partition]:
                 ends[tp.partition] = hi
         changes = []
+        deadline = time.monotonic() + timeout_s
         while ends:
-            for m in self._consumer.consume(1000, timeout_s):
+            if all(self._position[p] >= hi for p, hi in ends.items()):
+                # ListOffsets on the embedded broker answers the base offset of the last record
+                # batch + 1 (streams/offsets.py); the fetch that brought that record carried the
+                # true high watermark: read up to it too, or the rest of that batch (a contract
+                # written together with others) would wait for the next sync
+                ends = {p: hi for p in ends
+                        if (hi := (self._consumer.get_watermark_offsets(
+                            TopicPartition(topics.CONTROL_CONTRACTS, p), cached=True) or (0, 0))[1])
+                        > self._position[p]}
+                if not ends:
+                    break
+            # consume() waits until it has num_messages or the timeout passed: ask for exactly
+            # what is missing (a compacted topic may have fewer), and wait in short slices, so a
+            # contract change takes milliseconds to read, not the whole timeout
+            missing = sum(hi - self._position[p] for p, hi in ends.items())
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"could not read {topics.CONTROL_CONTRACTS} to its end within {timeout_s:.0f}s")
+            for m in self._consumer.consume(max(1, min(missing, 1000)), 0.05):
                 if m.error():
                     continue
                 self._position[m.partition()] = m.offset() + 1
-                if m.offset() + 1 >= ends.get(m.partition(), 0):
-                    ends.pop(m.partition(), None)
                 key = m.key().decode()
                 if m.value() is None:  # tombstone: the contract is gone
                     old = self.contracts.pop(key, None)

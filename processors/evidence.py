@@ -12,6 +12,7 @@ import hashlib
 import struct
 
 _OFFSET = struct.Struct(">q").pack
+_OFFSET_LEN = struct.Struct(">qq").pack
 
 
 def event_id(*parts) -> str:
@@ -27,9 +28,9 @@ class BatchDigest:
         self._h = hashlib.sha256()
 
     def add(self, offset: int, payload: bytes) -> None:
-        self._h.update(_OFFSET(offset))
-        self._h.update(_OFFSET(len(payload)))
-        self._h.update(payload)
+        h = self._h  # same bytes as offset, length, payload hashed one after the other
+        h.update(_OFFSET_LEN(offset, len(payload)))
+        h.update(payload)
 
     def hexdigest(self) -> str:
         return self._h.hexdigest()

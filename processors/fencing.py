@@ -9,7 +9,16 @@ offsets are committed synchronously after each batch is acknowledged. After a re
 last record from source partition p in each output partition says up to which source offset
 that output is complete (the *fence*); replaying from the committed offset skips what is
 at or below it. Compliance events are fenced the same way, by their event ids, and carry
-the batch's processing time so a replayed batch decides exactly as the original did.
+the batch's offset range and processing time so a replayed batch decides (and is counted)
+exactly as the original was.
+
+There can be more than one uncommitted batch per source partition: a restarted runner
+replays a partly written batch and goes on with new records in the same step (one commit),
+and can crash before that commit. Each such batch is replayed with its own range and
+processing time, so every compliance event id comes out again the same and is skipped;
+merging them into one range would mint a new event id and count the records twice.
+A batch none of whose events reached the broker was never counted: it is simply processed
+again as new records (its outputs already written are fenced by offset).
 """
 
 from __future__ import annotations
@@ -44,8 +53,9 @@ class PartitionFence:
 
     committed: int
     outputs: dict[str, int] = field(default_factory=dict)  # output topic -> last source offset written
-    batch_last: int | None = None  # last offset of a batch whose compliance events were (partly) written
-    batch_now_ms: int | None = None
+    # (first offset, last offset, processing time) of every batch whose compliance events
+    # were (partly) written beyond the committed offset, oldest first
+    batches: list[tuple[int, int, int]] = field(default_factory=list)
     event_ids: set[str] = field(default_factory=set)
 
     def written(self, topic: str, offset: int) -> bool:
@@ -57,21 +67,40 @@ class FenceReader:
 
     def __init__(self, client_config: dict):
         self._consumer = Consumer({**client_config, "group.id": "citymesh-fence-reader",
-                                   "enable.auto.commit": False, "enable.partition.eof": False})
+                                   "enable.auto.commit": False, "enable.partition.eof": False,
+                                   "fetch.wait.max.ms": 10})
 
     def close(self) -> None:
         self._consumer.close()
 
+    def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
+        """(low, high) watermarks, high from a fetch response (as streams.offsets.end_offsets,
+        for one partition, returning as soon as the probe record arrives)."""
+        tp = TopicPartition(topic, partition)
+        lo, hi = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        if hi <= lo:
+            return lo, hi
+        self._consumer.assign([TopicPartition(topic, partition, hi - 1)])
+        self._consumer.consume(1, 5.0)
+        cached = self._consumer.get_watermark_offsets(tp, cached=True)
+        if cached and cached[1] is not None and cached[1] > hi:
+            hi = cached[1]
+        return lo, hi
+
     def _scan_back(self, topic: str, partition: int, stop_below: int | None = None):
         """Yield messages newest-first-window by window (each window oldest-first)."""
-        lo, hi = self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        # the true log end: ListOffsets on the embedded broker says base offset of the last batch
+        # + 1, which would hide the rest of that batch and fence too low (duplicates)
+        lo, hi = self._true_end(topic, partition)
         end = hi
         while end > lo:
             start = max(lo, end - SCAN_WINDOW)
             self._consumer.assign([TopicPartition(topic, partition, start)])
             window = []
             while not window or window[-1].offset() < end - 1:
-                msgs = self._consumer.consume(SCAN_WINDOW, 2.0)
+                # consume() waits for num_messages or the timeout: ask for what the window lacks
+                want = end - (window[-1].offset() + 1 if window else start)
+                msgs = self._consumer.consume(max(1, min(want, SCAN_WINDOW)), 2.0)
                 if not msgs:
                     break
                 window += [m for m in msgs if not m.error() and m.offset() < end]
@@ -89,20 +118,20 @@ class FenceReader:
         return -1
 
     def compliance_since(self, topic: str, partition: int, src_topic: str, src_partition: int,
-                         committed: int) -> tuple[int | None, int | None, set[str]]:
-        """(batch last offset, batch processing time, event ids) of compliance events written
-        about source offsets at or after `committed` (at most one uncommitted batch)."""
+                         committed: int) -> tuple[list[tuple[int, int, int]], set[str]]:
+        """([(batch first, batch last, processing time)] oldest first, event ids) of the
+        compliance events written about source offsets at or after `committed`."""
         want_p, want_t = str(src_partition).encode(), src_topic.encode()
-        last = now = None
+        batches: dict[tuple[int, int], int] = {}
         ids: set[str] = set()
         for window in self._scan_back(topic, partition):
             for m in reversed(window):
                 h = dict(m.headers() or ())
                 if h.get(H_SRC_PARTITION) != want_p or h.get(H_SRC_TOPIC) != want_t or H_BATCH_FIRST not in h:
                     continue
-                if int(h[H_BATCH_LAST]) < committed:
-                    return last, now, ids  # older than the committed offset: nothing more to find
-                last = max(last or -1, int(h[H_BATCH_LAST]))
-                now = int(h[H_BATCH_NOW])
+                last = int(h[H_BATCH_LAST])
+                if last < committed:  # older than the committed offset: nothing more to find
+                    return sorted((f, la, now) for (f, la), now in batches.items()), ids
+                batches[(int(h[H_BATCH_FIRST]), last)] = int(h[H_BATCH_NOW])
                 ids.add(h[H_EVENT_ID].decode())
-        return last, now, ids
+        return sorted((f, la, now) for (f, la), now in batches.items()), ids

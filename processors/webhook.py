@@ -61,6 +61,7 @@ class WebhookWorker:
         from confluent_kafka import Producer
         self._events = Producer({**client_config, "enable.idempotence": True})
         self._pending: list = []  # the batch not yet acknowledged, resent as is
+        self._paused: list[TopicPartition] = []
         self._stopping = False
         BREAKER_STATE.labels("webhook", contract_id).set(0)
 
@@ -73,9 +74,14 @@ class WebhookWorker:
         now = int(time.time() * 1000)
         state = self.breaker.allow(now)
         if state == OPEN:
-            time.sleep(0.2)
-            self.consumer.poll(0)  # stay in the group
+            self._hold()
             return 0
+        if self._paused:
+            held, self._paused = self._paused, []
+            try:
+                self.consumer.resume(held)
+            except Exception as exc:  # a rebalance while held hands out fresh, unpaused partitions
+                log.info("resume after breaker: %s", exc)
         if not self._pending:
             self._pending = [m for m in self.consumer.consume(self.push["batch_size"], 0.5) if not m.error()]
             if not self._pending:
@@ -95,6 +101,18 @@ class WebhookWorker:
         self._pending = []
         PUSHED.labels(self.contract_id).inc(n)
         return n
+
+    def _hold(self) -> None:
+        """Wait out an open breaker while staying in the group: the assignment is paused so
+        that polling (needed within max.poll.interval.ms) hands out no records; a record
+        that was already queued is sought back to, never dropped."""
+        if not self._paused:
+            self._paused = self.consumer.assignment()
+            if self._paused:
+                self.consumer.pause(self._paused)
+        m = self.consumer.poll(0.2)
+        if m is not None and not m.error():
+            self.consumer.seek(TopicPartition(m.topic(), m.partition(), m.offset()))
 
     def _post(self, msgs: list) -> bool:
         ranges = {}

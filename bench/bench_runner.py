@@ -1,0 +1,371 @@
+"""The enforcement runner against the practical limit of a Python data plane.
+
+(a) baseline: a raw confluent-kafka consume -> produce loop over the same raw bytes, made
+    as fair as possible: the same batch size, the runner's producer settings, the source
+    partition/offset headers the runner adds, flush per batch and a synchronous commit;
+(b) the runner, one contract (drop 3 fields, pseudonymise 1, round coordinates, geofence);
+(c) the runner, five contracts on the same product;
+ratios b/a (goal >= 0.5) and c/a (goal >= 0.3); the runner's peak memory with five
+contracts (goal <= 300 MB; VmHWM of the runner process); end-to-end p99 latency provider
+publish -> consumer receive at 10k records/s through the one-contract runner (goal <= 100 ms).
+
+Runners (b), (c) and (d) run as processes (`python -m processors.runner`), as in
+production; throughput is the raw records drained from a pre-published backlog divided by
+the time from the runner's partition assignment to its last commit.
+
+    .venv/bin/python bench/bench_runner.py [--records 200000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+from common import Timer, cluster, machine
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import schemas
+from processors.runner import FETCH_WAIT_MS, PRODUCER_CONFIG
+from streams import keyring, topics
+from streams.offsets import end_offsets
+from streams.simulators import FleetSimulator
+from topology.apply import apply
+from topology.loader import load_topology
+
+ROOT = Path(__file__).resolve().parent.parent
+GEO = ROOT / "examples" / "geo" / "shenzhen-urban.geojson"
+BATCH = 5000
+
+ONE = """
+  - id: {p}-c0
+    product: {p}-uav
+    consumer: bench-consumer
+    purposes: [route-planning]
+    policy:
+      permission:
+        constraints:
+          - {{type: purpose, in: [route-planning]}}
+          - {{type: geofence, inside: urban}}
+      duties:
+        - {{type: drop, fields: [uin, operator_id, battery_pct]}}
+        - {{type: pseudonymise, field: serial_number}}
+        - {{type: generalise, field: lat, decimals: 3}}
+        - {{type: generalise, field: lon, decimals: 3}}
+"""
+MORE = """
+  - id: {p}-c1
+    product: {p}-uav
+    consumer: bench-consumer
+    purposes: [research]
+    policy:
+      permission:
+        fields: [flight_id, timestamp_ms, lat, lon, height_agl_m, uav_class]
+        constraints: [{{type: purpose, in: [research]}}, {{type: value, field: height_agl_m, op: "<=", value: 120}}]
+      duties: [{{type: generalise, field: lat, decimals: 2}}, {{type: generalise, field: lon, decimals: 2}}]
+  - id: {p}-c2
+    product: {p}-uav
+    consumer: bench-regulator
+    purposes: [airspace-supervision]
+    policy: {{permission: {{constraints: [{{type: purpose, in: [airspace-supervision]}}]}}}}
+  - id: {p}-c3
+    product: {p}-uav
+    consumer: bench-consumer
+    purposes: [insurance]
+    policy:
+      permission:
+        fields: [serial_number, flight_id, timestamp_ms, speed_h_mps, uav_class, height_agl_m]
+        constraints: [{{type: purpose, in: [insurance]}}, {{type: geofence, inside: urban}}]
+      duties: [{{type: pseudonymise, field: serial_number}}, {{type: mask, field: flight_id, keep_first: 4}}]
+  - id: {p}-c4
+    product: {p}-uav
+    consumer: bench-consumer
+    purposes: [dashboards]
+    policy:
+      permission:
+        fields: [timestamp_ms, lat, lon, uav_class, speed_h_mps]
+        constraints: [{{type: purpose, in: [dashboards]}}]
+      duties: [{{type: generalise, field: lat, decimals: 3}}, {{type: generalise, field: lon, decimals: 3}}]
+"""
+
+
+def topology(products: dict[str, str]) -> str:
+    text = textwrap.dedent(f"""
+    participants:
+      - {{id: bench-skyway, name: SkyWay, roles: [provider]}}
+      - {{id: bench-consumer, name: Consumer, roles: [consumer]}}
+      - {{id: bench-regulator, name: Regulator, roles: [regulator]}}
+    geofences:
+      urban: {{file: {GEO}}}
+    products:
+    """)
+    for p in products:
+        text += textwrap.indent(textwrap.dedent(f"""
+        - id: {p}-uav
+          provider: bench-skyway
+          name: bench {p}
+          schema: UavTelemetry
+          partitions: 3
+          retention: 1d
+          key_field: serial_number
+          event_time_field: timestamp_ms
+        """), "  ")
+    return text + "contracts:\n" + "".join(c.format(p=p) for p, c in products.items())
+
+
+def make_records(n: int, seed: int = 5) -> list[dict]:
+    fleet, out = FleetSimulator(drones=500, seed=seed, violators=0.1), []
+    while len(out) < n:
+        out += fleet.tick(1.0)
+    return out[:n]
+
+
+def publish(conn, product: str, records: list[dict]) -> None:
+    for r in records:
+        conn.publish(product, r)
+    conn.flush(120)
+
+
+def baseline(conf: dict, src: str, dst: str, n: int) -> float:
+    """consume -> produce of the same bytes, batch loop like the runner's (see module doc)."""
+    consumer = Consumer({**conf, "group.id": f"bench-baseline-{time.time_ns()}", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                         "fetch.wait.max.ms": FETCH_WAIT_MS,
+                         "enable.partition.eof": False})
+    producer = Producer({**conf, **PRODUCER_CONFIG})
+    consumer.subscribe([src])
+    done, t0 = 0, None
+    src_topic = ("cm.src.topic", src.encode())
+    try:
+        while done < n:
+            msgs = consumer.consume(BATCH, 0.1)
+            if not msgs:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            commits = {}
+            for m in msgs:
+                if m.error():
+                    continue
+                p = m.partition()
+                hdrs = (m.headers() or []) + [src_topic, ("cm.src.partition", b"%d" % p),
+                                              ("cm.src.offset", b"%d" % m.offset())]
+                while True:
+                    try:
+                        producer.produce(dst, m.value(), m.key(), p, headers=hdrs)
+                        break
+                    except BufferError:
+                        producer.poll(0.05)
+                commits[p] = m.offset() + 1
+            assert producer.flush(60) == 0
+            consumer.commit(offsets=[TopicPartition(src, p, o) for p, o in commits.items()], asynchronous=False)
+            done += len(msgs)
+        return done / (time.perf_counter() - t0)
+    finally:
+        consumer.close()
+
+
+class RunnerProcess:
+    def __init__(self, product: str, bootstrap: str, state: Path, log: Path, extra_env: dict | None = None):
+        env = {**os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_STATE_DIR": str(state),
+               "PYTHONPATH": str(ROOT), **(extra_env or {})}
+        self.log = log
+        with open(log, "ab") as f:
+            self.proc = subprocess.Popen([sys.executable, "-m", "processors.runner", "--product", product,
+                                          "--metrics-port", "0"], cwd=ROOT, env=env, stdout=f,
+                                         stderr=subprocess.STDOUT)
+
+    def wait_assigned(self, timeout_s: float = 60) -> float:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "assigned partitions" in self.log.read_text():
+                return time.perf_counter()
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.log.read_text()[-3000:])
+            time.sleep(0.01)
+        raise TimeoutError("runner not assigned")
+
+    def peak_rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+
+def drained_at(conf: dict, group: str, topic: str, timeout_s: float = 300) -> float:
+    c = Consumer({**conf, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = {p: hi for (_, p), (_, hi) in end_offsets(c, parts).items()}
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            done = {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
+            if all(done[p] >= hi for p, hi in ends.items()):
+                return time.perf_counter()
+            time.sleep(0.02)
+        raise TimeoutError(f"not drained: {done} < {ends}")
+    finally:
+        c.close()
+
+
+def runner_rate(conf: dict, bootstrap: str, product: str, raw: str, n: int, state: Path, log: Path,
+                ) -> tuple[float, float]:
+    rp = RunnerProcess(product, bootstrap, state, log)
+    try:
+        t0 = rp.wait_assigned()
+        t1 = drained_at(conf, f"citymesh-runner.{product}", raw)
+        return n / (t1 - t0), rp.peak_rss_mb()
+    finally:
+        rp.stop()
+
+
+def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Path, rate: int = 10_000,
+            seconds: float = 10.0) -> list[float]:
+    """ms from publish (record timestamp_ms = wall clock at publish) to a consumer's receive."""
+    rp = RunnerProcess(product, bootstrap, state, log)
+    dlv = topics.delivery(f"{product.removesuffix('-uav')}-c0")
+    c = Consumer({**conf, "group.id": f"bench-latency-{time.time_ns()}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
+    parts = [TopicPartition(dlv, p) for p in c.list_topics(dlv, timeout=10).topics[dlv].partitions]
+    ends = end_offsets(c, parts)
+    c.assign([TopicPartition(dlv, tp.partition, ends[(dlv, tp.partition)][1]) for tp in parts])
+    lat: list[float] = []
+    stop = threading.Event()
+    schema_hdr = None
+
+    def receive() -> None:
+        from streams.control import read_table
+        contract = read_table(conf, topics.CONTROL_CONTRACTS)[f"{product.removesuffix('-uav')}-c0"]
+        import json
+        out = schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"]))
+        while not stop.is_set():
+            for m in c.consume(1000, 0.05):
+                if m.error():
+                    continue
+                now = time.time() * 1000
+                lat.append(now - out.decode(m.value())["timestamp_ms"])
+
+    try:
+        rp.wait_assigned()
+        time.sleep(1.0)
+        th = threading.Thread(target=receive, daemon=True)
+        th.start()
+        fleet = FleetSimulator(drones=500, seed=9, violators=0.1)
+        t0, sent, buf = time.monotonic(), 0, []
+        while time.monotonic() - t0 < seconds:
+            if not buf:
+                buf = fleet.tick(1.0)
+            target = int((time.monotonic() - t0) * rate)
+            while sent < target and buf:
+                r = buf.pop()
+                r["timestamp_ms"] = int(time.time() * 1000)
+                conn.publish(product, r)
+                sent += 1
+            conn._producer.poll(0)
+            time.sleep(0.001)
+        conn.flush(30)
+        time.sleep(1.5)
+        stop.set()
+        th.join(5)
+        return lat
+    finally:
+        stop.set()
+        rp.stop()
+        c.close()
+
+
+def profile_in_process(conf: dict, product: str, keys: Path, n: int) -> None:
+    import cProfile
+    import pstats
+
+    from processors.runner import Runner
+    r = Runner(product, conf, keys, group_id=f"bench-profile-{time.time_ns()}")
+    pr = cProfile.Profile()
+    try:
+        while not r.consumer.assignment():
+            r.step()
+        pr.enable()
+        with Timer() as t:
+            while r.consumed < n:
+                r.step()
+        pr.disable()
+    finally:
+        r.close()
+    print(f"in-process runner (profiled, {r.consumed} records): {r.consumed / t.seconds:,.0f} records/s")
+    pstats.Stats(pr).sort_stats("tottime").print_stats(25)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--profile", action="store_true", help="also profile an in-process runner (5 contracts)")
+    ap.add_argument("--latency-s", type=float, default=10.0)
+    args = ap.parse_args()
+    n = args.records
+    records = make_records(n)
+    with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        state, keys = tmp / "state", tmp / "state" / "keys"
+        conf = {"bootstrap.servers": bootstrap}
+        u = f"b{time.time_ns() % 10**6}"
+        p1, p5, pl, pp = f"{u}one", f"{u}five", f"{u}lat", f"{u}prof"
+        path = tmp / "bench.yaml"
+        path.write_text(topology({p1: ONE, p5: ONE + MORE, pl: ONE, pp: ONE + MORE}))
+        topo = load_topology(path)
+        for part in topo.participants:
+            keyring.create(keys, part.id)
+        apply(topo, conf, keys_dir=keys)
+        from streams.connectors import ProviderConnector
+        conn = ProviderConnector(keyring.load(keys, "bench-skyway"), conf)
+        for p in (p1, p5) + ((pp,) if args.profile else ()):
+            publish(conn, f"{p}-uav", records)
+        raw1 = topics.raw("bench-skyway", f"{p1}-uav")
+        raw5 = topics.raw("bench-skyway", f"{p5}-uav")
+        from streams.admin import TopicSpec, ensure_topics
+        from confluent_kafka.admin import AdminClient
+        ensure_topics(AdminClient(conf), [TopicSpec(f"bench.baseline-out.{u}", 3)])
+        log = tmp / "runner.log"
+        rate_a = baseline(conf, raw1, f"bench.baseline-out.{u}", n)
+        print(f"(a) {rate_a:,.0f}", flush=True)
+        rate_b, _ = runner_rate(conf, bootstrap, f"{p1}-uav", raw1, n, state, log)
+        print(f"(b) {rate_b:,.0f}", flush=True)
+        rate_c, rss_c = runner_rate(conf, bootstrap, f"{p5}-uav", raw5, n, state, log)
+        print(f"(c) {rate_c:,.0f} {rss_c:.0f} MB", flush=True)
+        lat = latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s)
+        lat.sort()
+        q = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
+        size = len(schemas.load("UavTelemetry").encode(records[0]))
+        print(f"machine: {machine()}; broker: {'external' if 'CITYMESH_BOOTSTRAP' in os.environ else 'embedded Tansu'}")
+        print(f"command: .venv/bin/python bench/bench_runner.py --records {n}")
+        print(f"records: {n} UavTelemetry (~{size} B payload, 6 headers), 3 partitions, batch {BATCH}")
+        print(f"(a) raw consume->produce, same bytes (baseline; batch {BATCH}, runner's producer settings, "
+              f"src headers, flush per batch, sync commit): {rate_a:>10,.0f} records/s")
+        print(f"(b) runner, 1 contract (drop 3, pseudonymise 1, round lat/lon, geofence): {rate_b:>10,.0f} records/s")
+        print(f"(c) runner, 5 contracts on the same product:                            {rate_c:>10,.0f} records/s")
+        print(f"ratio b/a: {rate_b / rate_a:.2f}  (goal >= 0.5)")
+        print(f"ratio c/a: {rate_c / rate_a:.2f}  (goal >= 0.3)")
+        print(f"runner peak memory, 5 contracts: {rss_c:.0f} MB  (VmHWM of the runner process; goal <= 300 MB)")
+        print(f"end-to-end latency at 10k records/s ({len(lat)} delivered records, publish -> consumer receive): "
+              f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {lat[-1] if lat else float('nan'):.1f} ms  (goal p99 <= 100 ms)")
+        if args.profile:
+            profile_in_process(conf, f"{pp}-uav", keys, n)
+
+
+if __name__ == "__main__":
+    main()
