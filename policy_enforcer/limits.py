@@ -141,6 +141,10 @@ class CircuitBreaker:
             return OPEN  # enough probes in flight: the rest waits for the verdict
         return self.state
 
+    def probe_budget(self) -> int:
+        """HALF_OPEN: how many more records may go through as probes before the verdict."""
+        return max(0, self.config.probe_samples - sum(self._probe))
+
     def record(self, now_ms: int, ok: int, failed: int) -> tuple[str, str] | None:
         """Account for processed records; returns (old, new) state on a transition."""
         c = self.config

@@ -10,7 +10,8 @@ USAGE = "cm.usage"
 CONTROL_PARTICIPANTS = "cm.control.participants"
 CONTROL_CATALOG = "cm.control.catalog"
 CONTROL_CONTRACTS = "cm.control.contracts"
-CONTROL_TOPICS = (CONTROL_PARTICIPANTS, CONTROL_CATALOG, CONTROL_CONTRACTS)
+CONTROL_RULES = "cm.control.rules"  # operator rules per product (schemas/OperatorRules.avsc)
+CONTROL_TOPICS = (CONTROL_PARTICIPANTS, CONTROL_CATALOG, CONTROL_CONTRACTS, CONTROL_RULES)
 SHARED_TOPICS = (COMPLIANCE, ALERTS, USAGE)
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -36,3 +37,9 @@ def delivery(contract: str) -> str:
 def dead_letter(provider: str, product: str) -> str:
     """Rejected records of a provider's product, with the reason in headers."""
     return f"cm.dlq.{provider}.{product}"
+
+
+def limiter_state(provider: str, product: str) -> str:
+    """Compacted: the runner's limiter and breaker state per source partition, tied to its
+    committed offset (processors/limiting.py), so a restart does not reset a quota."""
+    return f"cm.state.{provider}.{product}"

@@ -28,6 +28,7 @@ from streams.keyring import KeyringError, load as load_keyring
 
 from .models import Topology, to_ms
 from .policies import delivery_schema
+from .rules import rules_records
 
 SHARED_PARTITIONS = 3
 
@@ -39,6 +40,7 @@ def topic_specs(topo: Topology) -> list[TopicSpec]:
         retention = {"retention.ms": p.retention}
         specs.append(TopicSpec(topics.raw(p.provider, p.id), p.partitions, retention))
         specs.append(TopicSpec(topics.dead_letter(p.provider, p.id), p.partitions, retention))
+        specs.append(TopicSpec(topics.limiter_state(p.provider, p.id), p.partitions, COMPACTED))
     for c in topo.contracts:
         p = topo.product(c.product)
         specs.append(TopicSpec(topics.delivery(c.id), p.partitions, {"retention.ms": p.retention}))
@@ -79,13 +81,14 @@ def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str
             "state": c.state.value, "policy_json": json.dumps(c.policy, sort_keys=True, ensure_ascii=False),
             "delivery_schema_json": json.dumps(out_schema.definition, sort_keys=True, ensure_ascii=False),
             "push_json": c.push.model_dump_json() if c.push else None,
+            "quota_json": json.dumps(c.quota.terms(), sort_keys=True) if c.quota else None,
             "price_per_1000_minor": c.price_per_1000_minor, "currency": c.currency, "updated_ms": 0}
     return {topics.CONTROL_PARTICIPANTS: participants, topics.CONTROL_CATALOG: catalog,
-            topics.CONTROL_CONTRACTS: contracts}
+            topics.CONTROL_CONTRACTS: contracts, topics.CONTROL_RULES: rules_records(topo)}
 
 
 _SCHEMA_OF = {topics.CONTROL_PARTICIPANTS: "Participant", topics.CONTROL_CATALOG: "DataProduct",
-              topics.CONTROL_CONTRACTS: "Contract"}
+              topics.CONTROL_CONTRACTS: "Contract", topics.CONTROL_RULES: "OperatorRules"}
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -14,6 +14,7 @@ import schemas
 
 from .models import Topology, TopologyError
 from .policies import resolve_policy
+from .rules import check_operator_rules
 
 
 class TopologyFileError(ValueError):
@@ -99,6 +100,7 @@ def load_topology(path: str | Path) -> Topology:
         for i, c in enumerate(topo.contracts):
             product = topo.product(c.product)
             c.policy = resolve_policy(c, schemas.load(product.schema_name), topo.geofences, ("contracts", i))
+        check_operator_rules(topo)
     except TopologyError as exc:
         raise TopologyFileError(f"{_where(file, exc.path, lines, raw)}: {exc.message}") from None
     return topo

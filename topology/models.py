@@ -88,9 +88,14 @@ class ParticipantSpec(_Entry):
     roles: list[Role] = Field(min_length=1)
     public_key: str | None = Field(None, description="Ed25519 public key, hex; filled from the keyring when absent")
     credit_code: str | None = None
-    limits: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict, description="ingress limits and breaker (limits_json)")
 
     _id = field_validator("id")(lambda v: check_id("participant", v))
+
+    @field_validator("limits")
+    @classmethod
+    def _limits(cls, v: dict) -> dict:
+        return ingress_limits(v)
 
     @field_validator("public_key")
     @classmethod
@@ -162,6 +167,43 @@ class PushSpec(_Entry):
     headers: dict[str, str] = Field(default_factory=dict, description="e.g. an Authorization header")
 
 
+def ingress_limits(v: dict) -> dict:
+    """A provider's `limits` with durations in ms (burst, breaker window and open time),
+    checked by the parser the runner uses (policy_enforcer.quota)."""
+    from policy_enforcer.quota import IngressTerms
+    out = dict(v)
+    if "burst" in out:
+        out["burst_ms"] = duration_ms(out.pop("burst"))
+    if isinstance(out.get("breaker"), dict):
+        b = dict(out["breaker"])
+        for k in ("window", "open"):
+            if k in b:
+                b[f"{k}_ms"] = duration_ms(b.pop(k))
+        out["breaker"] = b
+    IngressTerms.from_dict(out)
+    return out
+
+
+class QuotaSpec(_Entry):
+    """A delivery quota as a contract term: at most `records` per `per` (per value of `key`,
+    the product's key field, when given); `action` on the excess: drop, sample (1 in
+    `sample_every`) or aggregate (the first record per key per `every`)."""
+
+    records: int = Field(ge=1)
+    per: int = Field(1000, description="ms; written as 1s, 1d ...")
+    key: str | None = None
+    action: str = Field("drop", pattern=r"^(drop|sample|aggregate)$")
+    sample_every: int = Field(10, ge=1)
+    every: int = Field(10_000, description="ms; the aggregate window")
+
+    _durations = field_validator("per", "every", mode="before")(lambda v: duration_ms(v))
+
+    def terms(self) -> dict:
+        """As policy_enforcer.quota.QuotaTerms takes it (and the contract record holds it)."""
+        return {"records": self.records, "per_ms": self.per, "key": self.key, "action": self.action,
+                "sample_every": self.sample_every, "every_ms": self.every}
+
+
 class ContractSpec(_Entry):
     id: str
     version: int = Field(1, ge=1)
@@ -174,6 +216,7 @@ class ContractSpec(_Entry):
     params: dict[str, Any] = Field(default_factory=dict)
     policy: dict[str, Any] | None = None
     push: PushSpec | None = None
+    quota: QuotaSpec | None = None
     price_per_1000: Decimal = Field(Decimal(0), ge=0, description="CNY per 1,000 delivered records")
     currency: str = "CNY"
 
@@ -184,12 +227,25 @@ class ContractSpec(_Entry):
         return int((self.price_per_1000 * 100).to_integral_value())
 
 
+class OperatorRulesSpec(_Entry):
+    """The operator's watch list over one product (policy_enforcer/rules.py has the rule format).
+
+    Zone rules name a geofence of this topology holding ED-269 UAS zones; `authorisations`
+    maps a zone identifier to the UAV operators (the records' operator_id) allowed in it.
+    Checked against the product's schema when loaded (topology/rules.py)."""
+
+    product: str
+    rules: list[dict[str, Any]] = Field(default_factory=list)
+    authorisations: dict[str, list[str]] = Field(default_factory=dict)
+
+
 class Topology(_Entry):
     participants: list[ParticipantSpec] = Field(default_factory=list)
     products: list[ProductSpec] = Field(default_factory=list)
     geofences: dict[str, dict] = Field(default_factory=dict, description="name -> GeoJSON (inline or {file: path})")
     contracts: list[ContractSpec] = Field(default_factory=list)
     sources: list[SourceSpec] = Field(default_factory=list)
+    operator_rules: list[OperatorRulesSpec] = Field(default_factory=list)
 
     def participant(self, pid: str) -> ParticipantSpec | None:
         return next((p for p in self.participants if p.id == pid), None)
@@ -228,6 +284,17 @@ class Topology(_Entry):
                                     ("contracts", i, "consumer"))
             if c.valid.not_before and c.valid.not_after and c.valid.not_before >= c.valid.not_after:
                 raise TopologyError("not_before must be earlier than not_after", ("contracts", i, "valid"))
+            if c.quota is not None:
+                from policy_enforcer.quota import QuotaTerms
+                try:
+                    QuotaTerms.from_dict(c.quota.terms())
+                except ValueError as exc:
+                    raise TopologyError(str(exc), ("contracts", i, "quota")) from None
+                if c.quota.key is not None and c.quota.key != product.key_field:
+                    # the record key routes one key to one partition: only then is a per-partition
+                    # bucket per key the global bucket for that key
+                    raise TopologyError(f"a keyed quota must be keyed by the product's key_field "
+                                        f"({product.key_field!r})", ("contracts", i, "quota", "key"))
             if (c.policy is None) == (c.template is None):
                 raise TopologyError("give exactly one of policy or template", ("contracts", i, "policy"))
         for i, src in enumerate(self.sources):
