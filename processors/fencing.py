@@ -135,3 +135,36 @@ class FenceReader:
                 batches[(int(h[H_BATCH_FIRST]), last)] = int(h[H_BATCH_NOW])
                 ids.add(h[H_EVENT_ID].decode())
         return sorted((f, la, now) for (f, la), now in batches.items()), ids
+
+    def timestamp_at(self, topic: str, partition: int, offset: int) -> int | None:
+        """The timestamp (ms) of the record at `offset`, or None when there is none (yet)."""
+        lo, hi = self._true_end(topic, partition)
+        if not lo <= offset < hi:
+            return None
+        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        for m in self._consumer.consume(1, 5.0):
+            if not m.error() and m.offset() >= offset:
+                return m.timestamp()[1]
+        return None
+
+    def ids_since(self, topic: str, partition: int, src_topic: str, src_partition: int, committed: int,
+                  not_before_ms: int) -> set[str]:
+        """Event ids (H_EVENT_ID) of records in topic/partition about source offsets at or after
+        `committed` of (src_topic, src_partition), for outputs spread over partitions by key
+        (alerts): scans back until a record about an older batch of that source partition, or
+        a record stamped before `not_before_ms` (everything older was written before the
+        source record at `committed` existed, so cannot be about it)."""
+        want_p, want_t = str(src_partition).encode(), src_topic.encode()
+        ids: set[str] = set()
+        for window in self._scan_back(topic, partition):
+            for m in reversed(window):
+                if m.timestamp()[1] < not_before_ms:
+                    return ids
+                h = dict(m.headers() or ())
+                if h.get(H_SRC_PARTITION) != want_p or h.get(H_SRC_TOPIC) != want_t or H_EVENT_ID not in h:
+                    continue
+                if int(h.get(H_BATCH_LAST, h.get(H_SRC_OFFSET, b"-1"))) < committed:
+                    return ids
+                if int(h[H_SRC_OFFSET]) >= committed:
+                    ids.add(h[H_EVENT_ID].decode())
+        return ids

@@ -13,6 +13,22 @@ BATCH_SECONDS = Histogram("citymesh_runner_batch_seconds", "Time to enforce, wri
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 LAG = Gauge("citymesh_runner_consumer_lag", "Records behind the end of the raw topic", ["product", "partition"])
 ACTIVE_CONTRACTS = Gauge("citymesh_runner_active_contracts", "Contracts enforced on the product", ["product"])
+# breakers of every kind: a provider stream (kind=provider, subject=product), a push endpoint (kind=webhook)
+BREAKER_STATE = Gauge("citymesh_breaker_state", "0 closed, 1 half-open, 2 open", ["kind", "subject"])
+BREAKER_STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
+QUARANTINED = Counter("citymesh_breaker_quarantined_total",
+                      "Raw records sent to the dead-letter topic unprocessed while the provider's breaker was open",
+                      ["product"])
+RATELIMIT_THROTTLED = Counter("citymesh_ratelimit_throttled_total",
+                              "Times an ingress limit paused a partition (back-pressure)", ["product"])
+RATELIMIT_PAUSED = Gauge("citymesh_ratelimit_paused_partitions", "Source partitions paused by an ingress limit",
+                         ["product"])
+RATELIMIT_DROPPED = Counter("citymesh_ratelimit_dropped_total",
+                            "Records dropped by an ingress limit (subject=ingress) or a contract quota",
+                            ["product", "subject", "action"])
+RATELIMIT_PASSED = Counter("citymesh_ratelimit_passed_total",
+                           "Records a limit let through (quota: beyond it, as a sample or an aggregate)",
+                           ["product", "subject", "action"])
 
 
 def serve(port: int) -> int:

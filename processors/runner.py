@@ -32,8 +32,9 @@ from streams import envelope, keyring, topics
 from streams.control import read_table
 from streams.settings import Settings, get_settings
 
-from . import evidence, metrics
+from . import evidence, limiting, metrics
 from .admission import DEFAULT_MAX_BYTES, Admission, Rejected
+from .alert_stage import AlertStage
 from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_OFFSET, H_SRC_PARTITION,
                       H_SRC_TOPIC, FenceReader, PartitionFence, compliance_partition)
@@ -124,6 +125,18 @@ class Runner:
         self.consumed = 0  # raw records consumed by this instance
         self.fenced = 0  # outputs skipped because a previous owner had written them
         self._src_topic_header = (H_SRC_TOPIC, self.raw_topic.encode())
+        # rate limits, quotas, provider breaker (processors/limiting.py); None when there are none
+        catalog_n = sum(1 for e in read_table(client_config, topics.CONTROL_CATALOG).values()
+                        if e["provider_id"] == self.provider_id)
+        self.limiting = limiting.Limiting(
+            client_config, product_id, self.provider_id, self.raw_topic, self._n_partitions(self.raw_topic),
+            entry.get("event_time_field"), limiting.ingress_terms(
+                read_table(client_config, topics.CONTROL_PARTICIPANTS).get(self.provider_id), catalog_n),
+            self.producer, self.fence_reader)
+        self._limits: limiting.Limiting | None = None
+        # operator rules -> cm.alerts, in the same pass as the contracts (processors/alert_stage.py)
+        self.alerts = AlertStage(client_config, product_id, self.schema, self.raw_topic,
+                                 entry.get("event_time_field"), self._produce)
         self.apply_contract_changes(self.feed.sync(), {})
         self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
@@ -169,6 +182,8 @@ class Runner:
             log.info("contract %s v%s %s -> %s from offsets %s", cid, c["version"], old and old["state"],
                      c["state"], from_offsets)
         metrics.ACTIVE_CONTRACTS.labels(self.product_id).set(len(self.plans))
+        self.limiting.set_quotas(self.plans)
+        self._limits = self.limiting if self.limiting.active else None
         return events
 
     # ---- partitions and recovery ---------------------------------------------------------
@@ -183,13 +198,21 @@ class Runner:
         for tp in partitions:
             self._recover.discard(tp.partition)
             self.fences.pop(tp.partition, None)
+            self.limiting.forget(tp.partition)
             self._carry.pop(tp.partition, None)
 
-    def recover(self, p: int) -> PartitionFence:
-        """What a previous owner of partition p wrote beyond the committed offset."""
+    def _committed(self, p: int) -> int:
         committed = self.consumer.committed([TopicPartition(self.raw_topic, p)], timeout=10)[0].offset
         if committed == OFFSET_INVALID or committed < 0:
             committed = self.consumer.get_watermark_offsets(TopicPartition(self.raw_topic, p), timeout=10)[0]
+        return committed
+
+    def recover(self, p: int) -> PartitionFence:
+        """What a previous owner of partition p wrote beyond the committed offset."""
+        committed = self._committed(p)
+        if self._limits is not None:
+            self._limits.recover(p, committed)
+        self.alerts.recover(p, committed, self.fence_reader)
         fence = PartitionFence(committed)
         for topic in [ap.topic for ap in self.plans.values()] + [self.dlq_topic]:
             last = self.fence_reader.last_source_offset(topic, p % self._n_partitions(topic), self.raw_topic, p)
@@ -213,11 +236,31 @@ class Runner:
             elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                 break
 
+    def _next_batch(self) -> list:
+        """Whatever is queued, up to `batch_size`, as soon as there is anything.
+
+        consume(n, timeout) returns only when it has n records or the timeout passed, so at
+        a modest rate every record would wait out the whole timeout. Instead: take what the
+        prefetch queue already holds; when it is empty, wait for the first record with
+        poll() (which returns the moment one arrives) and then take what came with it. The
+        batch grows with the load by itself: the longer a batch takes, the more is queued
+        for the next one."""
+        msgs = self.consumer.consume(self.batch_size, 0)
+        if msgs:
+            return msgs
+        first = self.consumer.poll(self.poll_timeout_s)
+        if first is None:
+            return []
+        return [first] + self.consumer.consume(self.batch_size - 1, 0)
+
     def step(self) -> int:
         """One batch: returns how many raw records it consumed."""
-        msgs = self.consumer.consume(self.batch_size, self.poll_timeout_s)
+        msgs = self._next_batch()
         t0 = time.perf_counter()
         msgs = [m for m in msgs if not m.error()]
+        if self._limits is not None and self._limits.paused:  # ingress back-pressure
+            self._limits.resume_due(self.consumer)
+            msgs = [m for m in msgs if m.partition() not in self._limits.paused]
         by_partition: dict[int, list] = {}
         for m in msgs:
             by_partition.setdefault(m.partition(), []).append(m)
@@ -238,10 +281,13 @@ class Runner:
             return 0
         now_ms = int(time.time() * 1000)
         commits = []
+        lim = self._limits
         for p, pmsgs in by_partition.items():
             if p in self._recover:
                 self.fences[p] = self.recover(p)
                 self._recover.discard(p)
+            if lim is not None and p not in lim.parts:  # limits switched on after the partition came
+                lim.recover(p, self._committed(p))
             fence = self.fences.get(p)
             if p in self._carry:
                 pmsgs = self._carry.pop(p) + pmsgs
@@ -264,6 +310,8 @@ class Runner:
                 done = pmsgs[cut - 1].offset()
                 fence.batches.pop(0)
                 pmsgs = pmsgs[cut:]
+            if pmsgs and lim is not None and lim.holding:
+                pmsgs = lim.hold(self.consumer, p, pmsgs, now_ms, events_out)
             if pmsgs:
                 self._process(p, pmsgs, now_ms, fence, events_out, ())
                 done = pmsgs[-1].offset()
@@ -272,6 +320,8 @@ class Runner:
             commits.append(TopicPartition(self.raw_topic, p, done + 1))
             if fence is not None and not fence.batches and all(o <= done for o in fence.outputs.values()):
                 self.fences.pop(p, None)  # everything the old owner wrote is behind us now
+        if lim is not None and commits:
+            lim.persist(commits, now_ms)  # the state goes with the offsets (processors/limiting.py)
         self._write_events(events_out)
         self._flush()
         if commits:
@@ -285,11 +335,20 @@ class Runner:
                  already_emitted) -> None:
         """Enforce one partition's slice of a batch; compliance events already written before
         a crash (`already_emitted` ids) are not queued again."""
-        good, bad = self.admission.admit(msgs)
         first, last = msgs[0].offset(), msgs[-1].offset()
         src_p = (H_SRC_PARTITION, str(p).encode())
         batch_headers = [self._src_topic_header, src_p, (H_BATCH_FIRST, str(first).encode()),
                          (H_BATCH_LAST, str(last).encode()), (H_BATCH_NOW, str(now_ms).encode())]
+        # limits (processors/limiting.py): ingress drop and the provider breaker take a suffix of
+        # the slice off to the dead-letter topic before admission
+        part = self._limits.parts.get(p) if self._limits is not None else None
+        screened, limit_events = (), []
+        if part is not None:
+            msgs, screened = self._limits.screen(p, part, msgs, now_ms, first, last, limit_events)
+        good, bad = self.admission.admit(msgs)
+        if part is not None:
+            self._limits.after_admission(p, part, now_ms, len(good), len(bad), first, last, limit_events)
+        self.alerts.evaluate(p, good, now_ms, batch_headers)
         produce = self._produce
         fenced = 0
         # dead letters, with the reason
@@ -311,6 +370,16 @@ class Runner:
                 if ev["event_id"] not in already_emitted:
                     events_out.append((p, ev, batch_headers))
                 metrics.REJECTED.labels(self.product_id, r.rule).inc()
+        if screened:  # after the rejects: their offsets are higher, the fence needs source order
+            dlq_q = p % self._n_partitions(self.dlq_topic)
+            for m, rule, reason in screened:
+                if fence is not None and fence.written(self.dlq_topic, m.offset()):
+                    fenced += 1
+                    continue
+                headers = list(m.headers() or []) + [
+                    (H_RULE, rule.encode()), (H_REASON, reason.encode()), self._src_topic_header, src_p,
+                    (H_SRC_OFFSET, b"%d" % m.offset())]
+                produce(self.dlq_topic, m.value(), m.key(), dlq_q, headers)
         # every active contract on the admitted records. Hot path: per-record header values
         # are built once and shared by every contract; outputs are encoded with the contract's
         # body encoder behind a header computed once.
@@ -320,6 +389,8 @@ class Runner:
         on_delivery = self._on_delivery
         for ap in self.plans.values():
             result = ap.plan.evaluate(records, now_ms)
+            quota = (self._limits.quota(p, part, ap.contract_id, now_ms, result.records, records, first, last,
+                                        limit_events) if part is not None and part.quotas else None)
             digest = evidence.BatchDigest()
             add = digest.add
             q = p % ap.partitions
@@ -345,6 +416,11 @@ class Runner:
                 except BufferError:
                     produce(topic, payload, g.key, q, static + tails[i])
             counts = dict(result.counts)
+            if quota and "drop:quota" in quota:
+                counts["drop:quota"] = quota["drop:quota"]
+                counts[policy_enforcer.DELIVER] -= quota["drop:quota"]
+                if not counts[policy_enforcer.DELIVER]:
+                    del counts[policy_enforcer.DELIVER]
             if counts:
                 ev = evidence.batch_event(
                     now_ms, self.product_id, self.provider_id, ap.contract_id, ap.contract["version"],
@@ -354,6 +430,9 @@ class Runner:
             for key, n in counts.items():
                 decision, _, rule = key.partition(":")
                 metrics.DECISIONS.labels(self.product_id, ap.contract_id, decision, rule).inc(n)
+        for ev in limit_events:
+            if ev["event_id"] not in already_emitted:
+                events_out.append((p, ev, batch_headers))
         if fenced:
             self.fenced += fenced
             metrics.FENCED.labels(self.product_id).inc(fenced)
@@ -403,6 +482,7 @@ class Runner:
     def close(self) -> None:
         self.consumer.close()
         self.feed.close()
+        self.alerts.close()
         self.fence_reader.close()
         self.producer.flush(30)
 

@@ -24,7 +24,7 @@ import urllib.error
 import urllib.request
 
 from confluent_kafka import Consumer, TopicPartition
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 import schemas
 from policy_enforcer.limits import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
@@ -36,7 +36,7 @@ from . import evidence, metrics
 
 log = logging.getLogger("citymesh.webhook")
 
-BREAKER_STATE = Gauge("citymesh_breaker_state", "0 closed, 1 half-open, 2 open", ["kind", "subject"])
+BREAKER_STATE = metrics.BREAKER_STATE  # shared with the runner's provider breakers
 PUSHED = Counter("citymesh_webhook_records_total", "Records acknowledged by the endpoint", ["contract"])
 REQUESTS = Counter("citymesh_webhook_requests_total", "POSTs by outcome", ["contract", "outcome"])
 _STATE_VALUE = {CLOSED: 0, HALF_OPEN: 1, OPEN: 2}

@@ -1,0 +1,164 @@
+"""Alert latency: telemetry record published -> its Alert on cm.alerts, through a runner process.
+
+A runner (`python -m processors.runner`, as in production) enforces one contract and the
+example city's eight UAV operator rules (examples/city.yaml, ED-269 zones included) on
+simulated telemetry published at a steady rate (default 5k records/s; 10% of the drones
+break rules). Each record's timestamp_ms is the wall clock at publish, and an Alert's
+time_ms is its record's event time, so receive time - time_ms is the whole path: provider
+publish, broker, runner batch (admission, contract, rules), produce, broker, consumer.
+
+Baseline in the same run: the same records' delivery latency (publish -> the contract's
+delivery topic), so the ratio says what the rules stage adds on top of enforcement.
+Goal: alert p99 <= 500 ms.
+
+    .venv/bin/python bench/bench_alerts.py [--rate 5000] [--seconds 15]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from common import cluster, machine
+from confluent_kafka import Consumer, TopicPartition
+
+from bench_runner import ONE, ROOT, RunnerProcess, topology
+import schemas
+from streams import keyring, topics
+from streams.control import read_table
+from streams.offsets import end_offsets
+from streams.simulators import FleetSimulator
+from topology.apply import apply
+from topology.loader import load_topology
+
+ZONES = ROOT / "examples" / "geo" / "shenzhen-uas-zones.geojson"
+
+
+def city(p: str) -> str:
+    rules = copy.deepcopy(next(e for e in yaml.safe_load((ROOT / "examples" / "city.yaml").read_text())
+                               ["operator_rules"] if e["product"] == "uav-telemetry"))
+    rules["product"] = f"{p}-uav"
+    text = topology({p: ONE}).replace("geofences:\n", f"geofences:\n  uas-zones: {{file: {ZONES}}}\n", 1)
+    return text + yaml.safe_dump({"operator_rules": [rules]}, sort_keys=False)
+
+
+def tail_consumer(conf: dict, topic: str) -> Consumer:
+    c = Consumer({**conf, "group.id": f"bench-alerts-{time.time_ns()}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
+    parts = [TopicPartition(topic, q) for q in c.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = end_offsets(c, parts)
+    c.assign([TopicPartition(topic, tp.partition, ends[(topic, tp.partition)][1]) for tp in parts])
+    return c
+
+
+def receive(c: Consumer, decode, stop: threading.Event, out: list, measure_from: list) -> None:
+    while not stop.is_set():
+        msgs = c.consume(1000, 0) or [m for m in [c.poll(0.05)] if m is not None]
+        now = time.time() * 1000
+        for m in msgs:
+            if m.error():
+                continue
+            t = decode(m.value())
+            if t is not None and t >= measure_from[0]:
+                out.append(now - t)
+
+
+def q(lat: list[float]) -> tuple[float, float, float]:
+    lat = sorted(lat)
+    if len(lat) < 100:
+        return float("nan"), float("nan"), float("nan")
+    qs = statistics.quantiles(lat, n=100)
+    return qs[49], qs[98], lat[-1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rate", type=int, default=5000)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--warmup-s", type=float, default=3.0)
+    args = ap.parse_args()
+    with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        state, keys = tmp / "state", tmp / "state" / "keys"
+        conf = {"bootstrap.servers": bootstrap}
+        p = f"a{time.time_ns() % 10**6}"
+        path = tmp / "bench.yaml"
+        path.write_text(city(p))
+        topo = load_topology(path)
+        for part in topo.participants:
+            keyring.create(keys, part.id)
+        apply(topo, conf, keys_dir=keys)
+        product = f"{p}-uav"
+        alert_schema = schemas.load("Alert")
+        contract = read_table(conf, topics.CONTROL_CONTRACTS)[f"{p}-c0"]
+        out_schema = schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"]))
+
+        def alert_time(v: bytes):
+            a = alert_schema.decode(v)
+            return a["time_ms"] if a["product_id"] == product and not a["escalated"] else None
+
+        alert_lat: list[float] = []
+        dlv_lat: list[float] = []
+        measure_from = [float("inf")]
+        stop = threading.Event()
+        consumers = [tail_consumer(conf, topics.ALERTS), tail_consumer(conf, topics.delivery(f"{p}-c0"))]
+        threads = [threading.Thread(target=receive, args=(consumers[0], alert_time, stop, alert_lat, measure_from),
+                                    daemon=True),
+                   threading.Thread(target=receive, args=(consumers[1], lambda v: out_schema.decode(v)["timestamp_ms"],
+                                                          stop, dlv_lat, measure_from), daemon=True)]
+        rp = RunnerProcess(product, bootstrap, state, tmp / "runner.log")
+        from streams.connectors import ProviderConnector
+        conn = ProviderConnector(keyring.load(keys, "bench-skyway"), conf)
+        sent = 0
+        try:
+            rp.wait_assigned()
+            time.sleep(1.0)
+            for th in threads:
+                th.start()
+            fleet = FleetSimulator(drones=500, seed=9, violators=0.1)
+            t0, buf = time.monotonic(), []
+            measure_from[0] = time.time() * 1000 + args.warmup_s * 1000
+            while time.monotonic() - t0 < args.seconds + args.warmup_s:
+                if not buf:
+                    buf = fleet.tick(1.0)
+                target = int((time.monotonic() - t0) * args.rate)
+                while sent < target and buf:
+                    r = buf.pop()
+                    r["timestamp_ms"] = int(time.time() * 1000)
+                    conn.publish(product, r)
+                    sent += 1
+                conn._producer.poll(0)
+                time.sleep(0.001)
+            conn.flush(30)
+            time.sleep(2.0)
+        finally:
+            stop.set()
+            for th in threads:
+                th.join(5)
+            rp.stop()
+            for c in consumers:
+                c.close()
+        a50, a99, amax = q(alert_lat)
+        d50, d99, dmax = q(dlv_lat)
+        print(f"machine: {machine()}; broker: {'external' if 'CITYMESH_BOOTSTRAP' in os.environ else 'embedded Tansu'}")
+        print(f"command: .venv/bin/python bench/bench_alerts.py --rate {args.rate} --seconds {args.seconds:g}")
+        print(f"published {sent} UavTelemetry records at {args.rate}/s for {args.seconds + args.warmup_s:g} s "
+              f"({args.warmup_s:g} s warm-up not measured); runner: 1 contract + 8 operator rules")
+        print(f"alerts measured: {len(alert_lat)}; deliveries measured: {len(dlv_lat)}")
+        print(f"alert latency    (publish -> Alert on {topics.ALERTS}): p50 {a50:.1f} ms, p99 {a99:.1f} ms, "
+              f"max {amax:.1f} ms  (goal p99 <= 500 ms)")
+        print(f"delivery latency (publish -> delivery topic, baseline): p50 {d50:.1f} ms, p99 {d99:.1f} ms, "
+              f"max {dmax:.1f} ms")
+        print(f"ratio alert p99 / delivery p99: {a99 / d99:.2f}")
+
+
+if __name__ == "__main__":
+    main()

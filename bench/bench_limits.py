@@ -1,0 +1,81 @@
+"""The cost of rate limits, quotas and the provider breaker on the runner's hot path.
+
+Runner throughput (bench_runner's machinery: the runner as a process draining a
+pre-published backlog, from partition assignment to last commit) with one contract,
+(off) without any limit, (on) with the provider's ingress limits (records/s and bytes/s,
+hold), its breaker, and a keyed delivery quota on the contract (per drone), all set high
+enough never to bite, so what is measured is the bookkeeping: token grants, breaker
+accounting, per-key buckets and one persisted state record per partition and batch.
+Off and on alternate (off, on, off, on) and the ratio is of the best of each; goal >= 0.9.
+
+    .venv/bin/python bench/bench_limits.py [--records 100000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from bench_runner import ONE, make_records, publish, runner_rate, topology
+from common import cluster, machine
+
+from processors.limiting import read_states
+from streams import keyring, topics
+from streams.connectors import ProviderConnector
+from topology.apply import apply
+from topology.loader import load_topology
+
+PROVIDER = "{id: bench-skyway, name: SkyWay, roles: [provider]}"
+LIMITED = ("{id: bench-skyway, name: SkyWay, roles: [provider], limits: {records_per_s: 10000000, "
+           "bytes_per_s: 10000000000, on_excess: hold, breaker: {failure_ratio: 0.5, window: 10s, "
+           "min_samples: 1000, open: 30s, probe_samples: 100}}}")
+QUOTA = "    quota: {{records: 100000000, per: 1s, key: serial_number}}\n    policy:"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--records", type=int, default=100_000)
+    args = ap.parse_args()
+    n = args.records
+    records = make_records(n)
+    with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        state, keys = tmp / "state", tmp / "state" / "keys"
+        conf = {"bootstrap.servers": bootstrap}
+        u = f"l{time.time_ns() % 10**6}"
+        runs = [("off", f"{u}off1"), ("on", f"{u}on1"), ("off", f"{u}off2"), ("on", f"{u}on2")]
+        contracts = {p: (ONE.replace("    policy:", QUOTA, 1) if mode == "on" else ONE) for mode, p in runs}
+        base = topology(contracts)
+        path = tmp / "bench.yaml"
+        path.write_text(base)
+        topo = load_topology(path)
+        for part in topo.participants:
+            keyring.create(keys, part.id)
+        apply(topo, conf, keys_dir=keys)
+        conn = ProviderConnector(keyring.load(keys, "bench-skyway"), conf)
+        for _, p in runs:
+            publish(conn, f"{p}-uav", records)
+        rates: dict[str, list[float]] = {"off": [], "on": []}
+        for mode, p in runs:
+            # the runner reads the provider's limits when it starts: apply them (or not) just before
+            path.write_text(base.replace(PROVIDER, LIMITED) if mode == "on" else base)
+            apply(load_topology(path), conf, keys_dir=keys)
+            rate, _ = runner_rate(conf, bootstrap, f"{p}-uav", topics.raw("bench-skyway", f"{p}-uav"), n, state,
+                                  tmp / f"{p}.log")
+            persisted = read_states(conf, "bench-skyway", f"{p}-uav")
+            assert bool(persisted) == (mode == "on"), f"limits {'not ' if mode == 'on' else ''}active on {p}"
+            rates[mode].append(rate)
+            print(f"{mode:>3} {p}: {rate:,.0f} records/s", flush=True)
+        off, on = max(rates["off"]), max(rates["on"])
+        print(f"machine: {machine()}")
+        print(f"command: .venv/bin/python bench/bench_limits.py --records {n}")
+        print(f"runner, 1 contract, limits off: {', '.join(f'{r:,.0f}' for r in rates['off'])} records/s")
+        print(f"runner, 1 contract, limits on (ingress records+bytes, breaker, keyed quota, none biting): "
+              f"{', '.join(f'{r:,.0f}' for r in rates['on'])} records/s")
+        print(f"ratio on/off (best of each): {on / off:.2f}  (goal >= 0.9)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Operator rules in the enforcement runner: hits on admitted records become Alerts on cm.alerts.
+
+The runner calls `evaluate` once per partition slice of a batch, after admission and next to
+the contracts, so every admitted record is checked in the same pass that delivers it. A hit
+never changes delivery; it is evidence for the operator and the regulator.
+
+Rules come from cm.control.rules (written by `citymesh apply`, topology/rules.py) and are
+HOT-RELOADED: a dedicated consumer follows the compacted topic and each batch takes whatever
+it has already fetched (a zero-wait call, no broker round trip), so a change applies from the
+first batch after it arrives, typically within a fetch wait (~100 ms). Unlike a contract
+revocation this is not synchronised with the data: rules are a watch list, not access control.
+A product without rules costs one zero-wait poll and one attribute test per slice.
+
+Exactly-once across a SIGKILL, like every other output (processors/fencing.py), with one
+difference: alerts are keyed by their subject (the drone, the work order) so that all hits of
+one subject reach one partition of cm.alerts, which the compliance app's incident table needs.
+Alerts of one source partition therefore spread over several output partitions, and an offset
+fence per output cannot tell two hits on the same record apart. So alerts are fenced by id:
+the id is a hash of product, rule, subject and the source position (policy_enforcer.rules.
+alert_record), the same whenever the record is evaluated again, and carries the batch headers
+the compliance events carry. On (re)assignment of partition p, `recover` reads the tail of
+every cm.alerts partition back to the committed batch and collects the ids already written
+about p; a replayed batch skips exactly those. The scan stops at the first alert of an older
+batch of p, or at records older than the first uncommitted source record (less a clock-skew
+margin), so it stays short even when p has raised no alert for a long time.
+
+Alert.time_ms is the record's event time (the product's event_time_field) when it has one,
+else the batch's processing time: the compliance app folds hits into incidents by time_ms, so
+incidents follow what happened in the air, and a replay yields the same alerts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from prometheus_client import Counter
+
+import policy_enforcer
+import schemas
+from policy_enforcer.rules import RuleSet, alert_record, compile_rules
+from streams import topics
+
+from .fencing import H_EVENT_ID, H_SRC_OFFSET, FenceReader
+
+log = logging.getLogger("citymesh.alerts")
+
+SKEW_MARGIN_MS = 300_000  # provider clocks may run ahead of the runner's by this much
+ALERTS_RAISED = Counter("citymesh_runner_alerts_total", "Operator-rule hits written to cm.alerts",
+                        ["product", "rule", "severity"])
+
+
+class RulesFeed:
+    """Follows cm.control.rules for one product: `initial()` reads it to its end, `poll()` takes
+    what the consumer has fetched meanwhile without waiting."""
+
+    def __init__(self, client_config: dict, product_id: str):
+        self.product_id = product_id
+        self._schema = schemas.load("OperatorRules")
+        self._consumer = Consumer({**client_config, "group.id": f"citymesh-rules-feed-{product_id}",
+                                   "enable.auto.commit": False, "enable.partition.eof": False,
+                                   "fetch.wait.max.ms": 100})
+        md = self._consumer.list_topics(topics.CONTROL_RULES, timeout=10).topics.get(topics.CONTROL_RULES)
+        self._parts = [] if md is None or md.error is not None else \
+            [TopicPartition(topics.CONTROL_RULES, p, OFFSET_BEGINNING) for p in md.partitions]
+
+    def initial(self, timeout_s: float = 10.0) -> dict | None:
+        """The product's current rules record (None when it has none), read to the end."""
+        from streams.offsets import end_offsets
+        if not self._parts:
+            return None
+        ends = {p: hi for (_, p), (lo, hi) in end_offsets(self._consumer, self._parts, timeout_s).items() if hi > lo}
+        self._consumer.assign(self._parts)
+        latest, deadline = None, time.monotonic() + timeout_s
+        while ends and time.monotonic() < deadline:
+            for m in self._consumer.consume(1000, 0.2):
+                if m.error():
+                    continue
+                latest = self._take(m, latest)
+                if m.offset() + 1 >= ends.get(m.partition(), 0):
+                    ends.pop(m.partition(), None)
+        if ends:
+            raise TimeoutError(f"could not read {topics.CONTROL_RULES} to its end within {timeout_s:.0f}s")
+        return latest
+
+    def _take(self, m, current):
+        if m.key() != self.product_id.encode():
+            return current
+        return {"tombstone": True} if m.value() is None else self._schema.decode(m.value())
+
+    def poll(self) -> dict | None:
+        """The newest rules record fetched since the last call, or None when nothing changed."""
+        if not self._parts:
+            return None
+        latest = None
+        for m in self._consumer.consume(100, 0):
+            if not m.error():
+                latest = self._take(m, latest)
+        return latest
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def compile_record(rec: dict | None, schema: schemas.RecordSchema) -> RuleSet | None:
+    """A cm.control.rules record compiled for `schema`; None for no rules (or a tombstone)."""
+    if rec is None or rec.get("tombstone"):
+        return None
+    rules = compile_rules(json.loads(rec["rules_json"]), schema, json.loads(rec["zones_json"]),
+                          json.loads(rec["authorisations_json"]))
+    return rules if len(rules) else None
+
+
+class AlertStage:
+    def __init__(self, client_config: dict, product_id: str, schema: schemas.RecordSchema, raw_topic: str,
+                 event_time_field: str | None, produce):
+        self.product_id = product_id
+        self.schema = schema
+        self.raw_topic = raw_topic
+        self.event_time_field = event_time_field if event_time_field in schema.field_names else None
+        self._produce = produce  # the runner's produce(topic, value, key, partition, headers)
+        self._alert = schemas.load("Alert")
+        self._feed = RulesFeed(client_config, product_id)
+        self.rules: RuleSet | None = None
+        self._fenced: dict[int, set[str]] = {}  # source partition -> ids written before a restart
+        md = self._feed._consumer.list_topics(topics.ALERTS, timeout=10).topics.get(topics.ALERTS)
+        if md is None or md.error is not None:
+            raise SystemExit(f"topic {topics.ALERTS} does not exist; apply the topology first")
+        self._alert_partitions = len(md.partitions)
+        self.raised = 0
+        self.fenced = 0
+        self._install(self._feed.initial())
+
+    def _install(self, rec: dict | None) -> None:
+        try:
+            self.rules = compile_record(rec, self.schema)
+        except (policy_enforcer.PolicyError, ValueError, KeyError) as exc:  # applied rules are validated; be safe
+            log.error("operator rules of %s do not compile, none enforced: %s", self.product_id, exc)
+            self.rules = None
+        log.info("operator rules of %s: %s", self.product_id, self.rules.rule_ids if self.rules else "none")
+
+    def recover(self, p: int, committed: int, reader: FenceReader) -> None:
+        """Collect the ids of alerts a previous owner of source partition p wrote beyond `committed`."""
+        self._fenced.pop(p, None)
+        ts = reader.timestamp_at(self.raw_topic, p, committed)
+        if ts is None:  # nothing beyond the committed offset was ever consumed: nothing to fence
+            return
+        ids: set[str] = set()
+        for q in range(self._alert_partitions):
+            ids |= reader.ids_since(topics.ALERTS, q, self.raw_topic, p, committed, ts - SKEW_MARGIN_MS)
+        if ids:  # kept until p is assigned again: a handful of ids, looked up per hit only
+            self._fenced[p] = ids
+            log.warning("partition %d: %d alert(s) already written before the restart will be skipped", p, len(ids))
+
+    def evaluate(self, p: int, good: list, now_ms: int, batch_headers: list) -> None:
+        """Raise an Alert for every rule hit on the admitted records of one partition slice."""
+        rec = self._feed.poll()
+        if rec is not None:
+            self._install(rec)
+        rules = self.rules
+        if rules is None or not good:
+            return
+        hits = rules.evaluate([g.record for g in good], now_ms)
+        if not hits:
+            return
+        encode, produce, etf, src = self._alert.encode, self._produce, self.event_time_field, self.raw_topic
+        fenced_ids = self._fenced.get(p, ())
+        for h in hits:
+            g = good[h.index]
+            t = g.record.get(etf) if etf else None
+            alert = alert_record(h, self.product_id, t if t is not None else now_ms, src, p, g.offset)
+            if alert["alert_id"] in fenced_ids:
+                self.fenced += 1
+                continue
+            ALERTS_RAISED.labels(self.product_id, h.rule_id, h.severity).inc()
+            produce(topics.ALERTS, encode(alert), h.subject.encode(), None,
+                    batch_headers + [(H_SRC_OFFSET, b"%d" % g.offset), (H_EVENT_ID, alert["alert_id"].encode())])
+            self.raised += 1
+
+    def close(self) -> None:
+        self._feed.close()

@@ -1,0 +1,372 @@
+"""Rate limits, delivery quotas and the provider breaker, applied by the enforcement runner.
+
+The limiters themselves are Kafka-free (policy_enforcer.quota, policy_enforcer.limits);
+this module ties them to the runner's partitions, its exactly-once scheme, its evidence
+and its metrics.
+
+Where each decision is taken, per source partition p and batch:
+
+1. ingress, `on_excess: hold` (back-pressure): before a batch's new records are
+   processed, the records beyond the partition's tokens are not processed at all: the
+   runner seeks p back to the first of them and pauses p until the buckets have refilled
+   (`hold`). Nothing is lost or written; only timing changes, which is why replays after a
+   crash do not need to repeat it.
+2. ingress, `on_excess: dlq`, and the breaker: inside the batch (`screen`), records over
+   the tokens go to the dead-letter topic (rule ratelimit:ingress); while the breaker is
+   open the records go there unprocessed (rule quarantine:breaker-open), half-open lets
+   `probe_samples` through. After admission the breaker counts accepted and rejected
+   records (`after_admission`).
+3. delivery quotas: after each contract's plan, on its outputs (ContractQuota.apply).
+
+Global limits: every product-wide limit is split into fixed per-partition shares (see
+policy_enforcer.quota), so what two runner instances let through adds up to at most the
+limit whichever partitions each owns, and the state moves with the partition.
+
+Exactly-once and restarts: decisions 2 and 3 depend on the limiter state, and a replayed
+batch must decide exactly as the original did (processors/fencing.py). So the state is
+persisted *with the offsets*: every batch that touched partition p writes one record to
+the compacted topic cm.state.<provider>.<product> (schema LimiterState, key product:p,
+partition p) carrying the state before the batch (at the committed offset C it started
+from) and after it (at the offset it is about to commit), and it is flushed before the
+offsets are committed. Commits are synchronous and one per step, so the newest record
+for p always has offset_after == committed (the batch was committed) or offset_before ==
+committed (it crashed before the commit): a restarted owner restores whichever matches,
+then replays the uncommitted batch with its original processing time from exactly the
+state the original started from, taking the same decisions, minting the same event ids.
+A restart therefore never resets a quota (a day's count survives; tokens refill only by
+elapsed time). Limits changed in the topology take over the old state where it fits.
+
+Cost: a product with no limits and no quotas never creates any of this (the runner holds
+None and tests one attribute per batch).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from confluent_kafka import TopicPartition
+
+import schemas
+from policy_enforcer.limits import OPEN, CircuitBreaker
+from policy_enforcer.quota import DLQ, HOLD, ContractQuota, IngressLimiter, IngressTerms, PartitionLimits, QuotaTerms
+from streams import topics
+
+from . import evidence, metrics
+from .fencing import FenceReader
+
+log = logging.getLogger("citymesh.limits")
+
+RULE_INGRESS = "ratelimit:ingress"
+RULE_QUARANTINE = "quarantine:breaker-open"
+THROTTLE_EVENT_EVERY_MS = 10_000
+
+
+def ingress_terms(participant: dict | None, products_of_provider: int) -> IngressTerms | None:
+    """The provider's limits, its total split evenly between its products (each product has
+    its own runner and raw stream; the split keeps the provider's sum within its limit)."""
+    if not participant:
+        return None
+    d = json.loads(participant.get("limits_json") or "{}")
+    if not d:
+        return None
+    t = IngressTerms.from_dict(d)
+    n = max(1, products_of_provider)
+    if n > 1:
+        t = IngressTerms(t.records_per_s and t.records_per_s / n, t.bytes_per_s and t.bytes_per_s / n,
+                         t.burst_ms, t.on_excess, t.breaker)
+    return t if (t.limited or t.breaker is not None) else None
+
+
+class Limiting:
+    """The limits of one product on one runner instance: per-partition state, its
+    persistence, back-pressure and the events of what the limiters did."""
+
+    def __init__(self, client_config: dict, product: str, provider: str, raw_topic: str, partitions: int,
+                 event_time_field: str | None, ingress: IngressTerms | None, producer, fence_reader: FenceReader):
+        self.product, self.provider, self.raw_topic = product, provider, raw_topic
+        self.partitions = partitions
+        self.event_time_field = event_time_field
+        self.ingress = ingress
+        self.quota_terms: dict[str, tuple[QuotaTerms, int, str]] = {}  # contract -> (terms, version, consumer)
+        self.state_topic = topics.limiter_state(provider, product)
+        self.producer = producer
+        self.fence_reader = fence_reader
+        self.schema = schemas.load("LimiterState")
+        self.parts: dict[int, PartitionLimits] = {}
+        self.saved: dict[int, tuple[int, str]] = {}  # p -> (offset, state json) last persisted or restored
+        self.paused: dict[int, tuple[float, int]] = {}  # p -> (monotonic time to resume, offset to resume at)
+        self.throttling: dict[int, list] = {}  # p -> [last event ms, pauses since]
+        self._state_partitions = None
+
+    @property
+    def active(self) -> bool:
+        return self.ingress is not None or bool(self.quota_terms)
+
+    @property
+    def holding(self) -> bool:
+        return self.ingress is not None and self.ingress.limited and self.ingress.on_excess == HOLD
+
+    # ---- terms and state ----------------------------------------------------------------
+
+    def set_quotas(self, plans: dict) -> None:
+        """Contracts changed: rebuild the quotas of the partitions held, keeping their state."""
+        terms = {}
+        for cid, ap in plans.items():
+            q = ap.contract.get("quota_json")
+            if q:
+                terms[cid] = (QuotaTerms.from_dict(json.loads(q)), ap.contract["version"], ap.contract["consumer_id"])
+        if terms == self.quota_terms:
+            return
+        self.quota_terms = terms
+        for p, part in list(self.parts.items()):
+            old = part.snapshot()
+            fresh = self._build(p)
+            fresh.restore(old)
+            self.parts[p] = fresh
+
+    def _build(self, p: int) -> PartitionLimits:
+        t = self.ingress
+        part = PartitionLimits()
+        if t is not None and t.limited:
+            part.ingress = IngressLimiter(t, self.partitions, p)
+        if t is not None and t.breaker is not None:
+            part.breaker = CircuitBreaker(t.breaker)
+        for cid, (qt, _, _) in self.quota_terms.items():
+            part.quotas[cid] = ContractQuota(qt, self.partitions, p, self.event_time_field)
+        return part
+
+    def _state_partition(self, p: int) -> int:
+        if self._state_partitions is None:
+            md = self.producer.list_topics(self.state_topic, timeout=10).topics[self.state_topic]
+            if md.error is not None or not md.partitions:
+                raise SystemExit(f"topic {self.state_topic} does not exist; apply the topology again")
+            self._state_partitions = len(md.partitions)
+        return p % self._state_partitions
+
+    def recover(self, p: int, committed: int) -> None:
+        """Restore partition p's state as of the committed offset (see the module doc)."""
+        part = self._build(p)
+        key = f"{self.product}:{p}".encode()
+        snap = None
+        for window in self.fence_reader._scan_back(self.state_topic, self._state_partition(p)):
+            snap = next((m for m in reversed(window) if m.key() == key and m.value()), None)
+            if snap is not None:
+                break
+        state_json = "{}"
+        if snap is not None:
+            s = self.schema.decode(snap.value())
+            if s["offset_after"] == committed:
+                state_json = s["state_after_json"]
+            elif s["offset_before"] == committed:
+                state_json = s["state_before_json"]
+                log.warning("partition %d: limiter state of the uncommitted batch from %d discarded", p, committed)
+            elif s["offset_after"] < committed:  # limits were off for a while: the newest state there is
+                state_json = s["state_after_json"]
+                log.warning("partition %d: limiter state is of offset %d, committed %d", p, s["offset_after"],
+                            committed)
+            else:
+                log.error("partition %d: limiter state of offsets %d..%d does not match committed %d; fresh state",
+                          p, s["offset_before"], s["offset_after"], committed)
+        part.restore(json.loads(state_json))
+        self.parts[p] = part
+        self.saved[p] = (committed, json.dumps(part.snapshot(), separators=(",", ":")))
+        self._gauge(p, part)
+
+    def forget(self, p: int) -> None:
+        self.parts.pop(p, None)
+        self.saved.pop(p, None)
+        self.throttling.pop(p, None)
+        if self.paused.pop(p, None) is not None:
+            metrics.RATELIMIT_PAUSED.labels(self.product).set(len(self.paused))
+
+    def persist(self, commits: list, now_ms: int) -> None:
+        """One state record per partition this batch is about to commit (before the commit)."""
+        for tp in commits:
+            p = tp.partition
+            part = self.parts.get(p)
+            if part is None:
+                continue
+            after = json.dumps(part.snapshot(), separators=(",", ":"))
+            before_off, before = self.saved.get(p, (tp.offset, "{}"))
+            rec = {"product_id": self.product, "partition": p, "offset_before": before_off,
+                   "offset_after": tp.offset, "time_ms": now_ms, "state_before_json": before,
+                   "state_after_json": after}
+            while True:
+                try:
+                    self.producer.produce(self.state_topic, self.schema.encode(rec), f"{self.product}:{p}".encode(),
+                                          self._state_partition(p))
+                    break
+                except BufferError:
+                    self.producer.poll(0.05)
+            self.saved[p] = (tp.offset, after)
+            self._gauge(p, part)
+
+    def _gauge(self, p: int, part: PartitionLimits) -> None:
+        if part.breaker is not None:
+            metrics.BREAKER_STATE.labels("provider", f"{self.product}:{p}").set(
+                metrics.BREAKER_STATE_VALUE[part.breaker.state])
+
+    # ---- ingress back-pressure ----------------------------------------------------------
+
+    def resume_due(self, consumer) -> None:
+        if not self.paused:
+            return
+        now = time.monotonic()
+        due = [p for p, (t, _) in self.paused.items() if t <= now]
+        if due:
+            consumer.resume([TopicPartition(self.raw_topic, p) for p in due])
+            for p in due:
+                # seek again: records of p a consume returned while it was paused were dropped
+                consumer.seek(TopicPartition(self.raw_topic, p, self.paused.pop(p)[1]))
+            metrics.RATELIMIT_PAUSED.labels(self.product).set(len(self.paused))
+
+    def hold(self, consumer, p: int, msgs: list, now_ms: int, events_out: list) -> list:
+        """The records of msgs partition p may take now; pauses p and rewinds it to the rest."""
+        part = self.parts[p]
+        sizes = [len(m.value() or b"") for m in msgs]
+        n = part.ingress.grant(now_ms, sizes)
+        if n == len(msgs):
+            self.throttling.pop(p, None)
+            return msgs
+        rest = msgs[n]
+        tp = TopicPartition(self.raw_topic, p, rest.offset())
+        consumer.pause([tp])
+        consumer.seek(tp)
+        # wait for a useful amount (half the burst, or all that is held): resuming for every
+        # token would make a flood cost the runner a batch, a flush and a commit per record
+        wait = part.ingress.wait_ms(sizes[n], len(msgs) - n)
+        self.paused[p] = (time.monotonic() + wait / 1000, rest.offset())
+        metrics.RATELIMIT_THROTTLED.labels(self.product).inc()
+        metrics.RATELIMIT_PAUSED.labels(self.product).set(len(self.paused))
+        th = self.throttling.get(p)
+        if th is None or now_ms - th[0] >= THROTTLE_EVENT_EVERY_MS:
+            pauses = 1 + (th[1] if th else 0)
+            events_out.append((p, self._event("RATE_LIMIT", now_ms, p, rest.offset(), rest.offset(),
+                                              ("throttle", self.product, p, rest.offset()),
+                                              rule=RULE_INGRESS, reason="ingress over the provider's limit: "
+                                              "partition paused (back-pressure), nothing dropped",
+                                              counts={"pause": pauses},
+                                              details={"mode": HOLD, "resume_in_ms": str(wait)}), []))
+            self.throttling[p] = [now_ms, 0]
+        else:
+            th[1] += 1
+        return msgs[:n]
+
+    # ---- inside a batch -------------------------------------------------------------------
+
+    def screen(self, p: int, part: PartitionLimits, msgs: list, now_ms: int, first: int, last: int,
+               events: list) -> tuple[list, list]:
+        """(records to process, [(record, rule, reason)] for the dead-letter topic in offset order)."""
+        out_dlq: list = []
+        n = len(msgs)
+        if part.ingress is not None and self.ingress.on_excess == DLQ:
+            n = part.ingress.grant(now_ms, [len(m.value() or b"") for m in msgs])
+            if n < len(msgs):
+                k = len(msgs) - n
+                metrics.RATELIMIT_DROPPED.labels(self.product, "ingress", "drop").inc(k)
+                events.append(self._event("RATE_LIMIT", now_ms, p, first, last,
+                                          ("ratelimit", self.product, p, first, last), rule=RULE_INGRESS,
+                                          reason="ingress over the provider's limit: dropped to the dead-letter topic",
+                                          counts={"drop:ratelimit": k}, details={"mode": DLQ}))
+        take, before, after = part.admit_share(now_ms, n)
+        if after is not None:
+            events.append(self._transition(now_ms, p, first, last, before, after))
+        if take < n:
+            k = n - take
+            metrics.QUARANTINED.labels(self.product).inc(k)
+            events.append(self._event("QUARANTINE", now_ms, p, first, last,
+                                      ("quarantine", self.product, p, first, last), rule=RULE_QUARANTINE,
+                                      reason=f"provider breaker {part.breaker.state}: records quarantined unprocessed",
+                                      counts={"quarantine": k}))
+            out_dlq += [(m, RULE_QUARANTINE, f"provider breaker {part.breaker.state}") for m in msgs[take:n]]
+        out_dlq += [(m, RULE_INGRESS, "over the provider's ingress limit") for m in msgs[n:]]
+        return msgs[:take], out_dlq
+
+    def after_admission(self, p: int, part: PartitionLimits, now_ms: int, ok: int, failed: int, first: int,
+                        last: int, events: list) -> None:
+        if part.breaker is None or not (ok or failed):
+            return
+        t = part.breaker.record(now_ms, ok, failed)
+        if t is not None:
+            events.append(self._transition(now_ms, p, first, last, *t))
+
+    def quota(self, p: int, part: PartitionLimits, cid: str, now_ms: int, outputs: list, inputs: list,
+              first: int, last: int, events: list) -> dict[str, int]:
+        q = part.quotas.get(cid)
+        if q is None:
+            return {}
+        counts = q.apply(now_ms, outputs, inputs)
+        if counts:
+            _, version, consumer = self.quota_terms[cid]
+            for k, v in counts.items():
+                if k == "drop:quota":
+                    metrics.RATELIMIT_DROPPED.labels(self.product, cid, "drop").inc(v)
+                else:
+                    metrics.RATELIMIT_PASSED.labels(self.product, cid, k.split(":")[1]).inc(v)
+            t = q.terms
+            ev = self._event("QUOTA", now_ms, p, first, last, ("quota", self.product, p, first, last, cid, version),
+                             rule=f"quota:{t.action}", counts=counts,
+                             reason=f"over {t.records} per {t.per_ms} ms" + (f" per {t.key}" if t.key else ""))
+            ev.update(contract_id=cid, contract_version=version, consumer_id=consumer)
+            events.append(ev)
+        return counts
+
+    def _transition(self, now_ms, p, first, last, old, new) -> dict:
+        log.warning("partition %d: provider breaker %s -> %s", p, old, new)
+        metrics.BREAKER_STATE.labels("provider", f"{self.product}:{p}").set(metrics.BREAKER_STATE_VALUE[new])
+        return self._event("BREAKER", now_ms, p, first, last, ("breaker", self.product, p, first, last, old, new),
+                           rule=f"breaker:{new}", reason=f"{old} -> {new}", counts={},
+                           details={"from": old, "to": new})
+
+    def _event(self, kind, now_ms, p, first, last, id_parts, rule, reason, counts, details=None) -> dict:
+        return {"event_id": evidence.event_id(*id_parts), "time_ms": now_ms, "kind": kind,
+                "product_id": self.product, "provider_id": self.provider, "contract_id": None,
+                "contract_version": None, "consumer_id": None, "rule": rule, "reason": reason,
+                "counts": counts, "source_topic": self.raw_topic, "source_partition": p, "first_offset": first,
+                "last_offset": last, "digest": None, "trace_id": None, "details": details or {}}
+
+
+def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:
+    """Partition -> the newest persisted state of a product's limiters (for `citymesh status`)."""
+    reader = FenceReader(client_config)
+    schema = schemas.load("LimiterState")
+    out: dict[int, dict] = {}
+    topic = topics.limiter_state(provider, product)
+    try:
+        md = reader._consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if md is None or md.error is not None:
+            return out
+        for q in md.partitions:
+            for window in reader._scan_back(topic, q):
+                for m in reversed(window):
+                    if m.value():
+                        s = schema.decode(m.value())
+                        if s["partition"] not in out:
+                            out[s["partition"]] = {**json.loads(s["state_after_json"]), "offset": s["offset_after"],
+                                                   "time_ms": s["time_ms"]}
+                break  # the newest window holds the newest state of the partitions written there
+    finally:
+        reader.close()
+    return out
+
+
+def describe(state: dict) -> str:
+    """One line: breaker state, ingress tokens, quota use."""
+    parts = []
+    b = state.get("breaker")
+    if b:
+        parts.append(f"breaker {b['state']}")
+    ing = state.get("ingress", {})
+    for k, v in ing.items():
+        parts.append(f"ingress {k} tokens {v['tokens']:.0f}")
+    for cid, q in state.get("quotas", {}).items():
+        lim = q.get("limiter", {})
+        if "used" in lim:
+            parts.append(f"quota {cid}: {lim['used']} used this window")
+        elif "tokens" in lim:
+            parts.append(f"quota {cid}: {lim['tokens']:.0f} tokens")
+        else:
+            parts.append(f"quota {cid}: {len(lim)} keys")
+    return ", ".join(parts) or "no limits"

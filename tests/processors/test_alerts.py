@@ -1,0 +1,342 @@
+"""Operator rules in the enforcement runner, against the real broker: the example city's rules
+(examples/city.yaml, applied through cm.control.rules) raise exactly the expected Alerts on
+cm.alerts, keyed by subject, with the source position; and exactly once across SIGKILLs.
+
+The expected hits are computed by a plain re-statement of the thresholds and zone boxes in
+this file (`oracle`), not by the rules engine the runner uses.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+import signal
+import textwrap
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+import schemas
+from processors.runner import Runner
+from streams import keyring, topics
+from streams.connectors import ProviderConnector
+from streams.simulators import FleetSimulator, HotlineSimulator
+from tests.mesh_fixtures import EXAMPLES, City, headers, read_topic
+from tests.processors.test_runner_crash import (delivered_so_far, spawn_runner, stop, wait_caught_up,
+                                                wait_for_log)
+
+ALERT = schemas.load("Alert")
+UAV = schemas.load("UavTelemetry")
+TICKET = schemas.load("HotlineTicket")
+EXAMPLE = yaml.safe_load((EXAMPLES / "city.yaml").read_text(encoding="utf-8"))
+ZONES = json.loads((EXAMPLES / "geo" / "shenzhen-uas-zones.geojson").read_text(encoding="utf-8"))
+SEVERITY = {r["id"]: r["severity"] for e in EXAMPLE["operator_rules"] for r in e["rules"]}
+AUTHORISED = {op: zone for e in EXAMPLE["operator_rules"] for zone, ops in e.get("authorisations", {}).items()
+              for op in ops}
+
+OPEN = (22.5405, 113.9345)      # Nanshan, outside every zone
+AIRPORT = (22.645, 113.815)     # ZSSZ-CTR, PROHIBITED 0-3000 m
+CIVIC = (22.543, 114.059)       # SZ-CIVIC-R1, REQ_AUTHORISATION 0-300 m
+T0 = 1_790_000_000_000
+
+
+def topology(u: str) -> str:
+    """A small city with the example's operator rules on its two products."""
+    rules = copy.deepcopy(EXAMPLE["operator_rules"])
+    for e in rules:
+        e["product"] = {"uav-telemetry": f"{u}-uav", "hotline-tickets": f"{u}-tickets"}[e["product"]]
+    return textwrap.dedent(f"""
+    participants:
+      - {{id: {u}-skyway, name: SkyWay, roles: [provider]}}
+      - {{id: {u}-hotline, name: Hotline, roles: [provider]}}
+      - {{id: {u}-regulator, name: Regulator, roles: [regulator]}}
+    products:
+      - {{id: {u}-uav, provider: {u}-skyway, name: UAV, schema: UavTelemetry, partitions: 3, retention: 1d,
+          key_field: serial_number, event_time_field: timestamp_ms}}
+      - {{id: {u}-tickets, provider: {u}-hotline, name: Tickets, schema: HotlineTicket, partitions: 2,
+          retention: 1d, key_field: order_no, event_time_field: call_time}}
+    geofences:
+      uas-zones: {{file: {EXAMPLES / 'geo' / 'shenzhen-uas-zones.geojson'}}}
+    contracts:
+      - id: {u}-regulator
+        product: {u}-uav
+        consumer: {u}-regulator
+        purposes: [airspace-supervision]
+        policy: {{permission: {{constraints: [{{type: purpose, in: [airspace-supervision]}}]}}}}
+      - id: {u}-tickets-reg
+        product: {u}-tickets
+        consumer: {u}-regulator
+        purposes: [supervision]
+        policy: {{permission: {{constraints: [{{type: purpose, in: [supervision]}}]}}}}
+    """) + yaml.safe_dump({"operator_rules": rules}, allow_unicode=True, sort_keys=False)
+
+
+@pytest.fixture
+def city(tmp_path, client_config, unique) -> City:
+    c = City(unique, tmp_path / "city.yaml", tmp_path / "keys", client_config)
+    c.apply(topology(unique))
+    return c
+
+
+def oracle(r: dict) -> set[str]:
+    """The example city's UAV rules, restated by hand."""
+    out, cls, h, kmh = set(), r["uav_class"], r["height_agl_m"], r["speed_h_mps"] * 3.6
+    if cls in ("LIGHT", "SMALL") and h > 120:
+        out.add("uav-height-120")
+    if cls == "MICRO" and h > 50:
+        out.add("uav-micro-height-50")
+    if cls == "MICRO" and kmh > 40:
+        out.add("uav-micro-speed-40")
+    if cls == "LIGHT" and kmh > 100:
+        out.add("uav-light-speed-100")
+    if not (r["uin"] or "").strip():
+        out.add("uav-unregistered")
+    for f in ZONES["features"]:
+        p = f["properties"]
+        (x0, y0), _, (x1, y1) = f["geometry"]["coordinates"][0][:3]
+        inside = min(x0, x1) <= r["lon"] <= max(x0, x1) and min(y0, y1) <= r["lat"] <= max(y0, y1)
+        if not inside or AUTHORISED.get(r["operator_id"]) == p["identifier"]:
+            continue
+        if p["restriction"] == "CONDITIONAL" and h > p["upperLimit"]:
+            out.add("uav-zone-conditional")
+        elif p["restriction"] == "PROHIBITED" and p["lowerLimit"] <= h <= p["upperLimit"]:
+            out.add("uav-zone-prohibited")
+        elif p["restriction"] == "REQ_AUTHORISATION" and p["lowerLimit"] <= h <= p["upperLimit"]:
+            out.add("uav-zone-unauthorised")
+    return out
+
+
+def fix(serial: str, t: int, cls="LIGHT", h=80.0, kmh=36.0, where=OPEN, uin="UAS000000001", op="CHN-OP-123456"):
+    return {"serial_number": serial, "uin": uin, "operator_id": op, "uav_class": cls, "flight_id": f"{serial}-1",
+            "timestamp_ms": t, "lat": where[0], "lon": where[1], "alt_msl_m": h + 20, "height_agl_m": h,
+            "speed_h_mps": kmh / 3.6, "speed_v_mps": 0.0, "heading_deg": 0.0, "battery_pct": 90.0,
+            "source": "SIMULATOR"}
+
+
+CASES = {  # name -> (overrides, the alerts it must raise)
+    "clean": ({}, set()),
+    "at-ceiling": ({"h": 120.0}, set()),
+    "light-130m": ({"h": 130.0}, {"uav-height-120"}),
+    "small-121m": ({"cls": "SMALL", "h": 121.0}, {"uav-height-120"}),
+    "medium-150m": ({"cls": "MEDIUM", "h": 150.0}, set()),
+    "micro-55m": ({"cls": "MICRO", "h": 55.0, "kmh": 30.0}, {"uav-micro-height-50"}),
+    "micro-45kmh": ({"cls": "MICRO", "h": 45.0, "kmh": 45.0}, {"uav-micro-speed-40"}),
+    "light-110kmh": ({"kmh": 110.0}, {"uav-light-speed-100"}),
+    "airport": ({"where": AIRPORT, "h": 30.0}, {"uav-zone-prohibited"}),
+    "civic-no-auth": ({"where": CIVIC, "h": 100.0}, {"uav-zone-unauthorised"}),
+    "civic-authorised": ({"where": CIVIC, "h": 100.0, "op": "CHN-OP-000001"}, set()),
+    "no-uin": ({"uin": None}, {"uav-unregistered"}),
+    "everything": ({"where": CIVIC, "h": 130.0, "uin": None, "kmh": 120.0},
+                   {"uav-height-120", "uav-light-speed-100", "uav-zone-unauthorised", "uav-unregistered"}),
+}
+
+
+def alerts_of(client: dict, product: str, expect: int | None = None) -> list:
+    return [(m, a) for m in read_topic(client, topics.ALERTS, expect=None, settle_s=0.5)
+            if (a := ALERT.decode(m.value()))["product_id"] == product]
+
+
+def enforce(product: str, city: City) -> None:
+    runner = Runner(product, city.client, city.keys)
+    try:
+        runner.run(max_idle_s=2.0)
+    finally:
+        runner.close()
+
+
+def test_each_uav_rule_raises_exactly_its_alerts(city, client_config):
+    u = city.u
+    crafted = [fix(f"{u}-{name}", T0 + i * 1000, **kw) for i, (name, (kw, _)) in enumerate(CASES.items())]
+    for (name, (_, want)), r in zip(CASES.items(), crafted):
+        assert oracle(r) == want, name  # the oracle agrees with the cases written out by hand
+    fleet, flights = FleetSimulator(drones=80, seed=23, violators=0.3), []
+    while len(flights) < 3000:
+        flights += fleet.tick(1.0)
+    records = crafted + flights[:3000]
+    with city.connector() as conn:
+        for r in records:
+            conn.publish(city.product, r)
+    enforce(city.product, city)
+
+    raw = {(m.partition(), m.offset()): UAV.decode(m.value()) for m in read_topic(client_config, city.raw,
+                                                                                    len(records))}
+    assert len(raw) == len(records)
+    want = {pos: oracle(r) for pos, r in raw.items()}
+    assert sum(len(v) for v in want.values()) > 500  # the simulated violators do break rules
+    got: dict[tuple, set] = {pos: set() for pos in raw}
+    alerts = alerts_of(client_config, city.product)
+    assert len({a["alert_id"] for _, a in alerts}) == len(alerts), "an alert was written twice"
+    for m, a in alerts:
+        pos = (a["source_partition"], a["source_offset"])
+        r = raw[pos]
+        assert a["source_topic"] == city.raw
+        assert a["rule_id"] not in got[pos]
+        got[pos].add(a["rule_id"])
+        assert m.key() == a["subject"].encode() == r["serial_number"].encode()
+        h = headers(m)
+        assert h["cm.event.id"] == a["alert_id"].encode()
+        assert (h["cm.src.topic"], h["cm.src.partition"], h["cm.src.offset"]) == (
+            city.raw.encode(), str(pos[0]).encode(), str(pos[1]).encode())
+        assert int(h["cm.batch.first"]) <= pos[1] <= int(h["cm.batch.last"])
+        assert a["time_ms"] == r["timestamp_ms"]  # the record's event time
+        assert a["severity"] == SEVERITY[a["rule_id"]] and a["message"] and not a["escalated"]
+    assert got == want
+    by_name = {r["serial_number"].removeprefix(f"{u}-"): got[pos] for pos, r in raw.items()
+               if r["serial_number"].startswith(u)}
+    assert by_name == {name: w for name, (_, w) in CASES.items()}
+    civic = next(a for _, a in alerts if a["subject"] == f"{u}-civic-no-auth")
+    assert civic["evidence"]["zone"] == "SZ-CIVIC-R1" and civic["evidence"]["operator_id"] == "CHN-OP-123456"
+
+
+def test_hotline_pii_and_overdue_tickets_raise_alerts(city, client_config):
+    u = city.u
+    product, provider = f"{u}-tickets", f"{u}-hotline"
+    now = int(time.time() * 1000)
+    sim = HotlineSimulator(seed=5)
+    phone = "13812345678"
+
+    def ticket(name, **over):
+        t = sim.ticket(now - 3_600_000)
+        t.update({"order_no": f"{u}-{name}", "content": "小区门口路灯不亮，请尽快维修。",
+                  "deadline": now + 86_400_000, "status": "RECEIVED", "completed_time": None})
+        t.update(over)
+        return t
+
+    tickets = {
+        "clean": (ticket("clean"), set()),
+        "pii": (ticket("pii", content=f"路灯不亮。我叫王小明，电话{phone}。"), {"hotline-pii-in-content"}),
+        "overdue": (ticket("overdue", deadline=now - 600_000, status="DISPATCHED"), {"hotline-overdue"}),
+        "overdue-done": (ticket("overdue-done", deadline=now - 600_000, status="COMPLETED"), set()),
+        "overdue-completed": (ticket("overdue-completed", deadline=now - 600_000, status="IN_PROGRESS",
+                                     completed_time=now - 700_000), set()),
+        "both": (ticket("both", content=f"联系电话{phone}", deadline=now - 1000), {"hotline-pii-in-content",
+                                                                                 "hotline-overdue"}),
+    }
+    with ProviderConnector(keyring.load(city.keys, provider), client_config) as conn:
+        for t, _ in tickets.values():
+            conn.publish(product, t)
+    enforce(product, city)
+    alerts = alerts_of(client_config, product)
+    got = {name: set() for name in tickets}
+    for m, a in alerts:
+        name = a["subject"].removeprefix(f"{u}-")
+        got[name].add(a["rule_id"])
+        assert m.key() == a["subject"].encode()
+        assert a["time_ms"] == tickets[name][0]["call_time"]
+        assert phone not in a["message"] and phone not in json.dumps(a["evidence"])  # kinds, never values
+    assert got == {name: want for name, (_, want) in tickets.items()}
+    assert len(alerts) == sum(len(w) for _, w in tickets.values())
+    pii = next(a for _, a in alerts if a["rule_id"] == "hotline-pii-in-content" and a["subject"].endswith("-pii"))
+    assert "mobile" in pii["evidence"]["pii_kinds"].split(",")
+
+
+def test_rules_hot_reload_and_a_product_without_rules_raises_nothing(city, client_config):
+    """Rules removed (an empty list) stop alerts from the next batches; put back, they resume."""
+    u = city.u
+    runner = Runner(city.product, client_config, city.keys)
+    try:
+        def flight(tag: str, n: int) -> None:
+            with city.connector() as conn:
+                for i in range(n):
+                    conn.publish(city.product, fix(f"{u}-{tag}", T0 + i * 1000, h=150.0))
+            runner.run(max_idle_s=1.5)
+
+        assert runner.alerts.rules is not None
+        flight("before", 5)
+        text = city.path.read_text()
+        city.apply(_without_uav_rules(text, u))
+        time.sleep(0.5)
+        flight("off", 5)
+        assert runner.alerts.rules is None
+        city.apply(text)
+        time.sleep(0.5)
+        flight("after", 5)
+        assert runner.alerts.rules is not None
+    finally:
+        runner.close()
+    subjects = Counter(a["subject"] for _, a in alerts_of(client_config, city.product))
+    assert subjects == {f"{u}-before": 5, f"{u}-after": 5}
+
+
+def _without_uav_rules(text: str, u: str) -> str:
+    doc = yaml.safe_load(text)
+    for e in doc["operator_rules"]:
+        if e["product"] == f"{u}-uav":
+            e["rules"], e["authorisations"] = [], {}
+    return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
+
+
+N = 24_000
+KILLS = 3
+
+
+def test_alerts_are_exactly_once_across_sigkill(city, client_config, bootstrap, tmp_path):
+    """The runner as a process, SIGKILLed while it writes; at the end cm.alerts holds every
+    expected alert exactly once (ids are checked against the oracle's hits)."""
+    rnd = random.Random(4242)
+    fleet, records = FleetSimulator(drones=300, seed=31, violators=0.6), []
+    while len(records) < N:
+        records += fleet.tick(1.0)
+    records = records[:N]
+    log_path = tmp_path / "runner.log"
+    log_path.touch()
+    published = threading.Event()
+
+    def publish() -> None:
+        with city.connector() as conn:
+            t0 = time.monotonic()
+            for i in range(0, N, 500):
+                for r in records[i:i + 500]:
+                    conn.publish(city.product, r)
+                conn.flush()
+                lag = t0 + (i + 500) / 4000 - time.monotonic()
+                if lag > 0:
+                    time.sleep(lag)
+        published.set()
+
+    watch = topics.delivery(f"{city.u}-regulator")
+    proc = None
+    pub = threading.Thread(target=publish, daemon=True)
+    try:
+        pub.start()
+        for _ in range(KILLS):
+            since = len(log_path.read_text(errors="replace"))
+            written = delivered_so_far(client_config, watch)
+            proc = spawn_runner(city, bootstrap, log_path)
+            wait_for_log(log_path, "assigned partitions", since, 40, proc)
+            deadline = time.monotonic() + 30
+            while delivered_so_far(client_config, watch) <= written and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rnd.uniform(0.0, 0.4))
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        since = len(log_path.read_text(errors="replace"))
+        proc = spawn_runner(city, bootstrap, log_path)
+        wait_for_log(log_path, "assigned partitions", since, 40, proc)
+        assert published.wait(60)
+        wait_caught_up(client_config, f"citymesh-runner.{city.product}", city.raw, 60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    finally:
+        stop(proc)
+    log = log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[-3000:]
+    fenced = [ln for ln in log.splitlines() if "alert(s) already written before the restart" in ln]
+    print("\n".join(fenced))
+    assert fenced, "no kill landed after alerts were written: the fence was not exercised"
+
+    raw = {(m.partition(), m.offset()): UAV.decode(m.value()) for m in read_topic(client_config, city.raw, N)}
+    assert len(raw) == N
+    want = Counter({(pos, rule): 1 for pos, r in raw.items() for rule in oracle(r)})
+    alerts = [a for _, a in alerts_of(client_config, city.product)]
+    got = Counter(((a["source_partition"], a["source_offset"]), a["rule_id"]) for a in alerts)
+    dupes = {k: n for k, n in got.items() if n > 1}
+    assert not dupes, f"{len(dupes)} alerts written more than once, e.g. {list(dupes.items())[:3]}"
+    assert got == want, (f"missing {len(want - got)}, unexpected {len(got - want)}")
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
