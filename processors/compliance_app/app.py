@@ -1,0 +1,296 @@
+"""The faust app: escalation, lost link, hotline surges and metering over the mesh's topics.
+
+faust is here (and not in the data plane) because this work is stateful and low-volume:
+tables with changelogs survive a restart, windows bound the surge counts, timers notice
+what did *not* happen (a silent drone, a quiet incident). Records on the wire are Avro
+single-object bytes, so every topic is read with the raw serializer and decoded with
+`schemas`; table values are JSON.
+
+Tables (changelog topics are ``<app_id>-<table>-changelog``; each table has as many
+partitions as the topic that writes it, which faust requires):
+
+* ``incidents``      cm.alerts        key product|rule|subject -> open incident state
+* ``last_fix``       delivery (UAV)   key serial_number -> last position, height, receive time
+* ``surge_counts``   delivery (12345) tumbling window, key category|district -> tickets
+* ``surge_seen``     delivery (12345) tumbling window, key order_no -> 1 (a ticket's updates count once)
+* ``metered``        cm.compliance    key event_id -> what that BATCH event delivered (the de-duplication
+  set *and* the source of truth: usage totals are sums over it, so a replayed event can never count twice)
+
+Correct partitioning needs the producers' keys: the runner keys cm.alerts by the alert subject and
+cm.compliance by product and source partition, so all hits of one drone, and every replay of one
+BATCH event, reach the same partition and so the same table partition.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import time
+
+import faust
+from confluent_kafka.admin import AdminClient
+
+import schemas
+from streams.settings import Settings
+
+from . import logic, metrics
+from .config import AppConfig
+
+log = logging.getLogger("citymesh.compliance")
+H_ORIGIN = "cm.origin"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def partitions_of(client_config: dict, names: list[str], timeout_s: float = 10.0) -> dict[str, int]:
+    """Partition counts of existing topics (faust tables must match their source topic)."""
+    admin = AdminClient(client_config)
+    md = admin.list_topics(timeout=timeout_s)
+    out = {}
+    for name in names:
+        t = md.topics.get(name)
+        if t is None or t.error is not None or not t.partitions:
+            raise RuntimeError(f"topic {name} does not exist; run `citymesh apply` first")
+        out[name] = len(t.partitions)
+    return out
+
+
+def faust_broker_kwargs(settings: Settings, bootstrap: str) -> dict:
+    """faust's broker URL and credentials from the same CITYMESH_* settings librdkafka uses."""
+    kw: dict = {"broker": [f"kafka://{s.strip()}" for s in bootstrap.split(",") if s.strip()]}
+    proto = settings.security_protocol
+    if proto != "PLAINTEXT":
+        ctx = ssl.create_default_context(cafile=settings.ssl_ca_location) if "SSL" in proto else None
+        if proto.startswith("SASL"):
+            kw["broker_credentials"] = faust.SASLCredentials(
+                username=settings.sasl_username, password=settings.sasl_password, ssl_context=ctx,
+                mechanism=settings.sasl_mechanism or "PLAIN")
+        else:
+            kw["broker_credentials"] = faust.SSLCredentials(ctx)
+    return kw
+
+
+class Contracts:
+    """The contracts as last seen on the control topic: prices for billing, delivery schemas to decode."""
+
+    def __init__(self, initial: dict[str, dict]):
+        self.by_id: dict[str, dict] = {}
+        self.registry = schemas.Registry()
+        for c in initial.values():
+            self.update(c)
+
+    def update(self, contract: dict) -> None:
+        self.by_id[contract["contract_id"]] = contract
+        if contract.get("delivery_schema_json"):
+            import json
+            self.registry.add(schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"])))
+
+    def decode(self, payload: bytes) -> dict:
+        return self.registry.decode(payload)[1]
+
+
+def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts: Contracts) -> faust.App:
+    """A faust app wired to the given topics; run it with `faust.Worker(app).execute_from_commandline()`."""
+    watched = [t for t in (cfg.alerts_topic, cfg.compliance_topic, cfg.usage_topic, cfg.uav_topic,
+                           cfg.hotline_topic) if t]
+    nparts = partitions_of(client_config, watched)
+    app = faust.App(
+        cfg.app_id, **faust_broker_kwargs(settings, client_config["bootstrap.servers"]),
+        store="memory://", key_serializer="raw", value_serializer="raw", web_enabled=False, autodiscover=False,
+        topic_partitions=nparts[cfg.alerts_topic], topic_replication_factor=settings.replication_factor,
+        table_standby_replicas=0, consumer_auto_offset_reset="earliest", producer_acks=-1,
+        broker_session_timeout=settings.session_timeout_ms / 1000, broker_heartbeat_interval=1.0,
+        stream_wait_empty=False)
+    alert_schema = schemas.load("Alert")
+    raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+    alerts_out = app.topic(cfg.alerts_topic, **raw)
+    usage_out = app.topic(cfg.usage_topic, **raw)
+    origin = [(H_ORIGIN, cfg.app_id.encode())]
+
+    async def send_alert(alert: dict) -> None:
+        await alerts_out.send(key=alert["subject"].encode(), value=alert_schema.encode(alert), headers=origin)
+
+    json_schema = faust.Schema(key_serializer="json", value_serializer="json")
+
+    def table(name: str, source: str, **kw):
+        return app.Table(name, partitions=nparts[source], schema=json_schema, **kw)
+
+    # -- escalation and de-duplication of incidents ------------------------------------------
+    incidents = table("incidents", cfg.alerts_topic)
+    closed: set[tuple[str, int]] = set()  # (incident_id, count) whose close update was sent
+    escalate_ms, quiet_ms = int(cfg.escalate_after_s * 1000), int(cfg.quiet_s * 1000)
+
+    @app.agent(app.topic(cfg.alerts_topic, **raw))
+    async def on_alerts(stream):
+        async for event in stream.events():
+            try:
+                alert = alert_schema.decode(event.value)
+            except (schemas.UnknownSchema, ValueError, EOFError) as exc:
+                log.warning("skipping a record on %s that is not an Alert: %s", cfg.alerts_topic, exc)
+                continue
+            metrics.ALERTS.labels(alert["rule_id"], alert["severity"]).inc()
+            if alert["escalated"]:
+                continue  # our own incident updates
+            key = logic.incident_key(alert)
+            state, escalate = logic.step_incident(incidents.get(key), alert, _now_ms(), escalate_ms, quiet_ms)
+            incidents[key] = state
+            if escalate:
+                await send_alert(logic.incident_alert(state, "open", _now_ms()))
+
+    @app.timer(interval=1.0)
+    async def close_quiet_incidents():
+        now, still_open = _now_ms(), 0
+        for _, state in list(incidents.items()):
+            if not state["escalated"] or (state["incident_id"], state["count"]) in closed:
+                continue
+            if now - state["recv_ms"] > quiet_ms:
+                await send_alert(logic.incident_alert(state, "closed", now))
+                closed.add((state["incident_id"], state["count"]))
+            else:
+                still_open += 1
+        metrics.INCIDENTS_OPEN.set(still_open)
+
+    # -- lost link --------------------------------------------------------------------------
+    if cfg.uav_topic:
+        last_fix = table("last_fix", cfg.uav_topic)
+        reported: set[tuple[str, int]] = set()
+        lost_ms = int(cfg.lost_link_s * 1000)
+        uav_product = (contracts.by_id.get(cfg.uav_contract) or {}).get("product_id", "uav-telemetry")
+
+        @app.agent(app.topic(cfg.uav_topic, **raw))
+        async def on_telemetry(stream):
+            async for event in stream.events():
+                try:
+                    r = contracts.decode(event.value)
+                except (schemas.UnknownSchema, ValueError, EOFError) as exc:
+                    log.warning("undecodable record on %s: %s", cfg.uav_topic, exc)
+                    continue
+                serial = r.get("serial_number")
+                if serial is None or r.get("timestamp_ms") is None:
+                    continue
+                prev = last_fix.get(serial)
+                if prev is not None and prev["t"] > r["timestamp_ms"]:
+                    continue  # an older fix arriving late says nothing about the link now
+                m = event.message
+                last_fix[serial] = {"t": r["timestamp_ms"], "h": r.get("height_agl_m"), "lat": r.get("lat"),
+                                    "lon": r.get("lon"), "flight": r.get("flight_id"), "recv_ms": _now_ms(),
+                                    "topic": m.topic, "partition": m.partition, "offset": m.offset}
+
+        @app.timer(interval=1.0)
+        async def detect_lost_links():
+            now = _now_ms()
+            for serial, last in list(last_fix.items()):
+                h = last.get("h")
+                if h is None or h <= cfg.airborne_m or now - last["recv_ms"] <= lost_ms:
+                    continue
+                if (serial, last["t"]) not in reported:
+                    reported.add((serial, last["t"]))
+                    await send_alert(logic.lost_link_alert(uav_product, serial, last, now - last["recv_ms"], now))
+
+    # -- hotline surges (tumbling windows over the ticket's call time) -------------------------
+    if cfg.hotline_topic:
+        call_time = [0.0]  # seconds; set per record before the windowed tables are touched
+        window_s = cfg.surge_window_s
+        surge_counts = table("surge_counts", cfg.hotline_topic, default=int).tumbling(
+            window_s, expires=2 * window_s).relative_to(lambda event=None: call_time[0])
+        surge_seen = table("surge_seen", cfg.hotline_topic, default=int).tumbling(
+            window_s, expires=2 * window_s).relative_to(lambda event=None: call_time[0])
+        hotline_product = (contracts.by_id.get(cfg.hotline_contract) or {}).get("product_id", "hotline-tickets")
+
+        @app.agent(app.topic(cfg.hotline_topic, **raw))
+        async def on_tickets(stream):
+            async for event in stream.events():
+                try:
+                    t = contracts.decode(event.value)
+                except (schemas.UnknownSchema, ValueError, EOFError) as exc:
+                    log.warning("undecodable record on %s: %s", cfg.hotline_topic, exc)
+                    continue
+                if t.get("call_time") is None or t.get("category_code") is None:
+                    continue
+                call_time[0] = t["call_time"] / 1000
+                order = str(t.get("order_no"))
+                if surge_seen[order].value():
+                    continue  # an update of a ticket already counted in this window
+                surge_seen[order] = 1
+                key = f"{t['category_code']}|{t.get('district') or 'UNKNOWN'}"
+                surge_counts[key] += 1
+                n = surge_counts[key].value()
+                if n == cfg.surge_max + 1:
+                    start = int(t["call_time"] - t["call_time"] % int(window_s * 1000))
+                    await send_alert(logic.surge_alert(
+                        hotline_product, t["category_code"], t.get("category_name") or "", t.get("district") or
+                        "UNKNOWN", n, cfg.surge_max, start, start + int(window_s * 1000), _now_ms()))
+
+    # -- metering and settlement -------------------------------------------------------------
+    metered = table("metered", cfg.compliance_topic)
+    event_schema, usage_schema = schemas.load("ComplianceEvent"), schemas.load("UsageRecord")
+    window_ms = cfg.usage_window_s * 1000
+    agg: dict[str, dict] = {}
+    dirty: set[str] = set()
+    rebuilt = [False]
+
+    def add(contribution: dict) -> None:
+        key = f"{contribution['contract_id']}|{contribution['window_start_ms']}"
+        b = agg.get(key)
+        if b is None:
+            agg[key] = b = {**contribution, "records": 0, "bytes": 0}
+        b["records"] += contribution["records"]
+        b["bytes"] += contribution["bytes"]
+        b["contract_version"] = max(b.get("contract_version") or 0, contribution.get("contract_version") or 0)
+        dirty.add(key)
+
+    @app.on_rebalance_complete.connect
+    async def _rebalanced(sender, **kwargs):
+        rebuilt[0] = False  # the table's partitions may have changed: re-sum it at the next flush
+
+    @app.agent(app.topic(cfg.compliance_topic, **raw))
+    async def on_compliance(stream):
+        async for event in stream.events():
+            try:
+                ev = event_schema.decode(event.value)
+            except (schemas.UnknownSchema, ValueError, EOFError):
+                continue
+            contribution = logic.metered(ev, window_ms)
+            if contribution is None:
+                continue
+            if ev["event_id"] in metered:
+                metrics.DUPLICATES.inc()
+                continue
+            metered[ev["event_id"]] = contribution
+            metrics.METERED.labels(contribution["contract_id"]).inc(contribution["records"])
+            if rebuilt[0]:
+                add(contribution)
+
+    @app.agent(app.topic(cfg.contracts_topic, **raw))
+    async def on_contracts(stream):
+        async for event in stream.events():
+            if event.value is None:
+                continue
+            try:
+                contract = schemas.load("Contract").decode(event.value)
+            except (schemas.UnknownSchema, ValueError, EOFError) as exc:
+                log.warning("undecodable contract: %s", exc)
+                continue
+            contracts.update(contract)
+            # a changed price re-prices the contract's windows at the next flush
+            dirty.update(k for k in agg if k.startswith(contract["contract_id"] + "|"))
+
+    @app.timer(interval=cfg.flush_s)
+    async def flush_usage():
+        if not rebuilt[0]:
+            if not app.tables.recovery.completed.is_set():
+                return
+            agg.clear()
+            for _, contribution in list(metered.items()):
+                add(contribution)
+            rebuilt[0] = True
+        keys = sorted(dirty)
+        dirty.clear()  # before the first await: what arrives while we send is flushed next time
+        for key in keys:
+            b = agg[key]
+            rec = logic.usage_record(b, contracts.by_id.get(b["contract_id"]), window_ms)
+            await usage_out.send(key=rec["usage_id"].encode(), value=usage_schema.encode(rec), headers=origin)
+
+    return app
