@@ -15,6 +15,8 @@
                                      what the contract's consumer would receive, and why not; writes nothing
   citymesh audit verify | export --since T --until T --format csv|json
                                      check the hash-chained compliance ledger and its signed checkpoints; the regulator's report
+  citymesh usage [--since T] [--until T] [--consumer ID] [--json]
+                                     bills from cm.usage: records, bytes and amount per consumer and contract
   citymesh demo [--seconds N]        the whole mesh with simulated drones and hotline calls, live counts
 """
 
@@ -148,6 +150,17 @@ def cmd_audit(args, settings: Settings) -> int:
     return audit.main(args.rest)
 
 
+def cmd_usage(args, settings: Settings) -> int:
+    """Bills from cm.usage (processors/compliance_app/billing.py): per consumer, per contract."""
+    from processors.compliance_app import bills, format_bills
+    from processors.ledger.audit import parse_time
+    until = parse_time(args.until) if args.until else int(time.time() * 1000)
+    since = parse_time(args.since) if args.since else until - 30 * 86_400_000
+    found = [b for b in bills(_client(settings), since, until) if not args.consumer or b["consumer_id"] == args.consumer]
+    print(json.dumps(found, ensure_ascii=False, indent=2) if args.json else format_bills(found))
+    return 0
+
+
 def cmd_up(args, settings: Settings) -> int:
     from .mesh import up
     return up(settings, args.topology)
@@ -209,6 +222,12 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_audit)
+    s = sub.add_parser("usage", help="bills from metered usage: records, bytes and amount per consumer and contract")
+    s.add_argument("--since", help="ISO-8601 or epoch ms (default: 30 days before --until)")
+    s.add_argument("--until", help="ISO-8601 or epoch ms (default: now)")
+    s.add_argument("--consumer", help="only this consumer's bill")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(fn=cmd_usage)
     s = sub.add_parser("keys", help="create participant keyrings")
     s.add_argument("ids", nargs="*")
     s.add_argument("--topology", default=str(EXAMPLE))

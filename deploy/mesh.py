@@ -49,6 +49,9 @@ def up(settings: Settings, topology_path: str) -> int:
         state.processes[name] = proc.pid
         print(f"started {name} pid {proc.pid}")
     state.save(settings)
+    if "dashboard" in state.processes:  # the address it really bound (another may hold the default port)
+        from dashboard.server import wait_for_url
+        print(f"dashboard: {wait_for_url(settings.state_dir, 15, state.started_ms / 1000) or 'http://' + settings.dashboard_listen + '/'}")
     print(f"the mesh is up: export CITYMESH_BOOTSTRAP={state.bootstrap}  (state in {MeshState.path(settings)})")
     return 0
 
@@ -90,4 +93,19 @@ def status(settings: Settings) -> int:
             print(f"  {topic:<44} {n:>10} records")
     finally:
         counter.close()
+    _limits_status(settings.client_config(bootstrap))
     return 0
+
+
+def _limits_status(client: dict) -> None:
+    """Limiter and breaker states per product partition, as the runners last persisted them."""
+    from processors.limiting import describe, read_states
+    from streams import topics
+    from streams.control import read_table
+    rows = []
+    for pid, entry in sorted(read_table(client, topics.CONTROL_CATALOG).items()):
+        for p, state in sorted(read_states(client, entry["provider_id"], pid).items()):
+            rows.append(f"  {pid + ':' + str(p):<28} {describe(state)}  (offset {state['offset']})")
+    if rows:
+        print("limits and breakers:")
+        print("\n".join(rows))

@@ -17,6 +17,10 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
     for p in topo.products:  # one enforcement runner per data product (scale out: more of the same)
         procs[f"runner-{p.id}"] = python_module("processors.runner", "--product", p.id)
     procs["ledger-sink"] = python_module("processors.ledger.sink")  # cm.compliance + cm.alerts -> hash chain
+    # escalation, lost link, surges, metering: over cm.alerts, cm.compliance and the operator's own deliveries
+    procs["compliance-app"] = python_module("processors.compliance_app", *_operator_contracts(topo))
+    # the operations page, under the operator's own contracts (address: CITYMESH_DASHBOARD_LISTEN)
+    procs["dashboard"] = python_module("dashboard", "--topology", str(topology_path))
     for c in topo.contracts:  # HTTP push delivery for consumers that asked for it
         if c.push is not None:
             procs[f"webhook-{c.id}"] = python_module("processors.webhook", "--contract", c.id)
@@ -33,3 +37,15 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
             procs[f"source-{src.id}"] = python_module("streams.adapters.dji_mqtt", *base,
                                                       *(["--mqtt", src.mqtt] if src.mqtt else []))
     return procs
+
+
+def _operator_contracts(topo: Topology) -> list[str]:
+    """--uav-contract / --hotline-contract: the operator's own delivery contract of each kind ("none" if absent),
+    so the compliance app reads only what the operator may read."""
+    from topology.models import Role
+    found = {"UavTelemetry": "none", "HotlineTicket": "none"}
+    for c in topo.contracts:
+        consumer, product = topo.participant(c.consumer), topo.product(c.product)
+        if consumer and Role.operator in consumer.roles and found.get(product.schema_name) == "none":
+            found[product.schema_name] = c.id
+    return ["--uav-contract", found["UavTelemetry"], "--hotline-contract", found["HotlineTicket"]]

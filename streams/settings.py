@@ -39,6 +39,8 @@ class Settings(BaseSettings):
                                                      "default <state_dir>/ledger.sqlite")
     operator: str | None = Field(None, description="Participant id of the operator whose key signs ledger "
                                                    "checkpoints; default the one OPERATOR in the topology")
+    dashboard_listen: str = Field("127.0.0.1:8770", description="host:port of the operations dashboard "
+                                                                "(`citymesh up` starts it; port 0 picks one)")
 
     @property
     def keyring_dir(self) -> Path:

@@ -52,7 +52,8 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
         assert "embedded broker (Tansu)" in out and "the mesh is up" in out
         state = _state(tmp_path)
         assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets",
-                                      "source-skyway-ground-station", "source-hotline-open311", "ledger-sink"
+                                      "source-skyway-ground-station", "source-hotline-open311", "ledger-sink",
+                                      "compliance-app"
                                       } <= set(state["processes"])
         assert all(pid_alive(pid) for pid in state["processes"].values())
         assert "already up" in citymesh(env, "up").stdout
