@@ -33,7 +33,7 @@ from streams.control import read_table
 from streams.settings import Settings, get_settings
 
 from . import evidence, limiting, metrics
-from .admission import DEFAULT_MAX_BYTES, Admission, Rejected
+from .admission import DEFAULT_MAX_BYTES, Admission
 from .alert_stage import AlertStage
 from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_OFFSET, H_SRC_PARTITION,
@@ -493,6 +493,28 @@ def _child_trace(parent: bytes | None, offset: int) -> bytes:
     return b"00-" + trace + b"-" + b"%016x" % (offset & 0xFFFFFFFFFFFFFFFF) + b"-01"
 
 
+# Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):
+# a client call that fails or times out (KafkaException, ContractFeed.sync's TimeoutError) or a
+# batch the broker did not acknowledge (DeliveryFailed).
+BROKER_TROUBLE = (KafkaException, TimeoutError, DeliveryFailed)
+
+
+def _abandon(runner: Runner) -> None:
+    """Drop a runner after broker trouble without waiting on the broker. Its batch in progress was
+    not committed, so the next runner replays it and fences off whatever of it did get written;
+    what is still queued here is purged, so it cannot land after that runner read its fences."""
+    try:
+        runner.producer.purge()
+        runner.producer.flush(0)
+    except Exception:  # noqa: BLE001 - best effort: the broker is what failed
+        pass
+    for part in (runner.consumer, runner.feed, runner.alerts, runner.fence_reader):
+        try:
+            part.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m processors.runner", description=__doc__.split("\n")[0])
     ap.add_argument("--product", required=True)
@@ -502,22 +524,56 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings: Settings = get_settings()
     port = metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
-    runner = Runner(args.product, settings.client_config(), settings.keyring_dir, args.batch_size,
-                    session_timeout_ms=settings.session_timeout_ms)
+
+    def build() -> Runner:
+        return Runner(args.product, settings.client_config(), settings.keyring_dir, args.batch_size,
+                      session_timeout_ms=settings.session_timeout_ms)
+
+    runner: Runner | None = build()  # at start, a product or topic that is not there fails fast (SystemExit)
     log.info("enforcing %s (%d active contracts); metrics on :%d", args.product, len(runner.plans), port)
-    signal.signal(signal.SIGTERM, runner.stop)
-    signal.signal(signal.SIGINT, runner.stop)
+    stopping = False
+
+    def _stop(*_a) -> None:
+        nonlocal stopping
+        stopping = True
+        if runner is not None:
+            runner.stop()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     last_lag = 0.0
     try:
-        while not runner._stopping:
-            runner.step()
-            if time.monotonic() - last_lag > 5:
-                runner.update_lag()
-                log.info("progress: %d records consumed, %d outputs fenced", runner.consumed, runner.fenced)
-                last_lag = time.monotonic()
+        while runner is not None:
+            try:
+                while not (runner._stopping or stopping):
+                    runner.step()
+                    if time.monotonic() - last_lag > 5:
+                        runner.update_lag()
+                        log.info("progress: %d records consumed, %d outputs fenced", runner.consumed, runner.fenced)
+                        last_lag = time.monotonic()
+                return 0
+            except BROKER_TROUBLE as exc:
+                # Start over in-process exactly as a restarted runner would (fresh clients, rejoin
+                # the group, resume from the committed offsets behind the fences) instead of
+                # exiting and leaving the product unenforced until someone restarts the process.
+                # A broker that lost its state (the embedded one keeps it in memory) has no
+                # catalog until the operator re-applies the topology, so "not in the catalog"
+                # (SystemExit from Runner()) is waited out here too.
+                log.warning("broker trouble, starting over from the committed offsets: %s", exc)
+                _abandon(runner)
+                runner, backoff = None, 1.0
+                while runner is None and not stopping:
+                    try:
+                        runner = build()
+                        log.info("enforcing %s again (%d active contracts)", args.product, len(runner.plans))
+                    except (*BROKER_TROUBLE, SystemExit) as retry:
+                        log.warning("cannot start over yet, retrying in %.0f s: %s", backoff, retry)
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, 5.0)
+        return 0
     finally:
-        runner.close()
-    return 0
+        if runner is not None:
+            runner.close()
 
 
 if __name__ == "__main__":
