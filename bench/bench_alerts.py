@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 
 import yaml
-from common import cluster, machine
+from common import cluster, machine, publish_fleet_paced
 from confluent_kafka import Consumer, TopicPartition
 
 from bench_runner import ONE, ROOT, RunnerProcess, topology
@@ -35,7 +35,6 @@ import schemas
 from streams import keyring, topics
 from streams.control import read_table
 from streams.offsets import end_offsets
-from streams.simulators import FleetSimulator
 from topology.apply import apply
 from topology.loader import load_topology
 
@@ -123,21 +122,8 @@ def main() -> None:
             time.sleep(1.0)
             for th in threads:
                 th.start()
-            fleet = FleetSimulator(drones=500, seed=9, violators=0.1)
-            t0, buf = time.monotonic(), []
             measure_from[0] = time.time() * 1000 + args.warmup_s * 1000
-            while time.monotonic() - t0 < args.seconds + args.warmup_s:
-                if not buf:
-                    buf = fleet.tick(1.0)
-                target = int((time.monotonic() - t0) * args.rate)
-                while sent < target and buf:
-                    r = buf.pop()
-                    r["timestamp_ms"] = int(time.time() * 1000)
-                    conn.publish(product, r)
-                    sent += 1
-                conn._producer.poll(0)
-                time.sleep(0.001)
-            conn.flush(30)
+            sent = publish_fleet_paced(conn, product, args.rate, args.seconds + args.warmup_s)
             time.sleep(2.0)
         finally:
             stop.set()

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import Timer, cluster, machine
+from common import Timer, cluster, machine, publish_fleet_paced
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
@@ -273,21 +273,8 @@ def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Pa
         time.sleep(1.0)
         th = threading.Thread(target=receive, daemon=True)
         th.start()
-        fleet = FleetSimulator(drones=500, seed=9, violators=0.1)
-        t0, sent, buf = time.monotonic(), 0, []
         measure_from_ms = time.time() * 1000 + warmup_s * 1000
-        while time.monotonic() - t0 < seconds + warmup_s:
-            if not buf:
-                buf = fleet.tick(1.0)
-            target = int((time.monotonic() - t0) * rate)
-            while sent < target and buf:
-                r = buf.pop()
-                r["timestamp_ms"] = int(time.time() * 1000)
-                conn.publish(product, r)
-                sent += 1
-            conn._producer.poll(0)
-            time.sleep(0.001)
-        conn.flush(30)
+        publish_fleet_paced(conn, product, rate, seconds + warmup_s)
         time.sleep(1.5)
         stop.set()
         th.join(5)

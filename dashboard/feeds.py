@@ -37,7 +37,7 @@ from streams.control import read_table
 from streams.offsets import end_offsets
 
 from . import metrics
-from .model import Model, now_ms
+from .model import Model
 
 log = logging.getLogger("citymesh.dashboard")
 

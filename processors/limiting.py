@@ -49,7 +49,7 @@ import time
 from confluent_kafka import TopicPartition
 
 import schemas
-from policy_enforcer.limits import OPEN, CircuitBreaker
+from policy_enforcer.limits import CircuitBreaker
 from policy_enforcer.quota import DLQ, HOLD, ContractQuota, IngressLimiter, IngressTerms, PartitionLimits, QuotaTerms
 from streams import topics
 

@@ -40,6 +40,16 @@ log = logging.getLogger("citymesh.compliance")
 H_ORIGIN = "cm.origin"
 
 
+def _decode_delivery(contracts, value: bytes, topic: str) -> dict | None:
+    """A delivered record, or None (logged) when it does not decode: one bad record must not
+    stop the agent that reads a whole delivery topic."""
+    try:
+        return contracts.decode(value)
+    except (schemas.UnknownSchema, ValueError, EOFError) as exc:
+        log.warning("undecodable record on %s: %s", topic, exc)
+        return None
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -162,10 +172,8 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
         @app.agent(app.topic(cfg.uav_topic, **raw))
         async def on_telemetry(stream):
             async for event in stream.events():
-                try:
-                    r = contracts.decode(event.value)
-                except (schemas.UnknownSchema, ValueError, EOFError) as exc:
-                    log.warning("undecodable record on %s: %s", cfg.uav_topic, exc)
+                r = _decode_delivery(contracts, event.value, cfg.uav_topic)
+                if r is None:
                     continue
                 serial = r.get("serial_number")
                 if serial is None or r.get("timestamp_ms") is None:
@@ -202,10 +210,8 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
         @app.agent(app.topic(cfg.hotline_topic, **raw))
         async def on_tickets(stream):
             async for event in stream.events():
-                try:
-                    t = contracts.decode(event.value)
-                except (schemas.UnknownSchema, ValueError, EOFError) as exc:
-                    log.warning("undecodable record on %s: %s", cfg.hotline_topic, exc)
+                t = _decode_delivery(contracts, event.value, cfg.hotline_topic)
+                if t is None:
                     continue
                 if t.get("call_time") is None or t.get("category_code") is None:
                     continue

@@ -11,12 +11,10 @@ from __future__ import annotations
 import copy
 import json
 import random
-import signal
 import textwrap
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import pytest
 import yaml
@@ -27,8 +25,7 @@ from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.simulators import FleetSimulator, HotlineSimulator
 from tests.mesh_fixtures import EXAMPLES, City, headers, read_topic
-from tests.processors.test_runner_crash import (delivered_so_far, spawn_runner, stop, wait_caught_up,
-                                                wait_for_log)
+from tests.processors.test_runner_crash import sigkill_repeatedly_then_catch_up
 
 ALERT = schemas.load("Alert")
 UAV = schemas.load("UavTelemetry")
@@ -299,32 +296,8 @@ def test_alerts_are_exactly_once_across_sigkill(city, client_config, bootstrap, 
                     time.sleep(lag)
         published.set()
 
-    watch = topics.delivery(f"{city.u}-regulator")
-    proc = None
-    pub = threading.Thread(target=publish, daemon=True)
-    try:
-        pub.start()
-        for _ in range(KILLS):
-            since = len(log_path.read_text(errors="replace"))
-            written = delivered_so_far(client_config, watch)
-            proc = spawn_runner(city, bootstrap, log_path)
-            wait_for_log(log_path, "assigned partitions", since, 40, proc)
-            deadline = time.monotonic() + 30
-            while delivered_so_far(client_config, watch) <= written and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(rnd.uniform(0.0, 0.4))
-            assert proc.poll() is None
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-        since = len(log_path.read_text(errors="replace"))
-        proc = spawn_runner(city, bootstrap, log_path)
-        wait_for_log(log_path, "assigned partitions", since, 40, proc)
-        assert published.wait(60)
-        wait_caught_up(client_config, f"citymesh-runner.{city.product}", city.raw, 60)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-    finally:
-        stop(proc)
+    threading.Thread(target=publish, daemon=True).start()
+    sigkill_repeatedly_then_catch_up(city, bootstrap, client_config, log_path, rnd, 0.4, published)
     log = log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
     fenced = [ln for ln in log.splitlines() if "alert(s) already written before the restart" in ln]

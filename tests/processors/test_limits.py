@@ -19,7 +19,6 @@ import time
 
 from pathlib import Path
 
-import pytest
 
 import schemas
 from processors.runner import Runner
@@ -49,6 +48,15 @@ def _publish(city: City, records: list[dict]) -> None:
     with city.connector() as conn:
         for r in records:
             conn.publish(city.product, r)
+
+
+def _loop(runner: Runner, stop: threading.Event, errors: list) -> None:
+    """A runner's batch loop on a thread until stop; an exception is kept for the test to raise."""
+    try:
+        while not stop.is_set():
+            runner.step()
+    except BaseException as exc:  # noqa: BLE001 - reported by the test thread
+        errors.append(exc)
 
 
 def _drain(*runners: Runner, idle_s: float = 2.0) -> None:
@@ -223,7 +231,7 @@ def test_a_flooding_provider_is_held_to_its_limit_and_a_calm_one_keeps_its_rate(
     flood = Runner(f"{u}-fuav", client_config, city.keys, poll_timeout_s=0.01)
     calm = Runner(f"{u}-cuav", client_config, city.keys, poll_timeout_s=0.01)
     seconds, calm_rate = 14.0, 100
-    stop, sent_f, sent_c, flooder = threading.Event(), [0], [0], None
+    stop, sent_f, sent_c, flooder, flood_thread, flood_errors = threading.Event(), [0], [0], None, None, []
     conns = [ProviderConnector(keyring.load(city.keys, f"{u}-flood"), client_config),
              ProviderConnector(keyring.load(city.keys, f"{u}-calm"), client_config)]
     try:
@@ -239,13 +247,19 @@ def test_a_flooding_provider_is_held_to_its_limit_and_a_calm_one_keeps_its_rate(
         t0 = time.time()
         for t in threads:
             t.start()
+        # each runner on its own thread of this process, as two products' runners share a
+        # machine: one loop stepping both would measure the test's own head-of-line blocking
+        # (a flood batch stalls the calm one), not the mesh
+        flood_thread = threading.Thread(target=_loop, args=(flood, stop, flood_errors), daemon=True)
+        flood_thread.start()
         while any(t.is_alive() for t in threads) or flooder.poll() is None:
-            flood.step()
             calm.step()
         sent_f[0] = int(flooder.communicate()[0])
         _drain(calm, idle_s=1.0)
     finally:
         stop.set()
+        if flood_thread is not None:
+            flood_thread.join(30)
         if flooder is not None and flooder.poll() is None:
             flooder.kill()
             flooder.wait(10)
@@ -253,6 +267,7 @@ def test_a_flooding_provider_is_held_to_its_limit_and_a_calm_one_keeps_its_rate(
         calm.close()
         for c in conns:
             c.close()
+    assert not flood_errors, flood_errors
     assert sent_f[0] >= 9 * FLOOD_LIMIT * seconds, f"the flood was not a flood: {sent_f[0]} records"
     # the flood, over 10 s of steady state: its limit, +-10 %
     fl = read_topic(client_config, topics.delivery(f"{u}-fall"))
@@ -270,12 +285,12 @@ def test_a_flooding_provider_is_held_to_its_limit_and_a_calm_one_keeps_its_rate(
     schema = _delivery_schema(client_config, f"{u}-call")
     cl = read_topic(client_config, topics.delivery(f"{u}-call"), expect=sent_c[0])
     assert len(cl) == sent_c[0] >= calm_rate * (seconds - 1)
-    # latency over the same steady-state window as the flood's rate: the first seconds are the
-    # flood runner's start-up (fence recovery, first 5,000-record batches), and this one loop
-    # serves both runners; measured: p50 ~25 ms, p99 ~230 ms
+    # latency over the same steady-state window as the flood's rate (the first seconds are the
+    # runners' start-up); measured on a quiet machine: p50 14-16 ms, p99 44-98 ms
     sent_ms = [(m.timestamp()[1], schema.decode(m.value())["timestamp_ms"]) for m in cl]
     lat = sorted(recv - sent for recv, sent in sent_ms if t_from <= sent < t_to)
     p99 = statistics.quantiles(lat, n=100)[98]
+    print(f"calm provider: p50 {statistics.median(lat)} ms, p99 {p99} ms")
     assert statistics.median(lat) < 100 and p99 < 400, f"calm provider: p50 {statistics.median(lat)} ms, p99 {p99} ms"
     events = compliance_events(client_config, f"{u}-fuav")
     assert any(e["kind"] == "RATE_LIMIT" and e["details"].get("mode") == "hold" for e in events)

@@ -2,9 +2,7 @@
 bad input, and hot-reloaded contracts."""
 
 import json
-import os
 import random
-import time
 
 import pytest
 
@@ -100,7 +98,6 @@ def test_each_contract_gets_exactly_what_it_grants(city, client_config):
 
 
 def _malformed(kind: str, good_payload: bytes, good_headers: list, rnd: random.Random):
-    h = dict(good_headers)
     if kind == "random":
         return rnd.randbytes(rnd.randrange(1, 200)), good_headers
     if kind == "truncated":
@@ -125,7 +122,6 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_good_input_flows(city, clie
     with city.connector() as conn:
         # capture exactly what the connector would send, to forge variants of it
         sent = []
-        real = conn._producer.produce
         conn._producer = type("Spy", (), {})()
         conn._producer.produce = lambda topic, v, k, headers, **kw: sent.append((topic, v, k, headers, kw))
         conn._producer.poll = lambda *_: 0

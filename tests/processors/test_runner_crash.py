@@ -17,7 +17,6 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import policy_enforcer
@@ -95,6 +94,41 @@ def stop(proc: subprocess.Popen | None) -> None:
         proc.wait(10)
 
 
+def sigkill_repeatedly_then_catch_up(city, bootstrap: str, client: dict, log_path: Path, rnd: random.Random,
+                                     max_delay_s: float, published: threading.Event) -> list[float]:
+    """Start the runner process KILLS times and SIGKILL it each time at a random moment after it
+    has started writing (most of a runner's time is spent inside a batch); then start it once
+    more, let it catch up with everything published and stop it. Returns the kill times
+    (time.monotonic())."""
+    watch = topics.delivery(f"{city.u}-regulator")
+    proc, kills = None, []
+    try:
+        for _ in range(KILLS):
+            since = len(log_path.read_text(errors="replace"))
+            written = delivered_so_far(client, watch)
+            proc = spawn_runner(city, bootstrap, log_path)
+            wait_for_log(log_path, "assigned partitions", since, 40, proc)
+            # once it writes (records published live, or the backlog piled up during the restart)
+            deadline = time.monotonic() + 30
+            while delivered_so_far(client, watch) <= written and time.monotonic() < deadline:
+                time.sleep(0.02)
+            time.sleep(rnd.uniform(0.0, max_delay_s))
+            assert proc.poll() is None
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+            kills.append(time.monotonic())
+        since = len(log_path.read_text(errors="replace"))
+        proc = spawn_runner(city, bootstrap, log_path)
+        wait_for_log(log_path, "assigned partitions", since, 40, proc)
+        assert published.wait(60), "publisher did not finish"
+        wait_caught_up(client, f"citymesh-runner.{city.product}", city.raw, 60)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    finally:
+        stop(proc)
+    return kills
+
+
 def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, client_config, unique, bootstrap):
     t_start = time.monotonic()
     rnd = random.Random(20250514)
@@ -139,39 +173,12 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, client
         finally:
             published.set()
 
-    watch = topics.delivery(f"{city.u}-regulator")
     pub = threading.Thread(target=publish, daemon=True)
-    proc = None
-    kills = []
-    try:
-        pub.start()
-        for k in range(KILLS):
-            since = len(log_path.read_text(errors="replace"))
-            written = delivered_so_far(client_config, watch)
-            proc = spawn_runner(city, bootstrap, log_path)
-            wait_for_log(log_path, "assigned partitions", since, 40, proc)
-            # once it writes (records published live, or the backlog piled up during the restart),
-            # a random moment later: most of the time is spent inside a batch
-            deadline = time.monotonic() + 30
-            while delivered_so_far(client_config, watch) <= written and time.monotonic() < deadline:
-                time.sleep(0.02)
-            time.sleep(rnd.uniform(0.0, 0.5))
-            assert proc.poll() is None
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(10)
-            kills.append(round(time.monotonic() - t_start, 1))
-        since = len(log_path.read_text(errors="replace"))
-        proc = spawn_runner(city, bootstrap, log_path)
-        wait_for_log(log_path, "assigned partitions", since, 40, proc)
-        assert published.wait(60), "publisher did not finish"
-        assert not errors, errors
-        wait_caught_up(client_config, f"citymesh-runner.{city.product}", city.raw, 60)
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
-    finally:
-        stop(proc)
+    pub.start()
+    kills = sigkill_repeatedly_then_catch_up(city, bootstrap, client_config, log_path, rnd, 0.5, published)
+    assert not errors, errors
     log = log_path.read_text(errors="replace")
-    print(f"killed at {kills} s; caught up at {time.monotonic() - t_start:.1f} s")
+    print(f"killed at {[round(k - t_start, 1) for k in kills]} s; caught up at {time.monotonic() - t_start:.1f} s")
     assert "Traceback" not in log, log[-3000:]
     # at least one kill landed mid-batch: a restarted runner found outputs beyond the committed offset
     resumed = [ln for ln in log.splitlines() if "after a crash" in ln]
