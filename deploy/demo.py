@@ -98,10 +98,15 @@ def run_demo(settings: Settings, topology_path: str, seconds: float, drones: int
         print(f"applied {topology_path}: {len(topo.participants)} participants, {len(topo.products)} products, "
               f"{len(topo.contracts)} contracts, {len(report.topics)} topics", flush=True)
         env = {"CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
-        for name, argv in mesh_processes(topo, topology_path).items():
+        names, started = mesh_processes(topo, topology_path), time.time()
+        for name, argv in names.items():
             procs.append(supervisor.spawn(argv, settings.state_dir / "logs" / f"demo-{name}.log", detach=False,
                                           env=env))
             print(f"started {name} pid {procs[-1].pid}", flush=True)
+        if "dashboard" in names:  # where to watch it, as `up` prints it
+            from dashboard.server import wait_for_url
+            print(f"dashboard: {wait_for_url(settings.state_dir, 15, started) or 'http://' + settings.dashboard_listen + '/'}",
+                  flush=True)
         _wait_tcp(open311_at)
         time.sleep(1.0)  # the MAVLink adapter binds its UDP port at the same moment
         procs.append(supervisor.spawn(
