@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import statistics
 import tempfile
@@ -27,14 +26,11 @@ import time
 from pathlib import Path
 
 import yaml
-from common import cluster, machine, publish_fleet_paced
-from confluent_kafka import Consumer, TopicPartition
+from common import cluster, delivery_schema, machine, publish_fleet_paced, receive_latencies, tail_consumer
 
 from bench_runner import ONE, ROOT, RunnerProcess, topology
 import schemas
 from streams import keyring, topics
-from streams.control import read_table
-from streams.offsets import end_offsets
 from topology.apply import apply
 from topology.loader import load_topology
 
@@ -47,27 +43,6 @@ def city(p: str) -> str:
     rules["product"] = f"{p}-uav"
     text = topology({p: ONE}).replace("geofences:\n", f"geofences:\n  uas-zones: {{file: {ZONES}}}\n", 1)
     return text + yaml.safe_dump({"operator_rules": [rules]}, sort_keys=False)
-
-
-def tail_consumer(conf: dict, topic: str) -> Consumer:
-    c = Consumer({**conf, "group.id": f"bench-alerts-{time.time_ns()}", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10})
-    parts = [TopicPartition(topic, q) for q in c.list_topics(topic, timeout=10).topics[topic].partitions]
-    ends = end_offsets(c, parts)
-    c.assign([TopicPartition(topic, tp.partition, ends[(topic, tp.partition)][1]) for tp in parts])
-    return c
-
-
-def receive(c: Consumer, decode, stop: threading.Event, out: list, measure_from: list) -> None:
-    while not stop.is_set():
-        msgs = c.consume(1000, 0) or [m for m in [c.poll(0.05)] if m is not None]
-        now = time.time() * 1000
-        for m in msgs:
-            if m.error():
-                continue
-            t = decode(m.value())
-            if t is not None and t >= measure_from[0]:
-                out.append(now - t)
 
 
 def q(lat: list[float]) -> tuple[float, float, float]:
@@ -97,8 +72,7 @@ def main() -> None:
         apply(topo, conf, keys_dir=keys)
         product = f"{p}-uav"
         alert_schema = schemas.load("Alert")
-        contract = read_table(conf, topics.CONTROL_CONTRACTS)[f"{p}-c0"]
-        out_schema = schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"]))
+        out_schema = delivery_schema(conf, f"{p}-c0")
 
         def alert_time(v: bytes):
             a = alert_schema.decode(v)
@@ -109,9 +83,9 @@ def main() -> None:
         measure_from = [float("inf")]
         stop = threading.Event()
         consumers = [tail_consumer(conf, topics.ALERTS), tail_consumer(conf, topics.delivery(f"{p}-c0"))]
-        threads = [threading.Thread(target=receive, args=(consumers[0], alert_time, stop, alert_lat, measure_from),
+        threads = [threading.Thread(target=receive_latencies, args=(consumers[0], alert_time, stop, alert_lat, measure_from),
                                     daemon=True),
-                   threading.Thread(target=receive, args=(consumers[1], lambda v: out_schema.decode(v)["timestamp_ms"],
+                   threading.Thread(target=receive_latencies, args=(consumers[1], lambda v: out_schema.decode(v)["timestamp_ms"],
                                                           stop, dlv_lat, measure_from), daemon=True)]
         rp = RunnerProcess(product, bootstrap, state, tmp / "runner.log")
         from streams.connectors import ProviderConnector

@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from common import Timer, cluster, machine, publish_fleet_paced
+from common import Timer, cluster, delivery_schema, machine, publish_fleet_paced, receive_latencies, tail_consumer
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
@@ -242,38 +242,19 @@ def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Pa
     that has just joined drains the first second's backlog with cold caches; measured
     separately by the start-up figure)."""
     rp = RunnerProcess(product, bootstrap, state, log)
-    dlv = topics.delivery(f"{product.removesuffix('-uav')}-c0")
-    c = Consumer({**conf, "group.id": f"bench-latency-{time.time_ns()}", "enable.auto.commit": False,
-                  "fetch.wait.max.ms": 10})
-    parts = [TopicPartition(dlv, p) for p in c.list_topics(dlv, timeout=10).topics[dlv].partitions]
-    ends = end_offsets(c, parts)
-    c.assign([TopicPartition(dlv, tp.partition, ends[(dlv, tp.partition)][1]) for tp in parts])
+    contract_id = f"{product.removesuffix('-uav')}-c0"
+    c = tail_consumer(conf, topics.delivery(contract_id))
+    out = delivery_schema(conf, contract_id)
     lat: list[float] = []
     stop = threading.Event()
-    measure_from_ms = float("inf")
-
-    def receive() -> None:
-        from streams.control import read_table
-        contract = read_table(conf, topics.CONTROL_CONTRACTS)[f"{product.removesuffix('-uav')}-c0"]
-        import json
-        out = schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"]))
-        while not stop.is_set():
-            # a consumer that reacts to each record: take what is queued, else wait for one
-            msgs = c.consume(1000, 0) or [m for m in [c.poll(0.05)] if m is not None]
-            now = time.time() * 1000
-            for m in msgs:
-                if m.error():
-                    continue
-                ts = out.decode(m.value())["timestamp_ms"]
-                if ts >= measure_from_ms:
-                    lat.append(now - ts)
-
+    measure_from = [float("inf")]
     try:
         rp.wait_assigned()
         time.sleep(1.0)
-        th = threading.Thread(target=receive, daemon=True)
+        th = threading.Thread(target=receive_latencies, daemon=True,
+                              args=(c, lambda v: out.decode(v)["timestamp_ms"], stop, lat, measure_from))
         th.start()
-        measure_from_ms = time.time() * 1000 + warmup_s * 1000
+        measure_from[0] = time.time() * 1000 + warmup_s * 1000
         publish_fleet_paced(conn, product, rate, seconds + warmup_s)
         time.sleep(1.5)
         stop.set()

@@ -61,3 +61,42 @@ def publish_fleet_paced(conn, product: str, rate: float, seconds: float, drones:
         time.sleep(0.001)
     conn.flush(30)
     return sent
+
+
+def delivery_schema(conf: dict, contract_id: str):
+    """The output schema the runner writes for a contract (from the contracts control topic)."""
+    import json
+
+    import schemas
+    from streams import topics
+    from streams.control import read_table
+    contract = read_table(conf, topics.CONTROL_CONTRACTS)[contract_id]
+    return schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"]))
+
+
+def tail_consumer(conf: dict, topic: str):
+    """A group-less reader of `topic` from its current end: what a consumer sees from now on."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from streams.offsets import end_offsets
+    c = Consumer({**conf, "group.id": f"bench-tail-{time.time_ns()}", "enable.auto.commit": False,
+                  "fetch.wait.max.ms": 10})
+    parts = [TopicPartition(topic, q) for q in c.list_topics(topic, timeout=10).topics[topic].partitions]
+    ends = end_offsets(c, parts)
+    c.assign([TopicPartition(topic, tp.partition, ends[(topic, tp.partition)][1]) for tp in parts])
+    return c
+
+
+def receive_latencies(c, decode, stop, out: list, measure_from: list) -> None:
+    """Until stop: append receive time - decode(value) (ms) for every record whose time is at or
+    after measure_from[0]; decode returns None for records that do not count. A consumer that
+    reacts to each record: it takes what is queued, else waits for the next one."""
+    while not stop.is_set():
+        msgs = c.consume(1000, 0) or [m for m in [c.poll(0.05)] if m is not None]
+        now = time.time() * 1000
+        for m in msgs:
+            if m.error():
+                continue
+            t = decode(m.value())
+            if t is not None and t >= measure_from[0]:
+                out.append(now - t)

@@ -45,6 +45,15 @@ _BROKER_DOWN = {KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError.
 ERROR_GRACE_S = 5.0
 
 
+def close_quietly(client) -> None:
+    """Close a client whose broker may be gone: a failing close must not stop the rebuild."""
+    if client is not None:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
 class Reader(threading.Thread):
     """A thread that (re)builds a client, polls it, and reports health; subclasses do the rest."""
 
@@ -120,12 +129,8 @@ class ContractFeed(Reader):
         return len(batch)
 
     def close(self) -> None:
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.conn = None
+        close_quietly(self.conn)
+        self.conn = None
 
 
 class TopicFeed(Reader):
@@ -181,12 +186,8 @@ class TopicFeed(Reader):
         return n
 
     def close(self) -> None:
-        if self.consumer is not None:
-            try:
-                self.consumer.close()
-            except Exception:  # noqa: BLE001
-                pass
-            self.consumer = None
+        close_quietly(self.consumer)
+        self.consumer = None
 
 
 class OffsetsFeed(Reader):
@@ -233,11 +234,7 @@ class OffsetsFeed(Reader):
         metrics.RUNNER_LAG.labels(product).set(lag)
 
     def close(self) -> None:
-        if self.consumer is not None:
-            try:
-                self.consumer.close()
-            except Exception:  # noqa: BLE001
-                pass
+        close_quietly(self.consumer)
         self.consumer, self.admin = None, None
 
 

@@ -93,7 +93,8 @@ class Runner:
         self.client_config = client_config
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
-        entry = read_table(client_config, topics.CONTROL_CATALOG).get(product_id)
+        catalog = read_table(client_config, topics.CONTROL_CATALOG)
+        entry = catalog.get(product_id)
         if entry is None:
             raise SystemExit(f"product {product_id!r} is not in the catalog; apply the topology first")
         self.provider_id = entry["provider_id"]
@@ -126,8 +127,7 @@ class Runner:
         self.fenced = 0  # outputs skipped because a previous owner had written them
         self._src_topic_header = (H_SRC_TOPIC, self.raw_topic.encode())
         # rate limits, quotas, provider breaker (processors/limiting.py); None when there are none
-        catalog_n = sum(1 for e in read_table(client_config, topics.CONTROL_CATALOG).values()
-                        if e["provider_id"] == self.provider_id)
+        catalog_n = sum(1 for e in catalog.values() if e["provider_id"] == self.provider_id)
         self.limiting = limiting.Limiting(
             client_config, product_id, self.provider_id, self.raw_topic, self._n_partitions(self.raw_topic),
             entry.get("event_time_field"), limiting.ingress_terms(
