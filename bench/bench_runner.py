@@ -29,7 +29,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import Timer, cluster, delivery_schema, machine, publish_fleet_paced, receive_latencies, tail_consumer
+from common import (Timer, cluster, delivery_schema, machine, per_second, publish_fleet_paced, receive_latencies,
+                    tail_consumer)
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
@@ -177,6 +178,8 @@ class RunnerProcess:
         env = {**os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_STATE_DIR": str(state),
                "PYTHONPATH": str(ROOT), **(extra_env or {})}
         self.log = log
+        # the log may hold earlier runners' lines: only what this process writes counts
+        self._log_from = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as f:
             self.proc = subprocess.Popen([sys.executable, "-m", "processors.runner", "--product", product,
                                           "--metrics-port", "0"], cwd=ROOT, env=env, stdout=f,
@@ -185,10 +188,10 @@ class RunnerProcess:
     def wait_assigned(self, timeout_s: float = 60) -> float:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if "assigned partitions" in self.log.read_text():
+            if b"assigned partitions" in self.log.read_bytes()[self._log_from:]:
                 return time.perf_counter()
             if self.proc.poll() is not None:
-                raise RuntimeError(self.log.read_text()[-3000:])
+                raise RuntimeError(self.log.read_bytes()[self._log_from:][-3000:].decode(errors="replace"))
             time.sleep(0.01)
         raise TimeoutError("runner not assigned")
 
@@ -236,30 +239,31 @@ def runner_rate(conf: dict, bootstrap: str, product: str, raw: str, n: int, stat
 
 
 def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Path, rate: int = 10_000,
-            seconds: float = 10.0, warmup_s: float = 3.0) -> list[float]:
+            seconds: float = 10.0, warmup_s: float = 3.0) -> tuple[list[float], list[float]]:
     """ms from publish (record timestamp_ms = wall clock at publish) to a consumer's receive,
     in steady state: records published in the first `warmup_s` are not counted (a runner
     that has just joined drains the first second's backlog with cold caches; measured
-    separately by the start-up figure)."""
+    separately by the start-up figure). Returns the latencies and each record's publish time."""
     rp = RunnerProcess(product, bootstrap, state, log)
     contract_id = f"{product.removesuffix('-uav')}-c0"
     c = tail_consumer(conf, topics.delivery(contract_id))
     out = delivery_schema(conf, contract_id)
     lat: list[float] = []
+    sent_at: list[float] = []
     stop = threading.Event()
     measure_from = [float("inf")]
     try:
         rp.wait_assigned()
         time.sleep(1.0)
         th = threading.Thread(target=receive_latencies, daemon=True,
-                              args=(c, lambda v: out.decode(v)["timestamp_ms"], stop, lat, measure_from))
+                              args=(c, lambda v: out.decode(v)["timestamp_ms"], stop, lat, measure_from, sent_at))
         th.start()
         measure_from[0] = time.time() * 1000 + warmup_s * 1000
         publish_fleet_paced(conn, product, rate, seconds + warmup_s)
         time.sleep(1.5)
         stop.set()
         th.join(5)
-        return lat
+        return lat, sent_at
     finally:
         stop.set()
         rp.stop()
@@ -323,8 +327,9 @@ def main() -> None:
         print(f"(b) {rate_b:,.0f}", flush=True)
         rate_c, rss_c = runner_rate(conf, bootstrap, f"{p5}-uav", raw5, n, state, log)
         print(f"(c) {rate_c:,.0f} {rss_c:.0f} MB", flush=True)
-        lat = latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s)
-        lat.sort()
+        lat, sent_at = latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s)
+        print(per_second(sent_at, lat), flush=True)
+        lat = sorted(lat)
         q = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
         size = len(schemas.load("UavTelemetry").encode(records[0]))
         print(f"machine: {machine()}; broker: {'external' if 'CITYMESH_BOOTSTRAP' in os.environ else 'embedded Tansu'}")

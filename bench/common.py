@@ -87,10 +87,11 @@ def tail_consumer(conf: dict, topic: str):
     return c
 
 
-def receive_latencies(c, decode, stop, out: list, measure_from: list) -> None:
+def receive_latencies(c, decode, stop, out: list, measure_from: list, sent_at: list | None = None) -> None:
     """Until stop: append receive time - decode(value) (ms) for every record whose time is at or
     after measure_from[0]; decode returns None for records that do not count. A consumer that
-    reacts to each record: it takes what is queued, else waits for the next one."""
+    reacts to each record: it takes what is queued, else waits for the next one. With
+    `sent_at`, each record's own time goes there too (for `per_second`)."""
     while not stop.is_set():
         msgs = c.consume(1000, 0) or [m for m in [c.poll(0.05)] if m is not None]
         now = time.time() * 1000
@@ -100,3 +101,20 @@ def receive_latencies(c, decode, stop, out: list, measure_from: list) -> None:
             t = decode(m.value())
             if t is not None and t >= measure_from[0]:
                 out.append(now - t)
+                if sent_at is not None:
+                    sent_at.append(t)
+
+
+def per_second(sent_at: list, lat: list) -> str:
+    """p50/p99 per second of publish time: a stall or a growing backlog shows as a trend that
+    one percentile over the whole run hides."""
+    if not sent_at:
+        return "no records"
+    t0, by = min(sent_at), {}
+    for t, ms in zip(sent_at, lat):
+        by.setdefault(int((t - t0) // 1000), []).append(ms)
+    cells = []
+    for s in sorted(by):
+        v = sorted(by[s])
+        cells.append(f"{s}s {v[len(v) // 2]:.0f}/{v[int(len(v) * 0.99)]:.0f}")
+    return "p50/p99 ms per second: " + ", ".join(cells)
