@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from schemas import RecordSchema
+from schemas.codegen import Unsupported, compile_fields_encoder
 
 from .constraints import CompiledConstraint, compile_constraints
 from .duties import FieldOutput, compile_fields
@@ -141,7 +142,10 @@ class Plan:
         self._constraints: list[CompiledConstraint] = compile_constraints(checked)
         self._fields: list[FieldOutput] = compile_fields(checked, pseudonym_key, scrubber)
         self.output_schema: RecordSchema = build_output_schema(schema, self.contract_id, self._fields)
-        self._make_step, self._make_probes, self.source_code = self._generate()
+        # a plan that copies every field unchanged, in order, delivers the source body as it is
+        self.passthrough = [(f.expr, f.as_string) for f in self._fields] == [
+            (f"r[{n!r}]", False) for n in schema.field_names]
+        self._make_step, self._make_probes, self._make_encoding_step, self.source_code = self._generate()
 
     # ---- code generation -----------------------------------------------------------------
 
@@ -165,9 +169,21 @@ class Plan:
         for i, f in enumerate(self._fields):
             lines += [f"    def f{i}(r):", f"        {f.expr}", "        return None", f"    probes.append(f{i})"]
         lines += ["    return probes", ""]
+        # the same decisions, delivering the encoded output (single-object header + body) in one
+        # pass: each field's expression goes straight into the output schema's encoder, or, for
+        # a passthrough plan, the source body is reused as it is (the same bytes by construction)
+        try:
+            ns["_enc"] = compile_fields_encoder(self.output_schema.definition, self.output_schema.header)
+        except Unsupported:
+            ns["_enc"] = None
+        if ns["_enc"] is not None:
+            ns["_OH"], ns["_SHL"] = self.output_schema.header, len(self.source_schema.header)
+            ret = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(f.expr for f in self._fields)})"
+            lines += ["def _make_encoding_step(now_ms):", *_indent(batch, 4), "    def step(r, v):",
+                      *_indent(checks, 8), f"        return {ret}", "    return step", ""]
         source = "\n".join(lines)
         exec(compile(source, f"<policy plan {self.contract_id} v{self.version}>", "exec"), ns)
-        return ns["_make_step"], ns["_make_probes"], source
+        return ns["_make_step"], ns["_make_probes"], ns.get("_make_encoding_step"), source
 
     def _diagnose(self, record: Any, now_ms: int, exc: Exception) -> tuple[str, str]:
         if not isinstance(record, dict):
@@ -200,26 +216,28 @@ class Plan:
             results = [step(r) for r in records]
         except Exception:  # noqa: BLE001 - some record is bad: redo the batch record by record
             return self._evaluate_slow(records, now_ms, step)
-        counts: dict[str, int] = {}
-        decisions = rules = None
-        dropped = 0
-        for i, x in enumerate(results):
-            if x.__class__ is not dict:
-                if decisions is None:
-                    decisions = [DELIVER] * n
-                    rules = [None] * n
-                decisions[i] = DROP
-                rules[i] = x
-                results[i] = None
-                key = "drop:" + x
-                counts[key] = counts.get(key, 0) + 1
-                dropped += 1
-        if decisions is None:
-            decisions = [DELIVER] * n
-            rules = [None] * n
-        if n - dropped:
-            counts[DELIVER] = n - dropped
-        return BatchResult(decisions, results, rules, counts)
+        return _collect(results, dict)
+
+    def evaluate_encoded(self, records: list[dict], values: list[bytes], now_ms: int) -> BatchResult:
+        """Like ``evaluate``, but each delivered record comes encoded in the output schema
+        (single-object header + Avro body, the bytes the delivery topic gets); ``values[i]``
+        is the source payload ``records[i]`` was decoded from. A batch with a record the
+        one-pass step cannot take is decided by ``evaluate`` and encoded after it."""
+        if len(records) != len(values):
+            raise ValueError("records and values differ in length")
+        if self._make_encoding_step is None or self._batch_rule(now_ms) is not None:
+            return self._encode(self.evaluate(records, now_ms))
+        step = self._make_encoding_step(now_ms)
+        try:
+            results = [step(r, v) for r, v in zip(records, values)]
+        except Exception:  # noqa: BLE001 - bad record or a value the encoder refuses: the general path
+            return self._encode(self.evaluate(records, now_ms))
+        return _collect(results, bytes)
+
+    def _encode(self, result: BatchResult) -> BatchResult:
+        encode = self.output_schema.encode
+        result.records = [None if r is None else encode(r) for r in result.records]
+        return result
 
     def _evaluate_slow(self, records: list, now_ms: int, step) -> BatchResult:
         decisions, out, rules, counts, messages = [], [], [], {}, {}
@@ -298,3 +316,29 @@ def compile_plan(terms: ContractTerms, schema: RecordSchema, pseudonym_key: byte
     the text -> text function of scrub_pii duties (default ``policy_enforcer.pii.scrub``,
     imported only if the policy scrubs)."""
     return Plan(terms, schema, pseudonym_key, scrubber)
+
+
+def _collect(results: list, delivered: type) -> BatchResult:
+    """A BatchResult from one step result per record: the output (of class `delivered`) or
+    the id of the rule that dropped it (a str). Fills `results` in place."""
+    n = len(results)
+    counts: dict[str, int] = {}
+    decisions = rules = None
+    dropped = 0
+    for i, x in enumerate(results):
+        if x.__class__ is not delivered:
+            if decisions is None:
+                decisions = [DELIVER] * n
+                rules = [None] * n
+            decisions[i] = DROP
+            rules[i] = x
+            results[i] = None
+            key = "drop:" + x
+            counts[key] = counts.get(key, 0) + 1
+            dropped += 1
+    if decisions is None:
+        decisions = [DELIVER] * n
+        rules = [None] * n
+    if n - dropped:
+        counts[DELIVER] = n - dropped
+    return BatchResult(decisions, results, rules, counts)

@@ -170,30 +170,49 @@ class _Compiler:
             return
         raise Unsupported("union other than [null, X]")
 
-    def record(self, schema: dict, expr: str, ind: int) -> None:
+    def record(self, schema: dict, expr: str, ind: int, values: dict[str, str] | None = None) -> None:
+        """Encode record `expr`; with `values` (field name -> expression), each field's value is
+        that expression instead of a look-up in a dict (every field must have one)."""
         fields = schema["fields"]
-        allowed = self.const(frozenset(f["name"] for f in fields), "K")
-        self.emit(f"if not {expr}.keys() <= {allowed}: raise ValueError('unknown field(s): ' + ', '.join(sorted(set({expr}) - {allowed})))", ind)
+        if values is None:
+            allowed = self.const(frozenset(f["name"] for f in fields), "K")
+            self.emit(f"if not {expr}.keys() <= {allowed}: raise ValueError('unknown field(s): ' + ', '.join(sorted(set({expr}) - {allowed})))", ind)
+            values = {f["name"]: (f"{expr}.get({f['name']!r}, {self.const(f['default'], 'Dft')})" if "default" in f
+                                  else f"{expr}[{f['name']!r}]") for f in fields}
+            doubles = {f["name"] for f in fields if f["type"] == "double" and "default" not in f}
+        else:
+            doubles = {f["name"] for f in fields if f["type"] == "double"}
         i = 0
         while i < len(fields):
             f = fields[i]
             # a run of required doubles is packed by one struct call
             run = 0
-            while (i + run < len(fields) and fields[i + run]["type"] == "double" and "default" not in fields[i + run]):
+            while i + run < len(fields) and fields[i + run]["name"] in doubles:
                 run += 1
             if run > 1:
                 packer = self.const(struct.Struct(f"<{run}d").pack, "P")
-                args = ", ".join(f"{expr}[{fields[i + j]['name']!r}]" for j in range(run))
+                args = ", ".join(values[fields[i + j]["name"]] for j in range(run))
                 self.emit(f"a({packer}({args}))", ind)
                 i += run
                 continue
             v = self.var()
-            if "default" in f:
-                self.emit(f"{v} = {expr}.get({f['name']!r}, {self.const(f['default'], 'Dft')})", ind)
-            else:
-                self.emit(f"{v} = {expr}[{f['name']!r}]", ind)
+            self.emit(f"{v} = {values[f['name']]}", ind)
             self.value(f["type"], v, ind)
             i += 1
+
+
+def compile_fields_encoder(definition: dict, prefix: bytes = b"") -> Callable[..., bytes]:
+    """Return encode(v0, v1, ...) -> `prefix` + Avro binary body of a record whose fields, in
+    schema order, have the values v0, v1, ...: for a caller that computes each field itself
+    (the policy plans), so no dict is built only to be taken apart again."""
+    c = _Compiler()
+    expanded = expand_schema(definition)
+    args = [f"f{i}" for i in range(len(expanded["fields"]))]
+    c.emit(f"def encode({', '.join(args)}):", 0)
+    c.emit(f"out = [{c.const(prefix, 'H')}]", 1)
+    c.emit("a = out.append", 1)
+    c.record(expanded, "", 1, {f["name"]: a for f, a in zip(expanded["fields"], args)})
+    return _finish(c, f"<avro fields encoder {definition.get('name')}>")
 
 
 def compile_encoder(definition: dict) -> Callable[[dict], bytes]:
@@ -204,10 +223,14 @@ def compile_encoder(definition: dict) -> Callable[[dict], bytes]:
     c.emit("out = []", 1)
     c.emit("a = out.append", 1)
     c.record(expanded, "r", 1)
+    return _finish(c, f"<avro encoder {definition.get('name')}>")
+
+
+def _finish(c: _Compiler, filename: str) -> Callable:
     c.emit("return b''.join(out)", 1)
     source = "\n".join(c.lines)
     namespace = dict(c.consts)
-    exec(compile(source, f"<avro encoder {definition.get('name')}>", "exec"), namespace)
+    exec(compile(source, filename, "exec"), namespace)
     fn = namespace["encode"]
     fn.__doc__ = source
     return fn

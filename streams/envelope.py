@@ -44,13 +44,21 @@ class Tagger:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key))
 
-    def tag(self, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:
-        """The 16-byte authenticity tag (hex-encoded in the header)."""
+    def _mac(self, participant: bytes, product: bytes, event_time: bytes, payload: bytes):
         inner = self._inner.copy()
         inner.update(b"\x00".join((participant, product, event_time, payload)))
         outer = self._outer.copy()
         outer.update(inner.digest())
-        return outer.digest()[:TAG_BYTES]
+        return outer
+
+    def tag(self, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:
+        """The 16-byte authenticity tag (hex-encoded in the header)."""
+        return self._mac(participant, product, event_time, payload).digest()[:TAG_BYTES]
+
+    def tag_hex(self, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> str:
+        """The tag as it travels in the cm.auth header (lower-case hex), for a check without
+        parsing the header's hex."""
+        return self._mac(participant, product, event_time, payload).hexdigest()[:2 * TAG_BYTES]
 
 
 def tag(key: bytes, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:

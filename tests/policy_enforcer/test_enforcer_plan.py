@@ -60,3 +60,21 @@ def test_scrub_pii_uses_policy_enforcer_pii_by_default():
     assert r.decisions == [DELIVER]
     assert r.records[0]["content"] == pii.scrub(text)
     assert "13812345678" not in r.records[0]["content"]
+
+
+def test_encoded_path_rejects_a_bad_record_like_evaluate_and_still_encodes_the_rest():
+    """A record the one-pass step cannot take sends the batch through evaluate(): same
+    decisions, rules and reasons; the good records still come out encoded."""
+    policy = {"permission": {"constraints": [{"type": "value", "field": "height_agl_m", "op": "<=", "value": 120}]},
+              "duties": [{"type": "generalise", "field": "lat", "decimals": 3}]}
+    plan = compile_plan(ContractTerms("enc", 1, "c", [], policy), UAV, KEY)
+    good, high = uav(), uav(height_agl_m=300.0)
+    bad = dict(uav(), lat="not a number")
+    recs = [good, bad, high]
+    values = [UAV.encode(good), UAV.encode(good), UAV.encode(high)]  # bad's payload does not matter here
+    expected = plan.evaluate(recs, NOW_MS)
+    got = plan.evaluate_encoded(recs, values, NOW_MS)
+    assert got.decisions == expected.decisions == [DELIVER, "reject", "drop"]
+    assert (got.rules, got.counts, got.messages) == (expected.rules, expected.counts, expected.messages)
+    assert got.records[0] == plan.output_schema.encode(expected.records[0]) and got.records[1:] == [None, None]
+    assert plan.output_schema.decode(got.records[0])["lat"] == round(good["lat"], 3)

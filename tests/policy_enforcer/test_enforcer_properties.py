@@ -144,6 +144,34 @@ def test_random_uav_contracts(policy, recs, key):
         assert plan.output_schema.decode(plan.output_schema.encode(out)) == out
 
 
+def _assert_encoded_path_agrees(plan, recs, source_schema):
+    """The runner's one-pass path (decide + encode, or reuse the source body) delivers exactly
+    the bytes of evaluate() followed by the output schema's encoder, with the same decisions."""
+    result = plan.evaluate(recs, NOW_MS)
+    encoded = plan.evaluate_encoded(recs, [source_schema.encode(r) for r in recs], NOW_MS)
+    assert (encoded.decisions, encoded.rules, encoded.counts) == (result.decisions, result.rules, result.counts)
+    assert encoded.records == [None if r is None else plan.output_schema.encode(r) for r in result.records]
+
+
+@SETTINGS
+@given(policy=uav_policies(), recs=st.lists(uav_records, min_size=1, max_size=40), key=st.binary(min_size=32, max_size=32))
+def test_encoded_path_delivers_the_same_bytes(policy, recs, key):
+    _assert_encoded_path_agrees(compile_plan(ContractTerms("prop-uav", 1, "c", [], policy), UAV, key), recs, UAV)
+
+
+@SETTINGS
+@given(recs=st.lists(uav_records, min_size=1, max_size=20))
+def test_passthrough_plan_reuses_the_source_body(recs):
+    plan = compile_plan(ContractTerms("prop-all", 1, "c", ["audit"],
+                                      {"permission": {"constraints": [{"type": "purpose", "in": ["audit"]}]}}), UAV, b"k" * 32)
+    assert plan.passthrough
+    values = [UAV.encode(r) for r in recs]
+    out = plan.evaluate_encoded(recs, values, NOW_MS).records
+    assert [o[10:] for o in out] == [v[10:] for v in values]
+    assert [plan.output_schema.decode(o) for o in out] == recs
+    _assert_encoded_path_agrees(plan, recs, UAV)
+
+
 @SETTINGS
 @given(rec=uav_records, ids=st.lists(st.text("abcdefghij-", min_size=1, max_size=12), min_size=2, max_size=2, unique=True))
 def test_pseudonyms_stable_within_a_contract_and_different_across(rec, ids):
@@ -187,6 +215,7 @@ def test_random_hotline_contracts(recs, keep, decimals):
                          {"type": "generalise", "field": "lon", "decimals": decimals}]}
     plan = compile_plan(ContractTerms("prop-hl", 1, "c", [], policy), HOTLINE, b"k" * 32, scrubber=_scrub)
     result = plan.evaluate(recs, NOW_MS)
+    _assert_encoded_path_agrees(plan, recs, HOTLINE)
     for rec, decision, out, rule in zip(recs, result.decisions, result.records, result.rules):
         if rec["confidential"]:
             assert (decision, rule) == (DROP, "constraint:value:confidential")
