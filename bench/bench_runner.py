@@ -7,7 +7,9 @@
 (c) the runner, five contracts on the same product;
 ratios b/a (goal >= 0.5) and c/a (goal >= 0.3); the runner's peak memory with five
 contracts (goal <= 300 MB; VmHWM of the runner process); end-to-end p99 latency provider
-publish -> consumer receive at 10k records/s through the one-contract runner (goal <= 100 ms).
+publish -> consumer receive at 10k records/s through the one-contract runner (goal <= 100 ms),
+next to the same measurement on a raw topic with no runner in the path (the broker's own
+latency, the floor on this machine).
 
 Runners (b), (c) and (d) run as processes (`python -m processors.runner`), as in
 production; throughput is the raw records drained from a pre-published backlog divided by
@@ -239,24 +241,31 @@ def runner_rate(conf: dict, bootstrap: str, product: str, raw: str, n: int, stat
 
 
 def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Path, rate: int = 10_000,
-            seconds: float = 10.0, warmup_s: float = 3.0) -> tuple[list[float], list[float]]:
+            seconds: float = 10.0, warmup_s: float = 3.0, through_runner: bool = True,
+            ) -> tuple[list[float], list[float]]:
     """ms from publish (record timestamp_ms = wall clock at publish) to a consumer's receive,
     in steady state: records published in the first `warmup_s` are not counted (a runner
     that has just joined drains the first second's backlog with cold caches; measured
-    separately by the start-up figure). Returns the latencies and each record's publish time."""
-    rp = RunnerProcess(product, bootstrap, state, log)
+    separately by the start-up figure). Returns the latencies and each record's publish time.
+
+    through_runner=False is the baseline: the same publisher and reader on the product's raw
+    topic with no runner in the path, the broker's own publish -> receive latency."""
+    rp = RunnerProcess(product, bootstrap, state, log) if through_runner else None
     contract_id = f"{product.removesuffix('-uav')}-c0"
-    c = tail_consumer(conf, topics.delivery(contract_id))
-    out = delivery_schema(conf, contract_id)
+    if through_runner:
+        c, schema = tail_consumer(conf, topics.delivery(contract_id)), delivery_schema(conf, contract_id)
+    else:
+        c, schema = tail_consumer(conf, topics.raw("bench-skyway", product)), schemas.load("UavTelemetry")
     lat: list[float] = []
     sent_at: list[float] = []
     stop = threading.Event()
     measure_from = [float("inf")]
     try:
-        rp.wait_assigned()
+        if rp is not None:
+            rp.wait_assigned()
         time.sleep(1.0)
         th = threading.Thread(target=receive_latencies, daemon=True,
-                              args=(c, lambda v: out.decode(v)["timestamp_ms"], stop, lat, measure_from, sent_at))
+                              args=(c, lambda v: schema.decode(v)["timestamp_ms"], stop, lat, measure_from, sent_at))
         th.start()
         measure_from[0] = time.time() * 1000 + warmup_s * 1000
         publish_fleet_paced(conn, product, rate, seconds + warmup_s)
@@ -266,7 +275,8 @@ def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Pa
         return lat, sent_at
     finally:
         stop.set()
-        rp.stop()
+        if rp is not None:
+            rp.stop()
         c.close()
 
 
@@ -304,9 +314,9 @@ def main() -> None:
         state, keys = tmp / "state", tmp / "state" / "keys"
         conf = {"bootstrap.servers": bootstrap}
         u = f"b{time.time_ns() % 10**6}"
-        p1, p5, pl, pp = f"{u}one", f"{u}five", f"{u}lat", f"{u}prof"
+        p1, p5, pl, pr, pp = f"{u}one", f"{u}five", f"{u}lat", f"{u}rawlat", f"{u}prof"
         path = tmp / "bench.yaml"
-        path.write_text(topology({p1: ONE, p5: ONE + MORE, pl: ONE, pp: ONE + MORE}))
+        path.write_text(topology({p1: ONE, p5: ONE + MORE, pl: ONE, pr: ONE, pp: ONE + MORE}))
         topo = load_topology(path)
         for part in topo.participants:
             keyring.create(keys, part.id)
@@ -327,10 +337,15 @@ def main() -> None:
         print(f"(b) {rate_b:,.0f}", flush=True)
         rate_c, rss_c = runner_rate(conf, bootstrap, f"{p5}-uav", raw5, n, state, log)
         print(f"(c) {rate_c:,.0f} {rss_c:.0f} MB", flush=True)
-        lat, sent_at = latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s)
-        print(per_second(sent_at, lat), flush=True)
-        lat = sorted(lat)
-        q = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
+        lats = {"raw": latency(conf, bootstrap, f"{pr}-uav", conn, state, log, seconds=args.latency_s,
+                               through_runner=False),
+                "delivered": latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s)}
+        pct = {}
+        for k, (lat, sent_at) in lats.items():
+            print(f"{k}: {per_second(sent_at, lat)}", flush=True)
+            lat.sort()
+            pct[k] = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
+        lat, q, qr = lats["delivered"][0], pct["delivered"], pct["raw"]
         size = len(schemas.load("UavTelemetry").encode(records[0]))
         print(f"machine: {machine()}; broker: {'external' if 'CITYMESH_BOOTSTRAP' in os.environ else 'embedded Tansu'}")
         print(f"command: .venv/bin/python bench/bench_runner.py --records {n}")
@@ -344,6 +359,8 @@ def main() -> None:
         print(f"runner peak memory, 5 contracts: {rss_c:.0f} MB  (VmHWM of the runner process; goal <= 300 MB)")
         print(f"end-to-end latency at 10k records/s after a 3 s warm-up ({len(lat)} delivered records, publish -> consumer receive): "
               f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {lat[-1] if lat else float('nan'):.1f} ms  (goal p99 <= 100 ms)")
+        print(f"  baseline, a fresh raw topic read the same way before (publish -> receive, no runner): p50 {qr[49]:.1f} ms, "
+              f"p99 {qr[98]:.1f} ms; through the runner p50 {q[49] - qr[49]:+.1f} ms, p99 {q[98] - qr[98]:+.1f} ms")
         if args.profile:
             profile_in_process(conf, f"{pp}-uav", keys, n)
 
