@@ -18,6 +18,7 @@ source order per partition, whatever moment the crash came at.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -523,6 +524,10 @@ def main(argv: list[str] | None = None) -> int:
                       session_timeout_ms=settings.session_timeout_ms)
 
     runner: Runner | None = build()  # at start, a product or topic that is not there fails fast (SystemExit)
+    # What start-up built (modules, schemas, compiled plans, polygon indexes) lives as long as the
+    # process: out of the collector's way, a full collection no longer walks it (measured: gen-2
+    # pauses of 20-34 ms every ~10 s at 10k records/s, each one a latency spike)
+    gc.freeze()
     log.info("enforcing %s (%d active contracts); metrics on :%d", args.product, len(runner.plans), port)
     stopping = False
 
