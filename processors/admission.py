@@ -9,10 +9,8 @@ Only the product's provider may write its raw topic, so only the provider's key 
 from __future__ import annotations
 
 import hmac
-import io
 from dataclasses import dataclass
 
-import fastavro
 
 import schemas
 from streams import envelope
@@ -59,12 +57,11 @@ class Admission:
         inline, its tag compared in hex as the provider wrote it; anything else goes through
         `_check`, which runs the checks one by one to name the first that fails."""
         good, bad = [], []
-        header, hlen, parsed, reader = self.header, len(self.header), self.schema.parsed, fastavro.schemaless_reader
+        header, hlen, read = self.header, len(self.header), self.schema.read_body
         max_bytes, provider, product = self.max_bytes, self.provider, self.product
         prefix = self._key_id + b":"
         plen = len(prefix)
         tag_hex = self._tagger.tag_hex
-        BytesIO = io.BytesIO
         for m in msgs:
             v = m.value()
             h = dict(m.headers() or ())
@@ -73,20 +70,18 @@ class Admission:
                     and h.get(H_PARTICIPANT) == provider and h.get(H_PRODUCT) == product and auth[:plen] == prefix
                     and hmac.compare_digest(tag_hex(provider, product, h.get(H_EVENT_TIME, b""), v),
                                             auth[plen:].decode("latin-1"))):
-                bio = BytesIO(v)
-                bio.seek(hlen)
                 try:
-                    rec = reader(bio, parsed, None)
+                    rec, end = read(v, hlen)
                 except Exception:  # noqa: BLE001 - bad input, named by _check
-                    rec = None
-                if rec is not None and bio.tell() == len(v):
+                    end = -1
+                if end == len(v):
                     good.append(Admitted(m, m.offset(), rec, h, m.key()))
                     continue
-            r = self._check(m, v, h, header, hlen, parsed, reader)
+            r = self._check(m, v, h, header, hlen)
             (good if r.__class__ is Admitted else bad).append(r)
         return good, bad
 
-    def _check(self, m, v, h, header, hlen, parsed, reader) -> Admitted | Rejected:
+    def _check(self, m, v, h, header, hlen) -> Admitted | Rejected:
         """Every check in order; the first that fails names the rule."""
         off = m.offset()
         if v is None or len(v) < hlen:
@@ -98,14 +93,14 @@ class Admission:
         why = self._authentic(h, v)
         if why is not None:
             return Rejected(m, off, f"reject:{why}", _REASONS[why], h)
-        bio = io.BytesIO(v)
-        bio.seek(hlen)
         try:
-            rec = reader(bio, parsed, None)
+            rec, end = self.schema.read_body(v, hlen)
         except Exception as exc:  # noqa: BLE001 - any decode failure is bad input, not a crash
             return Rejected(m, off, "reject:bad-avro", f"{type(exc).__name__}: {exc}"[:300], h)
-        if bio.tell() != len(v):
-            return Rejected(m, off, "reject:bad-avro", f"{len(v) - bio.tell()} trailing bytes", h)
+        if end > len(v):
+            return Rejected(m, off, "reject:bad-avro", f"truncated: the record needs {end - len(v)} more bytes", h)
+        if end != len(v):
+            return Rejected(m, off, "reject:bad-avro", f"{len(v) - end} trailing bytes", h)
         return Admitted(m, off, rec, h, m.key())
 
     def _schema_reject(self, m, off, v, h) -> Rejected:

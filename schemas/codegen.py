@@ -234,3 +234,182 @@ def _finish(c: _Compiler, filename: str) -> Callable:
     fn = namespace["encode"]
     fn.__doc__ = source
     return fn
+
+
+# ---- decoding ---------------------------------------------------------------------------
+
+def _varint(v: bytes, p: int) -> tuple[int, int]:
+    """Zigzag varint at v[p] (the multi-byte case; one byte is inlined): (value, next position)."""
+    b = v[p]
+    p += 1
+    n = b & 0x7F
+    shift = 7
+    while b & 0x80:
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+        b = v[p]
+        p += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+    if n >> 64:
+        raise ValueError("varint does not fit 64 bits")
+    return (n >> 1) ^ -(n & 1), p
+
+
+class _DecoderCompiler(_Compiler):
+    """Emits code that reads Avro binary from `v` at position `p`, advancing `p`.
+
+    Strict where the spec is: a boolean byte other than 0/1, an enum index or union branch
+    out of range, a negative length, invalid UTF-8 or a buffer that ends early all raise
+    (ValueError, IndexError, UnicodeDecodeError or struct.error)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.consts.update({"_varint": _varint, "_Du": struct.Struct("<d").unpack_from,
+                            "_Fu": struct.Struct("<f").unpack_from})
+
+    def varint(self, target: str, ind: int) -> None:
+        b = self.var("b")
+        self.emit(f"{b} = v[p]", ind)
+        self.emit(f"if {b} < 0x80:", ind)
+        self.emit(f"{target} = ({b} >> 1) ^ -({b} & 1)", ind + 1)
+        self.emit("p += 1", ind + 1)
+        self.emit("else:", ind)
+        self.emit(f"{target}, p = _varint(v, p)", ind + 1)
+
+    def length(self, target: str, ind: int, what: str = "length") -> None:
+        """A varint that must not be negative (a length, an enum index): one test for the
+        common case, a small even byte."""
+        b = self.var("b")
+        self.emit(f"{b} = v[p]", ind)
+        self.emit(f"if not {b} & 0x81:", ind)
+        self.emit(f"{target} = {b} >> 1", ind + 1)
+        self.emit("p += 1", ind + 1)
+        self.emit("else:", ind)
+        self.emit(f"{target}, p = _varint(v, p)", ind + 1)
+        self.emit(f"if {target} < 0: raise ValueError('negative {what} ' + str({target}))", ind + 1)
+
+    def read(self, t: Any, target: str, ind: int) -> None:
+        """Assign the value of Avro type t at `p` to `target`."""
+        if isinstance(t, dict) and t.get("type") in ("null", "boolean", "int", "long", "float", "double",
+                                                    "bytes", "string"):
+            t = t["type"]
+        if t == "null":
+            self.emit(f"{target} = None", ind)
+        elif t == "boolean":
+            b = self.var("b")
+            self.emit(f"{b} = v[p]", ind)
+            self.emit("p += 1", ind)
+            self.emit(f"if {b} > 1: raise ValueError('boolean byte ' + str({b}))", ind)
+            self.emit(f"{target} = {b} == 1", ind)
+        elif t in ("int", "long"):
+            self.varint(target, ind)
+        elif t == "float":
+            self.emit(f"{target} = _Fu(v, p)[0]", ind)
+            self.emit("p += 4", ind)
+        elif t == "double":
+            self.emit(f"{target} = _Du(v, p)[0]", ind)
+            self.emit("p += 8", ind)
+        elif t in ("string", "bytes"):
+            n = self.var("n")
+            self.length(n, ind)
+            self.emit(f"{target} = v[p:p + {n}]{'.decode()' if t == 'string' else ''}", ind)
+            self.emit(f"p += {n}", ind)
+        elif isinstance(t, str):
+            raise Unsupported(f"named reference {t}")
+        elif isinstance(t, list):
+            self.union(t, target, ind)
+        elif t["type"] == "record":
+            self.record(t, target, ind)
+        elif t["type"] == "enum":
+            syms, i = self.const(tuple(t["symbols"]), "S"), self.var("i")
+            self.length(i, ind, "enum index")
+            self.emit(f"{target} = {syms}[{i}]", ind)
+        elif t["type"] == "fixed":
+            size = t["size"]
+            self.emit(f"{target} = v[p:p + {size}]", ind)
+            self.emit(f"p += {size}", ind)
+        elif t["type"] in ("array", "map"):
+            self.block(t, target, ind)
+        else:
+            raise Unsupported(f"type {t['type']}")
+
+    def union(self, branches: list, target: str, ind: int) -> None:
+        names = [b if isinstance(b, str) else b.get("type") for b in branches]
+        if not (len(branches) == 2 and "null" in names):
+            raise Unsupported("union other than [null, X]")
+        ni = names.index("null")
+        b = self.var("b")
+        self.emit(f"{b} = v[p]", ind)
+        self.emit("p += 1", ind)
+        self.emit(f"if {b} == {2 * ni}:", ind)
+        self.emit(f"{target} = None", ind + 1)
+        self.emit(f"elif {b} == {2 * (1 - ni)}:", ind)
+        self.read(branches[1 - ni], target, ind + 1)
+        self.emit("else:", ind)
+        self.emit(f"raise ValueError('union branch byte ' + str({b}))", ind + 1)
+
+    def block(self, t: dict, target: str, ind: int) -> None:
+        """Arrays and maps: blocks of items until a zero count; a negative count is followed
+        by the block's size in bytes (skipped: the items are read one by one anyway)."""
+        count, skip, k, x = self.var("c"), self.var("s"), self.var("k"), self.var("x")
+        is_map = t["type"] == "map"
+        self.emit(f"{target} = {{}}" if is_map else f"{target} = []", ind)
+        self.emit("while True:", ind)
+        self.varint(count, ind + 1)
+        self.emit(f"if {count} == 0: break", ind + 1)
+        self.emit(f"if {count} < 0:", ind + 1)
+        self.emit(f"{count} = -{count}", ind + 2)
+        self.varint(skip, ind + 2)
+        self.emit(f"for _ in range({count}):", ind + 1)
+        if is_map:
+            self.read("string", k, ind + 2)
+            self.read(t["values"], x, ind + 2)
+            self.emit(f"{target}[{k}] = {x}", ind + 2)
+        else:
+            self.read(t["items"], x, ind + 2)
+            self.emit(f"{target}.append({x})", ind + 2)
+
+    def record(self, schema: dict, target: str, ind: int, values=None) -> None:
+        fields = schema["fields"]
+        names = {}
+        i = 0
+        while i < len(fields):
+            run = 0
+            while i + run < len(fields) and fields[i + run]["type"] == "double":
+                run += 1
+            if run > 1:  # a run of doubles: one struct call
+                unpack = self.const(struct.Struct(f"<{run}d").unpack_from, "Pu")
+                vs = [self.var("d") for _ in range(run)]
+                self.emit(f"{', '.join(vs)} = {unpack}(v, p)", ind)
+                self.emit(f"p += {8 * run}", ind)
+                for j in range(run):
+                    names[fields[i + j]["name"]] = vs[j]
+                i += run
+                continue
+            x = self.var("f")
+            self.read(fields[i]["type"], x, ind)
+            names[fields[i]["name"]] = x
+            i += 1
+        self.emit(f"{target} = {{{', '.join(f'{n!r}: {x}' for n, x in names.items())}}}", ind)
+
+
+def compile_decoder(definition: dict) -> Callable[[bytes, int], tuple[dict, int]]:
+    """Return decode(buf, pos) -> (record, position after it): the Avro binary body at
+    buf[pos:], the same dict fastavro's schemaless_reader returns (logical types left as
+    their underlying values). The caller checks the end position (trailing bytes).
+
+    Why: fastavro's reader walks the schema per record (~4.7 µs for a UavTelemetry here);
+    the runner decodes every raw record it admits, and a generated reader with the schema
+    unrolled takes ~2 µs. Tests check it against fastavro on random records and bytes."""
+    c = _DecoderCompiler()
+    expanded = expand_schema(definition)
+    c.emit("def decode(v, p):", 0)
+    c.record(expanded, "r", 1)
+    c.emit("return r, p", 1)
+    source = "\n".join(c.lines)
+    namespace = dict(c.consts)
+    exec(compile(source, f"<avro decoder {definition.get('name')}>", "exec"), namespace)
+    fn = namespace["decode"]
+    fn.__doc__ = source
+    return fn

@@ -23,7 +23,7 @@ from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.validation import validate as _validate
 
-from .codegen import Unsupported, compile_encoder
+from .codegen import Unsupported, compile_decoder, compile_encoder
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -78,6 +78,11 @@ class RecordSchema:
         except Unsupported:
             body = None
         object.__setattr__(schema, "_body_encoder", body)
+        try:
+            reader = compile_decoder(definition)
+        except Unsupported:
+            reader = None
+        object.__setattr__(schema, "_body_decoder", reader)
         return schema
 
     @property
@@ -112,6 +117,17 @@ class RecordSchema:
             return buf.getvalue()
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
             raise RecordInvalid(self._explain(record, exc)) from None
+
+    def read_body(self, buf: bytes, pos: int) -> tuple[dict, int]:
+        """The record whose Avro binary body starts at buf[pos] and the position after it
+        (the caller decides whether bytes may follow). Raises on malformed input (any of
+        ValueError, IndexError, UnicodeDecodeError, struct.error, EOFError...)."""
+        if self._body_decoder is not None:
+            return self._body_decoder(buf, pos)
+        bio = io.BytesIO(buf)
+        bio.seek(pos)
+        record = fastavro.schemaless_reader(bio, self.parsed, None)
+        return record, bio.tell()
 
     def decode(self, payload: bytes) -> dict:
         """Decode a single-object payload written with exactly this schema."""
