@@ -268,26 +268,22 @@ class _DecoderCompiler(_Compiler):
         self.consts.update({"_varint": _varint, "_Du": struct.Struct("<d").unpack_from,
                             "_Fu": struct.Struct("<f").unpack_from})
 
-    def varint(self, target: str, ind: int) -> None:
+    def varint(self, target: str, ind: int, what: str | None = None) -> None:
+        """A zigzag varint into `target`, the one-byte case inlined. With `what` (a length, an
+        enum index) it must not be negative, and the common case is one test: a small even byte."""
         b = self.var("b")
         self.emit(f"{b} = v[p]", ind)
-        self.emit(f"if {b} < 0x80:", ind)
-        self.emit(f"{target} = ({b} >> 1) ^ -({b} & 1)", ind + 1)
+        if what is None:
+            self.emit(f"if {b} < 0x80:", ind)
+            self.emit(f"{target} = ({b} >> 1) ^ -({b} & 1)", ind + 1)
+        else:
+            self.emit(f"if not {b} & 0x81:", ind)
+            self.emit(f"{target} = {b} >> 1", ind + 1)
         self.emit("p += 1", ind + 1)
         self.emit("else:", ind)
         self.emit(f"{target}, p = _varint(v, p)", ind + 1)
-
-    def length(self, target: str, ind: int, what: str = "length") -> None:
-        """A varint that must not be negative (a length, an enum index): one test for the
-        common case, a small even byte."""
-        b = self.var("b")
-        self.emit(f"{b} = v[p]", ind)
-        self.emit(f"if not {b} & 0x81:", ind)
-        self.emit(f"{target} = {b} >> 1", ind + 1)
-        self.emit("p += 1", ind + 1)
-        self.emit("else:", ind)
-        self.emit(f"{target}, p = _varint(v, p)", ind + 1)
-        self.emit(f"if {target} < 0: raise ValueError('negative {what} ' + str({target}))", ind + 1)
+        if what is not None:
+            self.emit(f"if {target} < 0: raise ValueError('negative {what} ' + str({target}))", ind + 1)
 
     def read(self, t: Any, target: str, ind: int) -> None:
         """Assign the value of Avro type t at `p` to `target`."""
@@ -312,7 +308,7 @@ class _DecoderCompiler(_Compiler):
             self.emit("p += 8", ind)
         elif t in ("string", "bytes"):
             n = self.var("n")
-            self.length(n, ind)
+            self.varint(n, ind, "length")
             self.emit(f"{target} = v[p:p + {n}]{'.decode()' if t == 'string' else ''}", ind)
             self.emit(f"p += {n}", ind)
         elif isinstance(t, str):
@@ -323,7 +319,7 @@ class _DecoderCompiler(_Compiler):
             self.record(t, target, ind)
         elif t["type"] == "enum":
             syms, i = self.const(tuple(t["symbols"]), "S"), self.var("i")
-            self.length(i, ind, "enum index")
+            self.varint(i, ind, "enum index")
             self.emit(f"{target} = {syms}[{i}]", ind)
         elif t["type"] == "fixed":
             size = t["size"]
