@@ -66,8 +66,8 @@ class Admission:
             v = m.value()
             h = dict(m.headers() or ())
             auth = h.get(H_AUTH)
-            if (auth is not None and v is not None and hlen <= len(v) <= max_bytes and v[:hlen] == header
-                    and h.get(H_PARTICIPANT) == provider and h.get(H_PRODUCT) == product and auth[:plen] == prefix
+            if (auth is not None and v is not None and hlen <= len(v) <= max_bytes and v.startswith(header)
+                    and h.get(H_PARTICIPANT) == provider and h.get(H_PRODUCT) == product and auth.startswith(prefix)
                     and hmac.compare_digest(tag_hex(provider, product, h.get(H_EVENT_TIME, b""), v),
                                             auth[plen:].decode("latin-1"))):
                 try:

@@ -483,8 +483,11 @@ class Runner:
 
 def _child_trace(parent: bytes | None, offset: int) -> bytes:
     """W3C traceparent of the delivery: the provider's trace id, a span id of this decision."""
-    trace = parent.split(b"-")[1] if parent and parent.count(b"-") >= 3 else b"0" * 32
-    return b"00-" + trace + b"-" + b"%016x" % (offset & 0xFFFFFFFFFFFFFFFF) + b"-01"
+    if parent and len(parent) == 55 and parent[2] == 45 and parent[35] == 45:  # 00-<32 hex>-<16 hex>-<2 hex>, as sent
+        trace = parent[3:35]
+    else:
+        trace = parent.split(b"-")[1] if parent and parent.count(b"-") >= 3 else b"0" * 32
+    return b"00-%s-%016x-01" % (trace, offset & 0xFFFFFFFFFFFFFFFF)
 
 
 # Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):
