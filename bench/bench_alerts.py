@@ -26,13 +26,11 @@ import time
 from pathlib import Path
 
 import yaml
-from common import cluster, delivery_schema, machine, publish_fleet_paced, receive_latencies, tail_consumer
+from common import apply_city, cluster, delivery_schema, machine, publish_fleet_paced, receive_latencies, tail_consumer
 
 from bench_runner import ONE, ROOT, RunnerProcess, topology
 import schemas
-from streams import keyring, topics
-from topology.apply import apply
-from topology.loader import load_topology
+from streams import topics
 
 ZONES = ROOT / "examples" / "geo" / "shenzhen-uas-zones.geojson"
 
@@ -61,15 +59,10 @@ def main() -> None:
     args = ap.parse_args()
     with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        state, keys = tmp / "state", tmp / "state" / "keys"
+        state = tmp / "state"
         conf = {"bootstrap.servers": bootstrap}
         p = f"a{time.time_ns() % 10**6}"
-        path = tmp / "bench.yaml"
-        path.write_text(city(p))
-        topo = load_topology(path)
-        for part in topo.participants:
-            keyring.create(keys, part.id)
-        apply(topo, conf, keys_dir=keys)
+        _, _, conn = apply_city(conf, city(p), tmp)
         product = f"{p}-uav"
         alert_schema = schemas.load("Alert")
         out_schema = delivery_schema(conf, f"{p}-c0")
@@ -88,8 +81,6 @@ def main() -> None:
                    threading.Thread(target=receive_latencies, args=(consumers[1], lambda v: out_schema.decode(v)["timestamp_ms"],
                                                           stop, dlv_lat, measure_from), daemon=True)]
         rp = RunnerProcess(product, bootstrap, state, tmp / "runner.log")
-        from streams.connectors import ProviderConnector
-        conn = ProviderConnector(keyring.load(keys, "bench-skyway"), conf)
         sent = 0
         try:
             rp.wait_assigned()

@@ -19,11 +19,10 @@ import time
 from pathlib import Path
 
 from bench_runner import ONE, make_records, publish, runner_rate, topology
-from common import cluster, machine
+from common import apply_city, cluster, machine
 
 from processors.limiting import read_states
-from streams import keyring, topics
-from streams.connectors import ProviderConnector
+from streams import topics
 from topology.apply import apply
 from topology.loader import load_topology
 
@@ -42,19 +41,13 @@ def main() -> None:
     records = make_records(n)
     with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        state, keys = tmp / "state", tmp / "state" / "keys"
+        state = tmp / "state"
         conf = {"bootstrap.servers": bootstrap}
         u = f"l{time.time_ns() % 10**6}"
         runs = [("off", f"{u}off1"), ("on", f"{u}on1"), ("off", f"{u}off2"), ("on", f"{u}on2")]
         contracts = {p: (ONE.replace("    policy:", QUOTA, 1) if mode == "on" else ONE) for mode, p in runs}
         base = topology(contracts)
-        path = tmp / "bench.yaml"
-        path.write_text(base)
-        topo = load_topology(path)
-        for part in topo.participants:
-            keyring.create(keys, part.id)
-        apply(topo, conf, keys_dir=keys)
-        conn = ProviderConnector(keyring.load(keys, "bench-skyway"), conf)
+        path, keys, conn = apply_city(conf, base, tmp)
         for _, p in runs:
             publish(conn, f"{p}-uav", records)
         rates: dict[str, list[float]] = {"off": [], "on": []}

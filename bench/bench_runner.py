@@ -31,17 +31,15 @@ import threading
 import time
 from pathlib import Path
 
-from common import (Timer, cluster, delivery_schema, machine, per_second, publish_fleet_paced, receive_latencies,
-                    tail_consumer)
+from common import (Timer, apply_city, cluster, delivery_schema, machine, per_second, publish_fleet_paced,
+                    receive_latencies, tail_consumer)
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
 from processors.runner import FETCH_WAIT_MS, PRODUCER_CONFIG
-from streams import keyring, topics
+from streams import topics
 from streams.offsets import end_offsets
 from streams.simulators import FleetSimulator
-from topology.apply import apply
-from topology.loader import load_topology
 
 ROOT = Path(__file__).resolve().parent.parent
 GEO = ROOT / "examples" / "geo" / "shenzhen-urban.geojson"
@@ -311,18 +309,11 @@ def main() -> None:
     records = make_records(n)
     with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        state, keys = tmp / "state", tmp / "state" / "keys"
+        state = tmp / "state"
         conf = {"bootstrap.servers": bootstrap}
         u = f"b{time.time_ns() % 10**6}"
         p1, p5, pl, pr, pp = f"{u}one", f"{u}five", f"{u}lat", f"{u}rawlat", f"{u}prof"
-        path = tmp / "bench.yaml"
-        path.write_text(topology({p1: ONE, p5: ONE + MORE, pl: ONE, pr: ONE, pp: ONE + MORE}))
-        topo = load_topology(path)
-        for part in topo.participants:
-            keyring.create(keys, part.id)
-        apply(topo, conf, keys_dir=keys)
-        from streams.connectors import ProviderConnector
-        conn = ProviderConnector(keyring.load(keys, "bench-skyway"), conf)
+        _, keys, conn = apply_city(conf, topology({p1: ONE, p5: ONE + MORE, pl: ONE, pr: ONE, pp: ONE + MORE}), tmp)
         for p in (p1, p5) + ((pp,) if args.profile else ()):
             publish(conn, f"{p}-uav", records)
         raw1 = topics.raw("bench-skyway", f"{p1}-uav")

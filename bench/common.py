@@ -63,6 +63,23 @@ def publish_fleet_paced(conn, product: str, rate: float, seconds: float, drones:
     return sent
 
 
+def apply_city(conf: dict, text: str, tmp: Path, provider: str = "bench-skyway"):
+    """Write a benchmark's topology to tmp/bench.yaml, give every participant a key under
+    tmp/state/keys and apply it; returns (the YAML's path, the keys folder, a connector of
+    `provider`). The path is for benchmarks that re-apply a changed topology."""
+    from streams import keyring
+    from streams.connectors import ProviderConnector
+    from topology.apply import apply
+    from topology.loader import load_topology
+    path, keys = tmp / "bench.yaml", tmp / "state" / "keys"
+    path.write_text(text)
+    topo = load_topology(path)
+    for part in topo.participants:
+        keyring.create(keys, part.id)
+    apply(topo, conf, keys_dir=keys)
+    return path, keys, ProviderConnector(keyring.load(keys, provider), conf)
+
+
 def delivery_schema(conf: dict, contract_id: str):
     """The output schema the runner writes for a contract (from the contracts control topic)."""
     import json
