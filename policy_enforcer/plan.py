@@ -173,11 +173,11 @@ class Plan:
         # pass: each field's expression goes straight into the output schema's encoder, or, for
         # a passthrough plan, the source body is reused as it is (the same bytes by construction)
         try:
-            ns["_enc"] = compile_fields_encoder(self.output_schema.definition, self.output_schema.header)
+            encode = compile_fields_encoder(self.output_schema.definition, self.output_schema.header)
         except Unsupported:
-            ns["_enc"] = None
-        if ns["_enc"] is not None:
-            ns["_OH"], ns["_SHL"] = self.output_schema.header, len(self.source_schema.header)
+            encode = None
+        if encode is not None:
+            ns.update(_enc=encode, _OH=self.output_schema.header, _SHL=len(self.source_schema.header))
             ret = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(f.expr for f in self._fields)})"
             lines += ["def _make_encoding_step(now_ms):", *_indent(batch, 4), "    def step(r, v):",
                       *_indent(checks, 8), f"        return {ret}", "    return step", ""]

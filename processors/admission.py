@@ -11,7 +11,6 @@ from __future__ import annotations
 import hmac
 from dataclasses import dataclass
 
-
 import schemas
 from streams import envelope
 from streams.envelope import H_AUTH, H_EVENT_TIME, H_PARTICIPANT, H_PRODUCT
@@ -77,18 +76,18 @@ class Admission:
                 if end == len(v):
                     good.append(Admitted(m, m.offset(), rec, h, m.key()))
                     continue
-            r = self._check(m, v, h, header, hlen)
+            r = self._check(m, v, h)
             (good if r.__class__ is Admitted else bad).append(r)
         return good, bad
 
-    def _check(self, m, v, h, header, hlen) -> Admitted | Rejected:
+    def _check(self, m, v, h) -> Admitted | Rejected:
         """Every check in order; the first that fails names the rule."""
-        off = m.offset()
+        off, hlen = m.offset(), len(self.header)
         if v is None or len(v) < hlen:
             return Rejected(m, off, "reject:empty-or-short", f"payload of {len(v or b'')} bytes", h)
         if len(v) > self.max_bytes:
             return Rejected(m, off, "reject:oversized", f"{len(v)} bytes > {self.max_bytes}", h)
-        if v[:hlen] != header:
+        if not v.startswith(self.header):
             return self._schema_reject(m, off, v, h)
         why = self._authentic(h, v)
         if why is not None:

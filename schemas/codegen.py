@@ -228,10 +228,15 @@ def compile_encoder(definition: dict) -> Callable[[dict], bytes]:
 
 def _finish(c: _Compiler, filename: str) -> Callable:
     c.emit("return b''.join(out)", 1)
+    return _build(c, filename, "encode")
+
+
+def _build(c: _Compiler, filename: str, name: str) -> Callable:
+    """Compile what `c` emitted; the function `name` it defines, its source as the docstring."""
     source = "\n".join(c.lines)
     namespace = dict(c.consts)
     exec(compile(source, filename, "exec"), namespace)
-    fn = namespace["encode"]
+    fn = namespace[name]
     fn.__doc__ = source
     return fn
 
@@ -366,7 +371,9 @@ class _DecoderCompiler(_Compiler):
             self.read(t["items"], x, ind + 2)
             self.emit(f"{target}.append({x})", ind + 2)
 
-    def record(self, schema: dict, target: str, ind: int, values=None) -> None:
+    def record(self, schema: dict, target: str, ind: int) -> None:
+        """Read a record's fields into locals (a run of doubles with one struct call), then
+        assign `target` the dict of them."""
         fields = schema["fields"]
         names = {}
         i = 0
@@ -403,9 +410,4 @@ def compile_decoder(definition: dict) -> Callable[[bytes, int], tuple[dict, int]
     c.emit("def decode(v, p):", 0)
     c.record(expanded, "r", 1)
     c.emit("return r, p", 1)
-    source = "\n".join(c.lines)
-    namespace = dict(c.consts)
-    exec(compile(source, f"<avro decoder {definition.get('name')}>", "exec"), namespace)
-    fn = namespace["decode"]
-    fn.__doc__ = source
-    return fn
+    return _build(c, f"<avro decoder {definition.get('name')}>", "decode")
