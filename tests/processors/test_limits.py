@@ -103,11 +103,18 @@ def test_contract_quota_holds_across_a_restart_and_two_instances(tmp_path, clien
     after_first = len(read_topic(client_config, dlv))
     assert 0 < after_first <= QUOTA
 
-    # a restart and a second instance: the quota's state comes back from cm.state.*
-    _publish(city, records[600:])
+    # a restart and a second instance: the quota's state comes back from cm.state.*. The rest is
+    # published once both instances own partitions: published before, the first to join could
+    # drain it all while the group still rebalanced (it did once, the runner being fast enough)
     a = Runner(city.product, client_config, city.keys, poll_timeout_s=0.02)
     b = Runner(city.product, client_config, city.keys, poll_timeout_s=0.02)
     try:
+        deadline = time.monotonic() + 60
+        while not (a.consumer.assignment() and b.consumer.assignment()):
+            assert time.monotonic() < deadline, "the two instances did not come to share the partitions"
+            a.step()
+            b.step()
+        _publish(city, records[600:])
         _drain(a, b)
         assert a.consumed and b.consumed, "both instances should have owned partitions"
     finally:
