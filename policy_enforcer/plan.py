@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from schemas import RecordSchema
-from schemas.codegen import Unsupported, compile_fields_encoder
+from schemas.codegen import Unsupported, fields_encoder
 
 from .constraints import CompiledConstraint, compile_constraints
 from .duties import FieldOutput, compile_fields
@@ -173,7 +173,7 @@ class Plan:
         # pass: each field's expression goes straight into the output schema's encoder, or, for
         # a passthrough plan, the source body is reused as it is (the same bytes by construction)
         try:
-            encode = compile_fields_encoder(self.output_schema.definition, self.output_schema.header)
+            encode = fields_encoder(self.output_schema.definition, self.output_schema.header)
         except Unsupported:
             encode = None
         if encode is not None:

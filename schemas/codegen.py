@@ -12,10 +12,16 @@ handle raise Unsupported, and the caller falls back to fastavro.
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any, Callable
 
 from fastavro.schema import expand_schema
+
+try:  # the C walker of the same schemas (schemas/_avro.c), built by `pip install -e .`
+    from . import _avro
+except ImportError:  # pragma: no cover - a checkout whose extension was not built
+    _avro = None
 
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -411,3 +417,68 @@ def compile_decoder(definition: dict) -> Callable[[bytes, int], tuple[dict, int]
     c.record(expanded, "r", 1)
     c.emit("return r, p", 1)
     return _build(c, f"<avro decoder {definition.get('name')}>", "decode")
+
+
+# ---- the native codec -------------------------------------------------------------------
+
+_PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+
+
+def native_available() -> bool:
+    """Whether schemas._avro is built and not switched off (CITYMESH_NATIVE_AVRO=0, used to
+    measure the generated Python against it)."""
+    return _avro is not None and os.environ.get("CITYMESH_NATIVE_AVRO", "1") != "0"
+
+
+def program(t: Any) -> tuple:
+    """The tuple program schemas/_avro.c walks, for an expanded schema (named types inlined);
+    Unsupported for what the generated Python does not handle either."""
+    if _avro is None:
+        raise Unsupported("schemas._avro is not built")
+    if isinstance(t, dict) and t.get("type") in _PRIMITIVES:
+        t = t["type"]
+    if isinstance(t, str):
+        if t not in _PRIMITIVES:
+            raise Unsupported(f"named reference {t}")
+        return (getattr(_avro, t.upper()),)
+    if isinstance(t, list):
+        names = [b if isinstance(b, str) else b.get("type") for b in t]
+        if not (len(t) == 2 and "null" in names):
+            raise Unsupported("union other than [null, X]")
+        ni = names.index("null")
+        return (_avro.UNION_NULL, ni, program(t[1 - ni]))
+    kind = t["type"]
+    if kind == "record":
+        fields = t["fields"]
+        return (_avro.RECORD, tuple(f["name"] for f in fields), tuple(program(f["type"]) for f in fields),
+                tuple(f.get("default", _avro.MISSING) for f in fields))
+    if kind == "enum":
+        return (_avro.ENUM, tuple(t["symbols"]))
+    if kind == "fixed":
+        return (_avro.FIXED, t["size"])
+    if kind in ("array", "map"):
+        return (_avro.ARRAY if kind == "array" else _avro.MAP, program(t["items" if kind == "array" else "values"]))
+    raise Unsupported(f"type {kind}")
+
+
+def decoder(definition: dict) -> Callable[[bytes, int], tuple[dict, int]]:
+    """decode(buf, pos) -> (record, end): the C walker when built, else compile_decoder's
+    function. Both raise on malformed input; the C one also on a buffer that ends early,
+    where the Python one returns an end past the buffer (which says how much is missing)."""
+    if native_available():
+        return _avro.Decoder(program(expand_schema(definition)))
+    return compile_decoder(definition)
+
+
+def encoder(definition: dict) -> Callable[[dict], bytes]:
+    """encode(record) -> Avro binary body: the C walker when built, else compile_encoder's."""
+    if native_available():
+        return _avro.Encoder(program(expand_schema(definition)))
+    return compile_encoder(definition)
+
+
+def fields_encoder(definition: dict, prefix: bytes = b"") -> Callable[..., bytes]:
+    """encode(v0, v1, ...) -> prefix + body, as compile_fields_encoder, in C when built."""
+    if native_available():
+        return _avro.Encoder(program(expand_schema(definition)), prefix, True)
+    return compile_fields_encoder(definition, prefix)

@@ -23,7 +23,7 @@ from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.validation import validate as _validate
 
-from .codegen import Unsupported, compile_decoder, compile_encoder
+from .codegen import Unsupported, decoder, encoder
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
@@ -74,12 +74,12 @@ class RecordSchema:
             raise SchemaError(f"invalid Avro schema {definition.get('name', '?')!r}: {exc}") from exc
         schema = cls(definition, parsed, canonical, _fingerprint(canonical, "CRC-64-AVRO"))
         try:
-            body = compile_encoder(definition)
+            body = encoder(definition)
         except Unsupported:
             body = None
         object.__setattr__(schema, "_body_encoder", body)
         try:
-            reader = compile_decoder(definition)
+            reader = decoder(definition)
         except Unsupported:
             reader = None
         object.__setattr__(schema, "_body_decoder", reader)
@@ -121,13 +121,19 @@ class RecordSchema:
     def read_body(self, buf: bytes, pos: int) -> tuple[dict, int]:
         """The record whose Avro binary body starts at buf[pos] and the position after it
         (the caller decides whether bytes may follow). Raises on malformed input (any of
-        ValueError, IndexError, UnicodeDecodeError, struct.error, EOFError...)."""
+        ValueError, IndexError, UnicodeDecodeError, struct.error, EOFError...); only the
+        generated-Python fallback returns an end past the buffer for a body cut short."""
         if self._body_decoder is not None:
             return self._body_decoder(buf, pos)
         bio = io.BytesIO(buf)
         bio.seek(pos)
         record = fastavro.schemaless_reader(bio, self.parsed, None)
         return record, bio.tell()
+
+    @property
+    def body_reader(self):
+        """read_body itself, without the method call around it, for a per-record loop."""
+        return self._body_decoder or self.read_body
 
     def decode(self, payload: bytes) -> dict:
         """Decode a single-object payload written with exactly this schema."""

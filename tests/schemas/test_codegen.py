@@ -1,0 +1,288 @@
+"""The decoders and encoders of schemas/codegen.py against fastavro, and the C walker
+(schemas/_avro.c) against the generated Python.
+
+Every record a decoder returns must be the one fastavro reads from the same bytes, and it
+must never accept bytes fastavro cannot read: admission trusts it to decide what is bad
+input. The C decoder must decide every body as the generated one does, and the C encoder
+write the same bytes, refusing at least what the generated one refuses."""
+
+import io
+import random
+
+import fastavro
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import schemas
+from fastavro.schema import expand_schema
+
+from schemas import codegen
+from schemas.codegen import Unsupported, compile_decoder, compile_encoder, compile_fields_encoder
+
+
+def native_decoder(definition):
+    return codegen._avro.Decoder(codegen.program(expand_schema(definition)))
+
+
+def native_encoder(definition, prefix=None):
+    program = codegen.program(expand_schema(definition))
+    return codegen._avro.Encoder(program) if prefix is None else codegen._avro.Encoder(program, prefix, True)
+
+
+DECODERS = pytest.mark.parametrize("make", [compile_decoder, native_decoder], ids=["generated", "native"])
+
+SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+EXTRA = {"type": "record", "name": "T", "fields": [
+    {"name": "xs", "type": {"type": "array", "items": "long"}},
+    {"name": "m", "type": {"type": "map", "values": ["null", "string"]}},
+    {"name": "f", "type": "float"}, {"name": "b", "type": "boolean"}, {"name": "raw", "type": "bytes"},
+    {"name": "fx", "type": {"type": "fixed", "name": "F4", "size": 4}},
+    {"name": "n", "type": ["string", "null"]},
+    {"name": "sub", "type": {"type": "record", "name": "Sub", "fields": [
+        {"name": "i", "type": "int"}, {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}},
+        {"name": "d1", "type": "double"}, {"name": "d2", "type": "double"}]}}]}
+
+
+def _strategy(t, named):
+    if isinstance(t, dict) and t.get("type") in ("null", "boolean", "int", "long", "float", "double", "bytes", "string"):
+        t = t["type"]
+    if isinstance(t, str):
+        prims = {"null": st.none(), "boolean": st.booleans(), "int": st.integers(-(2**31), 2**31 - 1),
+                 "long": st.integers(-(2**63), 2**63 - 1), "float": st.floats(width=32, allow_nan=False),
+                 "double": st.floats(allow_nan=False), "bytes": st.binary(max_size=40), "string": st.text(max_size=40)}
+        return prims[t] if t in prims else named[t]
+    if isinstance(t, list):
+        return st.one_of(*[_strategy(b, named) for b in t])
+    kind = t["type"]
+    if kind == "record":
+        s = st.fixed_dictionaries({f["name"]: _strategy(f["type"], named) for f in t["fields"]})
+    elif kind == "enum":
+        s = st.sampled_from(t["symbols"])
+    elif kind == "fixed":
+        s = st.binary(min_size=t["size"], max_size=t["size"])
+    elif kind == "array":
+        s = st.lists(_strategy(t["items"], named), max_size=5)
+    else:
+        s = st.dictionaries(st.text(max_size=8), _strategy(t["values"], named), max_size=5)
+    if "name" in t:
+        named[t["name"]] = s
+    return s
+
+
+def _cases():
+    out = [("EXTRA", EXTRA, fastavro.parse_schema(EXTRA))]
+    for name in schemas.available():
+        s = schemas.load(name)
+        try:
+            compile_decoder(s.definition)
+        except Unsupported:
+            continue
+        out.append((name, s.definition, s.parsed))
+    return out
+
+
+CASES = _cases()
+
+
+def _fastavro_read(parsed, buf):
+    bio = io.BytesIO(buf)
+    rec = fastavro.schemaless_reader(bio, parsed, None)
+    return rec, bio.tell()
+
+
+def test_the_product_schemas_compile():
+    assert {"UavTelemetry", "HotlineTicket"} <= {name for name, _, _ in CASES}
+
+
+def test_the_native_codec_is_built_and_used():
+    """`pip install -e .` (make test, make demo) builds schemas._avro; the hot path uses it."""
+    assert codegen.native_available()
+    s = schemas.load("UavTelemetry")
+    assert type(s._body_decoder).__module__ == type(s._body_encoder).__module__ == "schemas._avro"
+
+
+@DECODERS
+@pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
+@SETTINGS
+@given(data=st.data())
+def test_decodes_what_fastavro_wrote_to_the_same_record(make, name, definition, parsed, data):
+    rec = data.draw(_strategy(definition, {}))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, rec)
+    body = b"\xc3\x01" + buf.getvalue()  # read from an offset, as admission does
+    assert make(definition)(body, 2) == (_fastavro_read(parsed, body[2:])[0], len(body))
+
+
+def _fuzzed_bodies(name, definition, parsed, n=4000):
+    """Random bytes, and valid bodies cut short, with a byte changed or with bytes added."""
+    rnd = random.Random(name)
+    strategy = _strategy(definition, {})
+    seeds = []
+    for _ in range(30):
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, parsed, strategy.example())
+        seeds.append(buf.getvalue())
+    for i in range(n):
+        base = bytearray(rnd.choice(seeds))
+        how = i % 4
+        if how == 0:
+            yield bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(0, 80)))
+        elif how == 1:
+            yield bytes(base[:rnd.randrange(0, len(base) + 1)])
+        elif how == 2 and base:
+            base[rnd.randrange(len(base))] = rnd.getrandbits(8)
+            yield bytes(base)
+        else:
+            yield bytes(base) + bytes(rnd.getrandbits(8) for _ in range(rnd.randrange(1, 4)))
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+@DECODERS
+@pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
+def test_never_accepts_bytes_fastavro_cannot_read(make, name, definition, parsed):
+    """Random and mutated bodies: whatever the decoder reads whole, fastavro reads whole too,
+    and to the same record."""
+    dec = make(definition)
+    accepted = 0
+    for body in _fuzzed_bodies(name, definition, parsed):
+        try:
+            rec, end = dec(body, 0)
+        except Exception:  # noqa: BLE001 - rejected: fine whatever fastavro thinks
+            continue
+        if end != len(body):
+            continue
+        accepted += 1
+        theirs = _fastavro_read(parsed, body)
+        assert theirs == (rec, end) or repr(theirs) == repr((rec, end)), body  # NaN != NaN
+    assert accepted > 0
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+@pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
+def test_the_native_decoder_decides_every_body_as_the_generated_one(name, definition, parsed):
+    """The same record and end, or both refuse; where the generated reader returns an end
+    past the buffer (a body cut short), the native one refuses."""
+    generated, native = compile_decoder(definition), native_decoder(definition)
+    outcomes = {"same": 0, "refused": 0}
+    for body in _fuzzed_bodies(name + "/native", definition, parsed):
+        try:
+            theirs = generated(body, 0)
+        except Exception:  # noqa: BLE001 - refused: the native one must refuse too
+            theirs = None
+        if theirs is not None and theirs[1] > len(body):
+            theirs = None
+        try:
+            ours = native(body, 0)
+        except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
+            assert theirs is None, (body, exc)
+            outcomes["refused"] += 1
+            continue
+        assert theirs == ours or repr(theirs) == repr(ours), body  # NaN != NaN
+        outcomes["same"] += 1
+    assert outcomes["same"] and outcomes["refused"]
+
+
+@DECODERS
+@pytest.mark.parametrize("body,why", [
+    (b"\x01", "negative enum index"),  # zigzag -1
+    (b"\x06", "enum index past the symbols"),
+])
+def test_rejects_an_enum_index_out_of_range(make, body, why):
+    dec = make({"type": "record", "name": "R", "fields": [
+        {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}}]})
+    with pytest.raises((ValueError, IndexError)):
+        dec(body, 0)
+
+
+@DECODERS
+def test_rejects_bad_boolean_union_branch_length_and_overlong_varint(make):
+    dec = make({"type": "record", "name": "R", "fields": [
+        {"name": "b", "type": "boolean"}, {"name": "u", "type": ["null", "long"]}, {"name": "s", "type": "string"}]})
+    assert dec(b"\x01\x02\x04\x04ab", 0) == ({"b": True, "u": 2, "s": "ab"}, 6)
+    for bad in (b"\x02\x00\x00", b"\x00\x04\x00", b"\x00\x00\x03", b"\x00\x00\x02\xff",
+                b"\x00\x02" + b"\xff" * 11 + b"\x01\x00", b"\x00\x00\x02\xc3\x28"):
+        with pytest.raises((ValueError, IndexError, UnicodeDecodeError)):
+            dec(bad, 0)
+    if make is compile_decoder:  # a string cut short reads what is there; the end says how much is missing
+        rec, end = dec(b"\x00\x00\x04a", 0)
+        assert end == 5 > len(b"\x00\x00\x04a")
+    else:  # the native one refuses it
+        with pytest.raises(ValueError, match="1 more byte"):
+            dec(b"\x00\x00\x04a", 0)
+
+
+def test_the_native_decoder_refuses_a_block_count_the_bytes_cannot_hold():
+    longs = native_decoder({"type": "record", "name": "R", "fields": [
+        {"name": "xs", "type": {"type": "array", "items": "long"}}]})
+    assert longs(b"\x04\x02\x04\x00", 0) == ({"xs": [1, 2]}, 4)
+    with pytest.raises(ValueError, match="block of"):
+        longs(b"\xfe\xff\xff\xff\x0f\x02", 0)  # 2^31 - 1 items in one byte
+    nulls = native_decoder({"type": "record", "name": "R", "fields": [
+        {"name": "xs", "type": {"type": "array", "items": "null"}}]})
+    assert nulls(b"\x06\x00", 0) == ({"xs": [None, None, None]}, 2)
+    with pytest.raises(ValueError, match="block of"):
+        nulls(b"\xfe\xff\xff\xff\x0f\x00", 0)
+
+
+# ---- encoders ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
+@SETTINGS
+@given(data=st.data())
+def test_the_encoders_write_fastavros_bytes(name, definition, parsed, data):
+    rec = data.draw(_strategy(definition, {}))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, parsed, rec)
+    values = [rec[f["name"]] for f in definition["fields"]]
+    assert compile_encoder(definition)(rec) == native_encoder(definition)(rec) == buf.getvalue()
+    assert (compile_fields_encoder(definition, b"H")(*values) == native_encoder(definition, b"H")(*values)
+            == b"H" + buf.getvalue())
+
+
+WRONG = [None, "x", "HUGE", 1, -1, 2**31, 2**64, 1.5, float("nan"), True, b"\x00", bytearray(b"abcd"), [], [1, "a"],
+         {}, {"a": 1}, {1: "a"}, "\ud800", object()]
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+@pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
+def test_the_native_encoder_refuses_what_the_generated_one_refuses(name, definition, parsed):
+    """Each field in turn given each value of WRONG (and one field dropped, one added): what
+    the native encoder writes, the generated one writes byte for byte; what the generated
+    one refuses, the native one refuses. (The generated one lets None through as an empty
+    array or map; the native one refuses it.)"""
+    ours, theirs = native_encoder(definition), compile_encoder(definition)
+    ours_f, theirs_f = native_encoder(definition, b""), compile_fields_encoder(definition)
+    rec = _strategy(definition, {}).example()
+    cases = [dict(rec, **{f["name"]: w}) for f in definition["fields"] for w in WRONG]
+    cases += [{k: v for k, v in rec.items() if k != f["name"]} for f in definition["fields"]]
+    cases.append(dict(rec, colour="red"))
+    written = refused = 0
+    for case in cases:
+        for o, t, args in ((ours, theirs, (case,)), (ours_f, theirs_f, [case.get(f["name"]) for f in definition["fields"]])):
+            try:
+                got = o(*args)
+            except (TypeError, ValueError, KeyError, OverflowError):
+                refused += 1
+                continue
+            assert t(*args) == got, case
+            written += 1
+    assert written and refused
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+def test_the_native_encoder_names_the_problem():
+    enc = native_encoder(EXTRA)
+    rec = _strategy(EXTRA, {}).example()
+    with pytest.raises(ValueError, match="unknown field"):
+        enc(dict(rec, colour="red"))
+    with pytest.raises(KeyError, match="xs"):
+        enc({k: v for k, v in rec.items() if k != "xs"})
+    with pytest.raises(OverflowError, match="does not fit an int"):
+        enc(dict(rec, sub=dict(rec["sub"], i=2**31)))
+    with pytest.raises(TypeError, match="expected a boolean, got int"):
+        enc(dict(rec, b=1))
+    with pytest.raises(TypeError, match="takes 1 positional"):
+        enc(rec, rec)
+    with pytest.raises(TypeError, match="takes 8 positional"):
+        native_encoder(EXTRA, b"")(1)
