@@ -56,7 +56,7 @@ class Admission:
         inline, its tag compared in hex as the provider wrote it; anything else goes through
         `_check`, which runs the checks one by one to name the first that fails."""
         good, bad = [], []
-        header, hlen, read = self.header, len(self.header), self.schema.read_body
+        header, hlen, read = self.header, len(self.header), self.schema.body_reader
         max_bytes, provider, product = self.max_bytes, self.provider, self.product
         prefix = self._key_id + b":"
         plen = len(prefix)
