@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 import schemas
 from streams import topics
@@ -31,15 +31,18 @@ class ContractFeed:
         self._parts = [TopicPartition(topics.CONTROL_CONTRACTS, p, OFFSET_BEGINNING) for p in md.partitions]
         self._consumer.assign(self._parts)
         self._position = {p.partition: 0 for p in self._parts}
+        self._latest = [TopicPartition(tp.topic, tp.partition, OFFSET_END) for tp in self._parts]
 
     def sync(self, timeout_s: float = 10.0) -> list[tuple[dict, dict | None]]:
         """Read up to the current end; return (new contract, previous) for this product's changes."""
+        # the end offset of every partition in one ListOffsets(latest) request: this runs once
+        # per batch, and one watermark query per partition was one round trip each
         ends = {}
-        for tp in self._parts:
-            _, hi = self._consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s,
-                                                         cached=False)
-            if hi > self._position[tp.partition]:
-                ends[tp.partition] = hi
+        for tp in self._consumer.offsets_for_times(self._latest, timeout=timeout_s):
+            if tp.error is not None:
+                raise KafkaException(tp.error)
+            if tp.offset > self._position[tp.partition]:
+                ends[tp.partition] = tp.offset
         changes = []
         deadline = time.monotonic() + timeout_s
         while ends:
