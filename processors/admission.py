@@ -53,22 +53,21 @@ class Admission:
         """Split a batch into admitted records (decoded) and rejected ones (with rule and reason).
 
         Hot path: a record that passes every check in one go (the common case) is checked
-        inline, its tag compared in hex as the provider wrote it; anything else goes through
+        inline, its tag compared in hex as the provider wrote it (Tagger.matches); anything else goes through
         `_check`, which runs the checks one by one to name the first that fails."""
         good, bad = [], []
         header, hlen, read = self.header, len(self.header), self.schema.body_reader
         max_bytes, provider, product = self.max_bytes, self.provider, self.product
         prefix = self._key_id + b":"
         plen = len(prefix)
-        tag_hex = self._tagger.tag_hex
+        matches = self._tagger.matches
         for m in msgs:
             v = m.value()
             h = dict(m.headers() or ())
             auth = h.get(H_AUTH)
             if (auth is not None and v is not None and hlen <= len(v) <= max_bytes and v.startswith(header)
                     and h.get(H_PARTICIPANT) == provider and h.get(H_PRODUCT) == product and auth.startswith(prefix)
-                    and hmac.compare_digest(tag_hex(provider, product, h.get(H_EVENT_TIME, b""), v),
-                                            auth[plen:].decode("latin-1"))):
+                    and matches(provider, product, h.get(H_EVENT_TIME, b""), v, auth, plen)):
                 try:
                     rec, end = read(v, hlen)
                 except Exception:  # noqa: BLE001 - bad input, named by _check

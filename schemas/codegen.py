@@ -425,9 +425,9 @@ _PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "st
 
 
 def native_available() -> bool:
-    """Whether schemas._avro is built and not switched off (CITYMESH_NATIVE_AVRO=0, used to
-    measure the generated Python against it)."""
-    return _avro is not None and os.environ.get("CITYMESH_NATIVE_AVRO", "1") != "0"
+    """Whether schemas._avro is built and not switched off (CITYMESH_NATIVE=0, used to
+    measure the Python code it replaces)."""
+    return _avro is not None and os.environ.get("CITYMESH_NATIVE", "1") != "0"
 
 
 def program(t: Any) -> tuple:
