@@ -24,9 +24,10 @@ again as new records (its outputs already written are fenced by offset).
 from __future__ import annotations
 
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 
 H_SRC_TOPIC = "cm.src.topic"
 H_SRC_PARTITION = "cm.src.partition"
@@ -69,15 +70,36 @@ class FenceReader:
         self._consumer = Consumer({**client_config, "group.id": "citymesh-fence-reader",
                                    "enable.auto.commit": False, "enable.partition.eof": False,
                                    "fetch.wait.max.ms": 10})
+        self._prefetched: dict[tuple[str, int], tuple[int, int]] = {}
 
     def close(self) -> None:
         self._consumer.close()
+
+    @contextmanager
+    def prefetched(self, pairs: list[tuple[str, int]]):
+        """Within the block, scans of these (topic, partition) pairs start from watermarks asked
+        for all at once, in two ListOffsets requests (earliest, latest), instead of one query
+        per pair. A recovery scans every output topic of a source partition; a round trip each
+        made a restart (or a rebalance) wait on as many round trips as there are topics."""
+        found = {}
+        for which in (OFFSET_BEGINNING, OFFSET_END):
+            for tp in self._consumer.offsets_for_times([TopicPartition(t, p, which) for t, p in pairs], timeout=10):
+                if tp.error is not None:
+                    raise KafkaException(tp.error)
+                found.setdefault((tp.topic, tp.partition), []).append(tp.offset)
+        # a pair without two sound answers is asked again on its own by _true_end
+        self._prefetched = {k: (v[0], v[1]) for k, v in found.items() if len(v) == 2 and 0 <= v[0] <= v[1]}
+        try:
+            yield
+        finally:
+            self._prefetched = {}
 
     def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
         """(low, high) watermarks, high from a fetch response (as streams.offsets.end_offsets,
         for one partition, returning as soon as the probe record arrives)."""
         tp = TopicPartition(topic, partition)
-        lo, hi = self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        known = self._prefetched.pop((topic, partition), None)  # used once
+        lo, hi = known or self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         if hi <= lo:
             return lo, hi
         self._consumer.assign([TopicPartition(topic, partition, hi - 1)])

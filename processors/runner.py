@@ -212,13 +212,16 @@ class Runner:
             self._limits.recover(p, committed)
         self.alerts.recover(p, committed, self.fence_reader)
         fence = PartitionFence(committed)
-        for topic in [ap.topic for ap in self.plans.values()] + [self.dlq_topic]:
-            last = self.fence_reader.last_source_offset(topic, p % self._n_partitions(topic), self.raw_topic, p)
-            if last >= committed:
-                fence.outputs[topic] = last
+        outputs = [(topic, p % self._n_partitions(topic)) for topic in [ap.topic for ap in self.plans.values()]
+                   + [self.dlq_topic]]
         cq = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
-        fence.batches, fence.event_ids = self.fence_reader.compliance_since(
-            topics.COMPLIANCE, cq, self.raw_topic, p, committed)
+        with self.fence_reader.prefetched(outputs + [(topics.COMPLIANCE, cq)]):
+            for topic, q in outputs:
+                last = self.fence_reader.last_source_offset(topic, q, self.raw_topic, p)
+                if last >= committed:
+                    fence.outputs[topic] = last
+            fence.batches, fence.event_ids = self.fence_reader.compliance_since(
+                topics.COMPLIANCE, cq, self.raw_topic, p, committed)
         if fence.outputs or fence.batches:
             log.warning("partition %d: resuming at %d after a crash; already written: %s, batches %s",
                         p, committed, fence.outputs, [(f, la) for f, la, _ in fence.batches])
