@@ -5,7 +5,7 @@ Why: the embedded broker shows records of aborted transactions to read_committed
 Instead, every record the runner writes carries its source partition and offset in headers,
 the outputs of one source partition go to one output partition, in source order, from an
 idempotent producer (so a crash can only lose a suffix, never a record in the middle), and
-offsets are committed synchronously after each batch is acknowledged. After a restart, the
+offsets are committed only after each batch is acknowledged. After a restart, the
 last record from source partition p in each output partition says up to which source offset
 that output is complete (the *fence*); replaying from the committed offset skips what is
 at or below it. Compliance events are fenced the same way, by their event ids, and carry
@@ -14,7 +14,8 @@ exactly as the original was.
 
 There can be more than one uncommitted batch per source partition: a restarted runner
 replays a partly written batch and goes on with new records in the same step (one commit),
-and can crash before that commit. Each such batch is replayed with its own range and
+and can crash before that commit; and the runner does not wait for a commit's answer, so
+the last batch or two may be written but not yet committed. Each such batch is replayed with its own range and
 processing time, so every compliance event id comes out again the same and is skipped;
 merging them into one range would mint a new event id and count the records twice.
 A batch none of whose events reached the broker was never counted: it is simply processed

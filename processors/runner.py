@@ -4,7 +4,8 @@ A batch loop on confluent-kafka: consume up to `batch_size` raw records, bring c
 to date (at the batch boundary), admit the records, evaluate every ACTIVE contract's
 compiled plan on the batch, write what each contract grants to its delivery topic and
 what was rejected to the dead-letter topic, emit the batch's compliance events, wait for
-the broker's acknowledgements, then commit the source offsets synchronously. More
+the broker's acknowledgements, then commit the source offsets (without waiting for the
+commit's answer, unless the product has limits: see step()). More
 instances in the same consumer group share the product's partitions.
 
 Exactly-once: see processors/fencing.py. Decisions are a function of the record, the
@@ -107,8 +108,8 @@ class Runner:
             **client_config, "group.id": group_id or f"citymesh-runner.{product_id}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": session_timeout_ms, "enable.partition.eof": False,
-            # a broker that serves one request per connection at a time (the embedded one) holds
-            # the synchronous commit behind a long-poll fetch for up to fetch.wait.max.ms
+            # a broker answers a connection's requests in order: a commit (synchronous with
+            # limits) waits behind a long-poll fetch for up to fetch.wait.max.ms
             "fetch.wait.max.ms": FETCH_WAIT_MS,
         })
         self.feed = ContractFeed(client_config, product_id)
@@ -120,6 +121,7 @@ class Runner:
         self._recover: set[int] = set()
         self._carry: dict[int, list] = {}
         self._failed: list = []
+        self._issued: dict[int, int] = {}  # partition -> the last offset a commit was sent for
         self._stopping = False
         self.consumed = 0  # raw records consumed by this instance
         self.fenced = 0  # outputs skipped because a previous owner had written them
@@ -195,6 +197,7 @@ class Runner:
     def _on_revoke(self, consumer, partitions) -> None:
         for tp in partitions:
             self._recover.discard(tp.partition)
+            self._issued.pop(tp.partition, None)
             self.fences.pop(tp.partition, None)
             self.limiting.forget(tp.partition)
             self._carry.pop(tp.partition, None)
@@ -326,7 +329,12 @@ class Runner:
         self._write_events(events_out)
         self._flush()
         if commits:
-            self.consumer.commit(offsets=commits, asynchronous=False)
+            # The next batch need not wait for the commit's answer: a commit lost to a crash
+            # only leaves one more written batch beyond the committed offset, which recovery
+            # fences like any other (processors/fencing.py). Limiter state is matched to the
+            # committed offset one batch at a time (processors/limiting.py): with limits, wait.
+            self.consumer.commit(offsets=commits, asynchronous=lim is None)
+            self._issued.update((tp.partition, tp.offset) for tp in commits)
         self.consumed += len(msgs)
         metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
         metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
@@ -480,6 +488,12 @@ class Runner:
         self._stopping = True
 
     def close(self) -> None:
+        if self._issued:  # make sure the last commits landed (they were sent without waiting)
+            try:
+                self.consumer.commit(offsets=[TopicPartition(self.raw_topic, p, o) for p, o in self._issued.items()],
+                                     asynchronous=False)
+            except KafkaException as exc:  # a replay after the restart is fenced
+                log.warning("final commit failed: %s", exc)
         self.consumer.close()
         self.feed.close()
         self.alerts.close()
