@@ -125,6 +125,7 @@ class AlertStage:
         self._feed = RulesFeed(client_config, product_id)
         self.rules: RuleSet | None = None
         self._fenced: dict[int, set[str]] = {}  # source partition -> ids written before a restart
+        self._pending: dict[int, tuple] = {}  # source partition -> recover() arguments, while no rules
         md = self._feed._consumer.list_topics(topics.ALERTS, timeout=10).topics.get(topics.ALERTS)
         if md is None or md.error is not None:
             raise SystemExit(f"topic {topics.ALERTS} does not exist; apply the topology first")
@@ -142,8 +143,15 @@ class AlertStage:
         log.info("operator rules of %s: %s", self.product_id, self.rules.rule_ids if self.rules else "none")
 
     def recover(self, p: int, committed: int, reader: FenceReader) -> None:
-        """Collect the ids of alerts a previous owner of source partition p wrote beyond `committed`."""
+        """Collect the ids of alerts a previous owner of source partition p wrote beyond `committed`.
+
+        With no rules there is nothing to raise again, so nothing to look for (the scan of the
+        alerts topic is a start-up cost of every runner): it is done when rules arrive."""
         self._fenced.pop(p, None)
+        self._pending.pop(p, None)
+        if self.rules is None:
+            self._pending[p] = (committed, reader)
+            return
         ts = reader.timestamp_at(self.raw_topic, p, committed)
         if ts is None:  # nothing beyond the committed offset was ever consumed: nothing to fence
             return
@@ -162,6 +170,8 @@ class AlertStage:
         rules = self.rules
         if rules is None or not good:
             return
+        if p in self._pending:  # rules came after the partition did
+            self.recover(p, *self._pending[p])
         hits = rules.evaluate([g.record for g in good], now_ms)
         if not hits:
             return

@@ -28,7 +28,8 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 H_SRC_TOPIC = "cm.src.topic"
 H_SRC_PARTITION = "cm.src.partition"
@@ -65,12 +66,18 @@ class PartitionFence:
 
 
 class FenceReader:
-    """Reads output partitions backwards from their end with a group-less consumer."""
+    """Reads output partitions backwards from their end with a group-less consumer.
+
+    Watermarks come from an admin client: on the consumer's own connection a ListOffsets
+    request waits behind the consumer's fetch (a broker answers a connection's requests in
+    order). Between reads the consumer is left unassigned, so it does not go on fetching
+    (and buffering) the last partition it read, which is often one the runner writes to."""
 
     def __init__(self, client_config: dict):
         self._consumer = Consumer({**client_config, "group.id": "citymesh-fence-reader",
                                    "enable.auto.commit": False, "enable.partition.eof": False,
                                    "fetch.wait.max.ms": 10})
+        self._admin = AdminClient(client_config)
         self._prefetched: dict[tuple[str, int], tuple[int, int]] = {}
 
     def close(self) -> None:
@@ -82,30 +89,34 @@ class FenceReader:
         for all at once, in two ListOffsets requests (earliest, latest), instead of one query
         per pair. A recovery scans every output topic of a source partition; a round trip each
         made a restart (or a rebalance) wait on as many round trips as there are topics."""
-        found = {}
-        for which in (OFFSET_BEGINNING, OFFSET_END):
-            for tp in self._consumer.offsets_for_times([TopicPartition(t, p, which) for t, p in pairs], timeout=10):
-                if tp.error is not None:
-                    raise KafkaException(tp.error)
-                found.setdefault((tp.topic, tp.partition), []).append(tp.offset)
-        # a pair without two sound answers is asked again on its own by _true_end
-        self._prefetched = {k: (v[0], v[1]) for k, v in found.items() if len(v) == 2 and 0 <= v[0] <= v[1]}
+        self._prefetched = self._watermarks(pairs)
         try:
             yield
         finally:
             self._prefetched = {}
+
+    def _watermarks(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
+        """(low, high) ListOffsets answers of (topic, partition) pairs: the earliest and the
+        latest requests are in flight together. KafkaException when the broker cannot answer."""
+        tps = [TopicPartition(t, p) for t, p in pairs]
+        low, high = (self._admin.list_offsets({tp: spec() for tp in tps}, request_timeout=10)
+                     for spec in (OffsetSpec.earliest, OffsetSpec.latest))
+        found = {(tp.topic, tp.partition): (low[tp].result().offset, high[tp].result().offset) for tp in tps}
+        return {k: (lo, hi) for k, (lo, hi) in found.items() if 0 <= lo <= hi}
 
     def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
         """(low, high) watermarks, high from a fetch response (as streams.offsets.end_offsets,
         for one partition, returning as soon as the probe record arrives)."""
         tp = TopicPartition(topic, partition)
         known = self._prefetched.pop((topic, partition), None)  # used once
-        lo, hi = known or self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        lo, hi = known or self._watermarks([(topic, partition)]).get((topic, partition)) or \
+            self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
         if hi <= lo:
             return lo, hi
         self._consumer.assign([TopicPartition(topic, partition, hi - 1)])
         self._consumer.consume(1, 5.0)
         cached = self._consumer.get_watermark_offsets(tp, cached=True)
+        self._consumer.unassign()
         if cached and cached[1] is not None and cached[1] > hi:
             hi = cached[1]
         return lo, hi
@@ -116,19 +127,22 @@ class FenceReader:
         # + 1, which would hide the rest of that batch and fence too low (duplicates)
         lo, hi = self._true_end(topic, partition)
         end = hi
-        while end > lo:
-            start = max(lo, end - SCAN_WINDOW)
-            self._consumer.assign([TopicPartition(topic, partition, start)])
-            window = []
-            while not window or window[-1].offset() < end - 1:
-                # consume() waits for num_messages or the timeout: ask for what the window lacks
-                want = end - (window[-1].offset() + 1 if window else start)
-                msgs = self._consumer.consume(max(1, min(want, SCAN_WINDOW)), 2.0)
-                if not msgs:
-                    break
-                window += [m for m in msgs if not m.error() and m.offset() < end]
-            yield window
-            end = start
+        try:
+            while end > lo:
+                start = max(lo, end - SCAN_WINDOW)
+                self._consumer.assign([TopicPartition(topic, partition, start)])
+                window = []
+                while not window or window[-1].offset() < end - 1:
+                    # consume() waits for num_messages or the timeout: ask for what the window lacks
+                    want = end - (window[-1].offset() + 1 if window else start)
+                    msgs = self._consumer.consume(max(1, min(want, SCAN_WINDOW)), 2.0)
+                    if not msgs:
+                        break
+                    window += [m for m in msgs if not m.error() and m.offset() < end]
+                yield window
+                end = start
+        finally:
+            self._consumer.unassign()
 
     def last_source_offset(self, topic: str, partition: int, src_topic: str, src_partition: int) -> int:
         """The highest source offset from (src_topic, src_partition) written to topic/partition, or -1."""
@@ -165,10 +179,13 @@ class FenceReader:
         if not lo <= offset < hi:
             return None
         self._consumer.assign([TopicPartition(topic, partition, offset)])
-        for m in self._consumer.consume(1, 5.0):
-            if not m.error() and m.offset() >= offset:
-                return m.timestamp()[1]
-        return None
+        try:
+            for m in self._consumer.consume(1, 5.0):
+                if not m.error() and m.offset() >= offset:
+                    return m.timestamp()[1]
+            return None
+        finally:
+            self._consumer.unassign()
 
     def ids_since(self, topic: str, partition: int, src_topic: str, src_partition: int, committed: int,
                   not_before_ms: int) -> set[str]:

@@ -18,6 +18,7 @@ from collections import Counter
 
 import pytest
 import yaml
+from confluent_kafka import Consumer, TopicPartition
 
 import schemas
 from processors.runner import Runner
@@ -258,6 +259,38 @@ def test_rules_hot_reload_and_a_product_without_rules_raises_nothing(city, clien
         runner.close()
     subjects = Counter(a["subject"] for _, a in alerts_of(client_config, city.product))
     assert subjects == {f"{u}-before": 5, f"{u}-after": 5}
+
+
+def test_a_replay_fences_alerts_even_when_the_rules_come_back_after_the_restart(city, client_config):
+    """Alerts written, offsets not committed (a crash), rules removed, a runner restarted with
+    no rules (its alert recovery waits for rules), then the rules put back before it replays:
+    every alert of the first run is fenced, none is written twice."""
+    u = city.u
+    with city.connector() as conn:
+        for i in range(60):
+            conn.publish(city.product, fix(f"{u}-d{i % 6}", T0 + i * 1000, h=150.0))
+    enforce(city.product, city)
+    first = [a["alert_id"] for _, a in alerts_of(client_config, city.product)]
+    assert len(first) == 60 == len(set(first))
+    raw = topics.raw(f"{u}-skyway", city.product)
+    rewind = Consumer({**client_config, "group.id": f"citymesh-runner.{city.product}"})
+    try:  # as if the runner had crashed before committing anything
+        rewind.commit(offsets=[TopicPartition(raw, p, 0) for p in range(3)], asynchronous=False)
+    finally:
+        rewind.close()
+    text = city.path.read_text()
+    city.apply(_without_uav_rules(text, u))
+    runner = Runner(city.product, client_config, city.keys)
+    try:
+        assert runner.alerts.rules is None
+        city.apply(text)
+        time.sleep(0.5)
+        runner.run(max_idle_s=2.0)
+        assert runner.alerts.rules is not None and runner.alerts.fenced == 60 and runner.alerts.raised == 0
+    finally:
+        runner.close()
+    again = [a["alert_id"] for _, a in alerts_of(client_config, city.product)]
+    assert sorted(again) == sorted(first)
 
 
 def _without_uav_rules(text: str, u: str) -> str:
