@@ -263,18 +263,14 @@ static PyObject *read_node(const Node *node, Reader *r) {
         if (read_varint(r, &v) < 0) return NULL;
         return PyLong_FromLongLong(v);
     }
-    case OP_FLOAT: {
-        if (r->len - r->pos < 4) { short_buffer(r, 4); return NULL; }
-        double d = PyFloat_Unpack4((const char *)r->b + r->pos, 1);
-        if (d == -1.0 && PyErr_Occurred()) return NULL;
-        r->pos += 4;
-        return PyFloat_FromDouble(d);
-    }
+    case OP_FLOAT:
     case OP_DOUBLE: {
-        if (r->len - r->pos < 8) { short_buffer(r, 8); return NULL; }
-        double d = PyFloat_Unpack8((const char *)r->b + r->pos, 1);
+        Py_ssize_t n = node->op == OP_FLOAT ? 4 : 8;
+        if (r->len - r->pos < n) { short_buffer(r, n); return NULL; }
+        const char *p = (const char *)r->b + r->pos;
+        double d = n == 4 ? PyFloat_Unpack4(p, 1) : PyFloat_Unpack8(p, 1);
         if (d == -1.0 && PyErr_Occurred()) return NULL;
-        r->pos += 8;
+        r->pos += n;
         return PyFloat_FromDouble(d);
     }
     case OP_BYTES:
