@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from pathlib import Path
 
 import faust
 from confluent_kafka.admin import AdminClient
@@ -112,7 +113,10 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
         topic_partitions=nparts[cfg.alerts_topic], topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0, consumer_auto_offset_reset="earliest", producer_acks=-1,
         broker_session_timeout=settings.session_timeout_ms / 1000, broker_heartbeat_interval=1.0,
-        stream_wait_empty=False)
+        stream_wait_empty=False,
+        # faust makes its data directory even with memory tables; keep it with the mesh's state
+        # instead of "<app id>-data" in whatever directory the app was started from
+        datadir=str(Path(settings.state_dir) / "{conf.name}-data"))
     alert_schema = schemas.load("Alert")
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     alerts_out = app.topic(cfg.alerts_topic, **raw)
