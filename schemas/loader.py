@@ -136,10 +136,23 @@ class RecordSchema:
         return self._body_decoder or self.read_body
 
     def decode(self, payload: bytes) -> dict:
-        """Decode a single-object payload written with exactly this schema."""
+        """Decode a single-object payload written with exactly this schema; the payload must be
+        the record and nothing else (RecordInvalid otherwise: a body cut short, trailing bytes
+        or malformed Avro)."""
         if payload[:HEADER_LEN] != self.header:
             raise UnknownSchema(f"payload is not a {self.full_name} single-object record")
-        return fastavro.schemaless_reader(io.BytesIO(payload[HEADER_LEN:]), self.parsed, None)
+        return self.decode_body(payload)
+
+    def decode_body(self, payload: bytes) -> dict:
+        """The record of a single-object payload whose header was already checked."""
+        try:
+            record, end = self.read_body(payload, HEADER_LEN)
+        except Exception as exc:  # noqa: BLE001 - whatever the reader raises, the payload is malformed
+            raise RecordInvalid(f"{self.full_name}: malformed Avro body ({type(exc).__name__}: {exc})") from None
+        if end != len(payload):
+            what = f"{len(payload) - end} trailing byte(s)" if end < len(payload) else "a body cut short"
+            raise RecordInvalid(f"{self.full_name}: {what}")
+        return record
 
     def _explain(self, record: Any, exc: Exception) -> str:
         if not isinstance(record, dict):
@@ -231,7 +244,7 @@ class Registry:
 
     def decode(self, payload: bytes) -> tuple[RecordSchema, dict]:
         schema = self.schema_of(payload)
-        return schema, fastavro.schemaless_reader(io.BytesIO(payload[HEADER_LEN:]), schema.parsed, None)
+        return schema, schema.decode_body(payload)
 
 
 @cache

@@ -31,6 +31,20 @@ def test_round_trip_and_single_object_header():
     assert schemas.default_registry().decode(payload) == (s, rec)
 
 
+def test_decode_takes_the_whole_payload_and_nothing_else():
+    """A consumer's decode is as strict as admission: a body cut short, trailing bytes or
+    malformed Avro raise RecordInvalid naming the schema, for one schema and the registry."""
+    rec = FleetSimulator(drones=1, violators=0).tick(30)[0]
+    s = schemas.load("UavTelemetry")
+    payload = s.encode(rec)
+    assert s.decode(payload) == rec == schemas.default_registry().decode(payload)[1]
+    for bad, why in ((payload + b"\x00", "1 trailing byte"), (payload[:-3], "malformed Avro body"),
+                     (payload[:10] + b"\xff" * 40, "malformed Avro body")):
+        for decode in (s.decode, lambda p: schemas.default_registry().decode(p)[1]):
+            with pytest.raises(schemas.RecordInvalid, match=f"UavTelemetry: {why}"):
+                decode(bad)
+
+
 @pytest.mark.parametrize("name,make", [
     ("UavTelemetry", lambda i: FleetSimulator(drones=5, seed=i).tick(40)),
     ("HotlineTicket", lambda i: [HotlineSimulator(seed=i).ticket() for _ in range(20)]),
