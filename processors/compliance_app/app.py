@@ -107,16 +107,17 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
     watched = [t for t in (cfg.alerts_topic, cfg.compliance_topic, cfg.usage_topic, cfg.uav_topic,
                            cfg.hotline_topic) if t]
     nparts = partitions_of(client_config, watched)
+    # faust makes its data directory even with memory tables, and only its last level: keep it
+    # with the mesh's state instead of "<app id>-data" in whatever directory the app started in
+    datadir = Path(settings.state_dir) / f"{cfg.app_id}-data"
+    datadir.parent.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         cfg.app_id, **faust_broker_kwargs(settings, client_config["bootstrap.servers"]),
         store="memory://", key_serializer="raw", value_serializer="raw", web_enabled=False, autodiscover=False,
         topic_partitions=nparts[cfg.alerts_topic], topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0, consumer_auto_offset_reset="earliest", producer_acks=-1,
         broker_session_timeout=settings.session_timeout_ms / 1000, broker_heartbeat_interval=1.0,
-        stream_wait_empty=False,
-        # faust makes its data directory even with memory tables; keep it with the mesh's state
-        # instead of "<app id>-data" in whatever directory the app was started from
-        datadir=str(Path(settings.state_dir) / "{conf.name}-data"))
+        stream_wait_empty=False, datadir=str(datadir))
     alert_schema = schemas.load("Alert")
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     alerts_out = app.topic(cfg.alerts_topic, **raw)
