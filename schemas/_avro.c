@@ -30,6 +30,7 @@ enum { OP_NULL, OP_BOOLEAN, OP_INT, OP_LONG, OP_FLOAT, OP_DOUBLE, OP_BYTES, OP_S
 
 typedef struct Node {
     int op;
+    int empty;                /* an item of this type can take no bytes (see read_block) */
     Py_ssize_t n;             /* FIXED: size; ENUM: symbols; RECORD: fields; UNION_NULL: null index */
     PyObject *symbols;        /* ENUM: tuple of str */
     PyObject *index;          /* ENUM: dict symbol -> encoded index (bytes) */
@@ -71,7 +72,7 @@ static int child_build(Node *node, PyObject *spec, int depth) {
     return node_build(node->children, spec, depth + 1);
 }
 
-static int node_build(Node *node, PyObject *spec, int depth) {
+static int node_build_inner(Node *node, PyObject *spec, int depth) {
     memset(node, 0, sizeof(Node));
     if (depth > 64) { PyErr_SetString(PyExc_ValueError, "schema program nested too deep"); return -1; }
     if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) < 1) {
@@ -150,6 +151,22 @@ static int node_build(Node *node, PyObject *spec, int depth) {
     }
 }
 
+/* Whether an item of this type can take no bytes at all (then a block count is not bounded
+ * by the bytes left): decided once here, for the children already built. */
+static int takes_no_bytes(const Node *node) {
+    if (node->op == OP_NULL || (node->op == OP_FIXED && node->n == 0)) return 1;
+    if (node->op != OP_RECORD) return 0;
+    for (Py_ssize_t i = 0; i < node->n; i++)
+        if (!node->children[i].empty) return 0;
+    return 1;
+}
+
+static int node_build(Node *node, PyObject *spec, int depth) {
+    if (node_build_inner(node, spec, depth) < 0) return -1;
+    node->empty = takes_no_bytes(node);
+    return 0;
+}
+
 /* ---- decoding -------------------------------------------------------------------------- */
 
 typedef struct { const uint8_t *b; Py_ssize_t len, pos; } Reader;
@@ -187,16 +204,6 @@ static int read_count(Reader *r, Py_ssize_t *out, const char *what, int room) {
     return 0;
 }
 
-/* Whether an item of this type can take no bytes at all (then a block count is not bounded
- * by the bytes left). */
-static int may_be_empty(const Node *node) {
-    if (node->op == OP_NULL || (node->op == OP_FIXED && node->n == 0)) return 1;
-    if (node->op != OP_RECORD) return 0;
-    for (Py_ssize_t i = 0; i < node->n; i++)
-        if (!may_be_empty(&node->children[i])) return 0;
-    return 1;
-}
-
 static PyObject *read_node(const Node *node, Reader *r);
 
 static PyObject *read_block(const Node *node, Reader *r) {
@@ -214,7 +221,7 @@ static PyObject *read_block(const Node *node, Reader *r) {
             if (read_varint(r, &skip) < 0) goto fail;
         }
         /* every item takes at least one byte, or (items of no bytes) at most 2^20 of them */
-        if (may_be_empty(node->children) ? items > (1u << 20) : items > (uint64_t)(r->len - r->pos)) {
+        if (node->children->empty ? items > (1u << 20) : items > (uint64_t)(r->len - r->pos)) {
             PyErr_Format(PyExc_ValueError, "block of %llu items cannot be in %zd bytes", (unsigned long long)items,
                          r->len - r->pos);
             goto fail;

@@ -23,6 +23,7 @@ try:  # the C walker of the same schemas (schemas/_avro.c), built by `pip instal
 except ImportError:  # pragma: no cover - a checkout whose extension was not built
     _avro = None
 
+_PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
 _INT32 = (-(1 << 31), (1 << 31) - 1)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
@@ -116,8 +117,7 @@ class _Compiler:
 
     def value(self, t: Any, expr: str, ind: int) -> None:
         """Append the encoding of `expr` (of Avro type t) to `out`."""
-        if isinstance(t, dict) and t.get("type") in ("null", "boolean", "int", "long", "float", "double",
-                                                    "bytes", "string"):
+        if isinstance(t, dict) and t.get("type") in _PRIMITIVES:
             t = t["type"]
         if t == "string":  # inlined: the commonest type, and a call per field costs
             b = self.var("b")
@@ -298,8 +298,7 @@ class _DecoderCompiler(_Compiler):
 
     def read(self, t: Any, target: str, ind: int) -> None:
         """Assign the value of Avro type t at `p` to `target`."""
-        if isinstance(t, dict) and t.get("type") in ("null", "boolean", "int", "long", "float", "double",
-                                                    "bytes", "string"):
+        if isinstance(t, dict) and t.get("type") in _PRIMITIVES:
             t = t["type"]
         if t == "null":
             self.emit(f"{target} = None", ind)
@@ -421,13 +420,16 @@ def compile_decoder(definition: dict) -> Callable[[bytes, int], tuple[dict, int]
 
 # ---- the native codec -------------------------------------------------------------------
 
-_PRIMITIVES = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+
+def native_enabled() -> bool:
+    """False when CITYMESH_NATIVE=0 switches off every C part (this codec and the record tag
+    in streams/_hmac.c), to measure the Python code they replace."""
+    return os.environ.get("CITYMESH_NATIVE", "1") != "0"
 
 
 def native_available() -> bool:
-    """Whether schemas._avro is built and not switched off (CITYMESH_NATIVE=0, used to
-    measure the Python code it replaces)."""
-    return _avro is not None and os.environ.get("CITYMESH_NATIVE", "1") != "0"
+    """Whether schemas._avro is built and not switched off."""
+    return _avro is not None and native_enabled()
 
 
 def program(t: Any) -> tuple:

@@ -19,6 +19,8 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from schemas.codegen import native_enabled
+
 try:  # the same tags in C (streams/_hmac.c), built by `pip install -e .`
     from . import _hmac
 except ImportError:  # pragma: no cover - a checkout whose extension was not built
@@ -73,8 +75,7 @@ class PyTagger:
         return hmac.compare_digest(self.tag_hex(participant, product, event_time, payload).encode(), claimed[start:])
 
 
-# CITYMESH_NATIVE=0 switches the C parts off (schemas/codegen.py too), to measure what they replace
-Tagger = _hmac.Tagger if _hmac is not None and os.environ.get("CITYMESH_NATIVE", "1") != "0" else PyTagger
+Tagger = _hmac.Tagger if _hmac is not None and native_enabled() else PyTagger
 
 
 def tag(key: bytes, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:

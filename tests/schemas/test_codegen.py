@@ -223,6 +223,12 @@ def test_the_native_decoder_refuses_a_block_count_the_bytes_cannot_hold():
     assert nulls(b"\x06\x00", 0) == ({"xs": [None, None, None]}, 2)
     with pytest.raises(ValueError, match="block of"):
         nulls(b"\xfe\xff\xff\xff\x0f\x00", 0)
+    empty_records = native_decoder({"type": "record", "name": "R", "fields": [
+        {"name": "xs", "type": {"type": "array", "items": {"type": "record", "name": "E", "fields": [
+            {"name": "n", "type": "null"}]}}}]})
+    assert empty_records(b"\x04\x00", 0) == ({"xs": [{"n": None}, {"n": None}]}, 2)
+    with pytest.raises(ValueError, match="block of"):
+        empty_records(b"\xfe\xff\xff\xff\x0f\x00", 0)
 
 
 # ---- encoders ---------------------------------------------------------------------------
