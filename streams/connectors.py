@@ -71,6 +71,16 @@ class Route:
                    entry.get("key_field"), entry.get("event_time_field"))
 
 
+class _Closed:
+    """Stands in for the producer of a closed connector, so using it says so."""
+
+    def __getattr__(self, name: str):
+        raise PublishError("the connector is closed")
+
+
+_CLOSED = _Closed()
+
+
 class ProviderConnector:
     """Publishes one provider's records to its raw topics."""
 
@@ -143,14 +153,28 @@ class ProviderConnector:
         if self.failed:
             raise PublishError(f"{self.failed} record(s) failed: {self.last_error}")
 
-    def close(self) -> None:
-        self.flush()
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Flush, then release the producer's connections and threads.
+
+        Without this a connector nobody uses any more keeps reconnecting to its brokers until
+        the garbage collector finds it, logging every refused attempt when the broker is gone.
+        Records not acknowledged within `timeout_s` are reported by the PublishError that
+        flush() raises, after the producer is released; they are not retried in the background.
+        """
+        if self._producer is _CLOSED:
+            return
+        try:
+            self.flush(timeout_s)
+        finally:
+            producer, self._producer = self._producer, _CLOSED
+            producer.purge()  # what flush could not deliver is reported above; close() would wait for it
+            producer.close()
 
     def __enter__(self) -> "ProviderConnector":
         return self
 
     def __exit__(self, *exc) -> None:
-        self.flush()
+        self.close()
 
 
 @dataclass(frozen=True)

@@ -188,7 +188,7 @@ def run_until_signal(service: Service, connector, stop_event: threading.Event | 
     finally:
         service.stop()
         if connector is not None:
-            connector.flush()
+            connector.close()
         log.info("stopped; stats %s", getattr(service, "stats", {}))
 
 

@@ -27,15 +27,21 @@ pytestmark = pytest.mark.skipif(not h.have_browser(), reason="needs Debian's chr
 class Flights(threading.Thread):
     """Eight drones circling over Nanshan at 2 Hz, and one that flies into the no-fly zone on cue."""
 
-    def __init__(self, city, violator: str):
+    def __init__(self, city, violator: str, conn=None):
         super().__init__(daemon=True)
-        self.conn = city.connector()
+        self.conn = conn or city.connector()
         self.city, self.violator = city, violator
         self.enter = threading.Event()
         self.stop = threading.Event()
         self.sent = 0
 
     def run(self) -> None:
+        try:
+            self._fly()
+        finally:
+            self.conn.close()
+
+    def _fly(self) -> None:
         i = 0
         while not self.stop.is_set():
             t = int(time.time() * 1000)

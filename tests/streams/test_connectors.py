@@ -3,6 +3,7 @@ consumer, and decode with fastavro and the .avsc file alone: the wire format is 
 
 import io
 import json
+import os
 import time
 
 import fastavro
@@ -12,8 +13,9 @@ from confluent_kafka.admin import AdminClient
 
 import schemas
 from streams import envelope, keyring, topics
+from deploy.broker import free_port
 from streams.admin import TopicSpec, ensure_topics
-from streams.connectors import ConsumerConnector, NotAllowed, ProviderConnector
+from streams.connectors import ConsumerConnector, NotAllowed, ProviderConnector, PublishError
 from streams.simulators import FleetSimulator
 
 
@@ -46,7 +48,7 @@ def provider(tmp_path, client_config, unique):
     ensure_topics(AdminClient(client_config), [TopicSpec(topics.raw(pid, product), 3)])
     conn = ProviderConnector(ring, client_config, catalog=_catalog(pid, product))
     yield conn, ring, product
-    conn.flush()
+    conn.close()
 
 
 def test_publish_then_decode_with_the_avsc_file_alone(provider, client_config):
@@ -112,6 +114,44 @@ def test_invalid_record_raises_and_sends_nothing(provider, client_config):
     assert all(c.get_watermark_offsets(TopicPartition(topics.raw(ring.participant_id, product), p), 5)[1] == 0
                for p in range(3))
     c.close()
+
+
+def _threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_close_delivers_then_releases_the_producer(provider, client_config):
+    conn, ring, product = provider
+    records = FleetSimulator(drones=5, violators=0).tick(10)
+    for r in records:
+        conn.publish(product, r)
+    conn.close()
+    assert len(_read_all(client_config, topics.raw(ring.participant_id, product), len(records))) == len(records)
+    conn.close()  # a second close is a no-op
+    with pytest.raises(PublishError, match="closed"):
+        conn.publish(product, records[0])
+    with pytest.raises(PublishError, match="closed"):
+        conn.flush()
+
+
+def test_close_without_a_broker_reports_the_loss_and_stops_reconnecting(tmp_path, unique):
+    """A connector whose broker is gone: close() says how many records were not acknowledged,
+    within its timeout, and the producer's threads are gone after it (they would otherwise
+    keep reconnecting, and logging each refusal, for as long as the process lives)."""
+    ring, _ = keyring.create(tmp_path, f"prov-{unique}")
+    before = _threads()
+    conn = ProviderConnector(ring, {"bootstrap.servers": f"127.0.0.1:{free_port()}"},
+                             catalog=_catalog(ring.participant_id, "uav"))
+    assert _threads() > before
+    conn.publish("uav", FleetSimulator(drones=1, violators=0).tick(30)[0])
+    t0 = time.monotonic()
+    with pytest.raises(PublishError, match="1 record"):
+        conn.close(1.0)
+    assert time.monotonic() - t0 < 5
+    deadline = time.monotonic() + 5
+    while _threads() > before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _threads() == before
 
 
 def test_consumer_connector_reads_its_delivery_topic(client_config, unique):
