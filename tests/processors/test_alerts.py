@@ -9,10 +9,10 @@ this file (`oracle`), not by the rules engine the runner uses.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import random
 import textwrap
-import threading
 import time
 from collections import Counter
 
@@ -26,7 +26,7 @@ from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.simulators import FleetSimulator, HotlineSimulator
 from tests.mesh_fixtures import EXAMPLES, City, headers, read_topic
-from tests.processors.test_runner_crash import sigkill_repeatedly_then_catch_up
+from tests.processors.test_runner_crash import Publisher, flights, sigkill_repeatedly_then_catch_up
 
 ALERT = schemas.load("Alert")
 UAV = schemas.load("UavTelemetry")
@@ -301,12 +301,8 @@ def _without_uav_rules(text: str, u: str) -> str:
     return yaml.safe_dump(doc, allow_unicode=True, sort_keys=False)
 
 
-N = 24_000
-KILLS = 3
-# slow enough that records keep coming through all the kills and restarts (~16 s): each kill
-# then lands while a restarted runner drains the backlog of its restart. At 4,000/s the
-# publisher was done after 6 s; once the runner got faster the later kills hit an idle
-# runner and in one CI run no kill landed between an alert write and its commit.
+# slow enough that a restarted runner drains the backlog of its restart in several batches:
+# the kills land while it writes. The publisher goes on until the killing is over.
 RATE = 1_500
 
 
@@ -314,36 +310,33 @@ def test_alerts_are_exactly_once_across_sigkill(city, client_config, bootstrap, 
     """The runner as a process, SIGKILLed while it writes; at the end cm.alerts holds every
     expected alert exactly once (ids are checked against the oracle's hits)."""
     rnd = random.Random(4242)
-    fleet, records = FleetSimulator(drones=300, seed=31, violators=0.6), []
-    while len(records) < N:
-        records += fleet.tick(1.0)
-    records = records[:N]
+    records = flights(drones=300, seed=31, violators=0.6)
     log_path = tmp_path / "runner.log"
     log_path.touch()
-    published = threading.Event()
+    conn = city.connector()
 
-    def publish() -> None:
-        with city.connector() as conn:
-            t0 = time.monotonic()
-            for i in range(0, N, 500):
-                for r in records[i:i + 500]:
-                    conn.publish(city.product, r)
-                conn.flush()
-                lag = t0 + (i + 500) / RATE - time.monotonic()
-                if lag > 0:
-                    time.sleep(lag)
-        published.set()
+    def chunk() -> int:
+        for r in itertools.islice(records, 500):
+            conn.publish(city.product, r)
+        conn.flush()
+        return 500
 
-    threading.Thread(target=publish, daemon=True).start()
-    sigkill_repeatedly_then_catch_up(city, bootstrap, client_config, log_path, rnd, 0.4, published)
+    pub = Publisher(RATE, chunk)
+    pub.start()
+    try:
+        kills = sigkill_repeatedly_then_catch_up(city, bootstrap, client_config, log_path, rnd, 0.4, pub,
+                                                 "alert(s) already written before the restart")
+    finally:
+        conn.close()
+    print(f"{len(kills)} kills, {pub.sent} records published")
     log = log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-3000:]
     fenced = [ln for ln in log.splitlines() if "alert(s) already written before the restart" in ln]
     print("\n".join(fenced))
     assert fenced, "no kill landed after alerts were written: the fence was not exercised"
 
-    raw = {(m.partition(), m.offset()): UAV.decode(m.value()) for m in read_topic(client_config, city.raw, N)}
-    assert len(raw) == N
+    raw = {(m.partition(), m.offset()): UAV.decode(m.value()) for m in read_topic(client_config, city.raw, pub.sent)}
+    assert len(raw) == pub.sent
     want = Counter({(pos, rule): 1 for pos, r in raw.items() for rule in oracle(r)})
     alerts = [a for _, a in alerts_of(client_config, city.product)]
     got = Counter(((a["source_partition"], a["source_offset"]), a["rule_id"]) for a in alerts)
