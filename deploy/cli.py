@@ -6,7 +6,8 @@
   citymesh status                    processes, broker, topics with record counts
   citymesh apply FILE                validate a topology file and make the cluster match it
   citymesh catalog | contracts       what the control topics hold
-  citymesh publish PRODUCT --as ID   publish JSON-lines records as a provider (file or stdin)
+  citymesh publish PRODUCT --as ID [FILE|-]
+                                     publish JSON-lines records as a provider (file or stdin)
   citymesh import PRODUCT FILE... --as ID --mapping nyc311|hotline12345|FILE
                                      import CSV exports; bad rows reported by line number, good rows imported
   citymesh tail TOPIC [-n N] [-f]    decode and print the last records of a topic
@@ -15,6 +16,8 @@
                                      what the contract's consumer would receive, and why not; writes nothing
   citymesh audit verify | export --since T --until T --format csv|json
                                      check the hash-chained compliance ledger and its signed checkpoints; the regulator's report
+  citymesh provenance CONTRACT REF  where a delivery came from: its sealed cm.src (or traceparent) opened
+                                     with the mesh's secret, and the ledger's batch event that counted it
   citymesh usage [--since T] [--until T] [--consumer ID] [--json]
                                      bills from cm.usage: records, bytes and amount per consumer and contract
   citymesh demo [--seconds N]        the whole mesh with simulated drones and hotline calls, live counts
@@ -150,6 +153,31 @@ def cmd_audit(args, settings: Settings) -> int:
     return audit.main(args.rest)
 
 
+def cmd_provenance(args, settings: Settings) -> int:
+    """Open a delivery's sealed source reference or traceparent (the operator's and the
+    regulator's view; processors/provenance.py)."""
+    from processors.provenance import Resolver, batch_entry
+    from streams import keyring
+    resolver = Resolver(keyring.mesh_secret(settings.keyring_dir))
+    out: dict = {"contract_id": args.contract}
+    if args.ref.count("-") == 3:  # a traceparent
+        trace = resolver.trace(args.contract, args.ref)
+        if trace is None:
+            raise SystemExit(f"error: {args.ref!r} is not a traceparent of contract {args.contract}")
+        out["provider_trace_id"] = trace
+    else:
+        pos = resolver.position(args.contract, args.ref)
+        if pos is None:
+            raise SystemExit(f"error: {args.ref!r} is not a source reference of contract {args.contract} "
+                             "(another contract's, forged or garbled)")
+        out.update(source_partition=pos[0], source_offset=pos[1])
+        ledger = args.ledger or settings.ledger_url or f"sqlite:///{settings.state_dir / 'ledger.sqlite'}"
+        if ledger.startswith("postgres") or Path(ledger.removeprefix("sqlite:///")).exists():
+            out["ledger_batch"] = batch_entry(ledger, args.contract, *pos)
+    print(json.dumps(out, ensure_ascii=False, indent=2))
+    return 0
+
+
 def cmd_usage(args, settings: Settings) -> int:
     """Bills from cm.usage (processors/compliance_app/billing.py): per consumer, per contract."""
     from processors.compliance_app import bills, format_bills
@@ -196,9 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("contracts", help="list contracts").set_defaults(fn=cmd_contracts)
     s = sub.add_parser("publish", help="publish JSON-lines records as a provider")
     s.add_argument("product")
-    s.add_argument("file", nargs="?")
+    s.add_argument("file", nargs="?", help="JSON-lines file; - or none for stdin")
     s.add_argument("--as", dest="as_participant", required=True, help="the provider's participant id")
-    s.set_defaults(fn=cmd_publish)
+    s.set_defaults(fn=cmd_publish, trailing="file")
     s = sub.add_parser("import", help="import CSV work-order exports through a column mapping")
     s.add_argument("product")
     s.add_argument("files", nargs="+")
@@ -222,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
                        add_help=False)
     s.add_argument("rest", nargs=argparse.REMAINDER)
     s.set_defaults(fn=cmd_audit)
+    s = sub.add_parser("provenance", help="where a delivery came from (its cm.src or traceparent, opened)")
+    s.add_argument("contract")
+    s.add_argument("ref", help="the delivery's cm.src header value, or its traceparent")
+    s.add_argument("--ledger", help="ledger URL (default CITYMESH_LEDGER_URL, else <state>/ledger.sqlite)")
+    s.set_defaults(fn=cmd_provenance)
     s = sub.add_parser("usage", help="bills from metered usage: records, bytes and amount per consumer and contract")
     s.add_argument("--since", help="ISO-8601 or epoch ms (default: 30 days before --until)")
     s.add_argument("--until", help="ISO-8601 or epoch ms (default: now)")
@@ -242,8 +275,22 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """argparse, plus a trailing optional positional after an option (`publish P --as ID FILE`),
+    which argparse alone does not take once its positionals were matched before the option."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    trailing = getattr(args, "trailing", None)
+    if extra and trailing and getattr(args, trailing) is None and len(extra) == 1 and \
+            (extra[0] == "-" or not extra[0].startswith("-")):
+        setattr(args, trailing, extra.pop())
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         return args.fn(args, get_settings()) or 0
     except KeyboardInterrupt:

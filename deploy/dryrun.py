@@ -19,16 +19,6 @@ from streams.control import read_table
 from streams.offsets import end_offsets
 
 
-def _plan(contract: dict, product: dict, keys_dir) -> tuple[policy_enforcer.Plan, schemas.RecordSchema]:
-    schema = schemas.load(product["schema_name"])
-    terms = policy_enforcer.ContractTerms(
-        contract_id=contract["contract_id"], version=contract["version"], consumer_id=contract["consumer_id"],
-        purposes=list(contract["purposes"]), policy=json.loads(contract["policy_json"]),
-        not_before_ms=contract["not_before_ms"], not_after_ms=contract["not_after_ms"])
-    key = policy_enforcer.derive_contract_key(keyring.mesh_secret(keys_dir), contract["contract_id"])
-    return policy_enforcer.compile_plan(terms, schema, key), schema
-
-
 def _sample_from_file(path: str) -> list[dict]:
     out = []
     with (sys.stdin if path == "-" else open(path, encoding="utf-8")) as fh:
@@ -68,7 +58,8 @@ def dry_run(client: dict, keys_dir, contract_id: str, sample: str | None, from_t
     if contract is None:
         raise SystemExit(f"no contract {contract_id!r} in {topics.CONTROL_CONTRACTS}")
     product = read_table(client, topics.CONTROL_CATALOG)[contract["product_id"]]
-    plan, schema = _plan(contract, product, keys_dir)
+    plan = policy_enforcer.plan_for(contract, product, keyring.mesh_secret(keys_dir))
+    schema = plan.source_schema
     records = (_sample_from_file(sample) if sample is not None
                else _sample_from_topic(client, product["raw_topic"], schema, from_topic or 100))
     now = now_ms if now_ms is not None else int(time.time() * 1000)
@@ -77,6 +68,9 @@ def dry_run(client: dict, keys_dir, contract_id: str, sample: str | None, from_t
         line = {"record": i, "decision": decision}
         if decision == policy_enforcer.DELIVER:
             line["delivered"] = delivered
+            key = result.keys[i]
+            line["key"] = None if key is None else key.decode("utf-8", "replace")
+            line["timestamp"] = result.timestamps[i]
         else:
             line["rule"] = rule
             if i in result.messages:

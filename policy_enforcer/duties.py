@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .errors import PolicyError
+from .lineage import context_scrubber
 from .policy import CheckedPolicy, GeneraliseDuty, MaskDuty, PseudonymiseDuty, ScrubPiiDuty
 
 PSEUDONYM_CACHE_MAX = 200_000
@@ -125,10 +126,11 @@ def compile_fields(checked: CheckedPolicy, pseudonym_key: bytes,
     out: list[FieldOutput] = []
     for n, name in enumerate(checked.delivered):
         src = f"r[{name!r}]"
-        if name not in by_field:
+        context = checked.context_scrub.get(name)
+        if name not in by_field and not context:
             out.append(FieldOutput(name, src))
             continue
-        path, d = by_field[name]
+        path, d = by_field.get(name, ("policy.permission.fields", None))
         ft = checked.fields[name]
         p = f"_d{n}"
         v = f"v{n}"
@@ -139,7 +141,14 @@ def compile_fields(checked: CheckedPolicy, pseudonym_key: bytes,
                 return f"(None if ({v} := {src}) is None else {fn_expr.format(v=v)})"
             return fn_expr.format(v=src)
 
-        if isinstance(d, PseudonymiseDuty):
+        if context and (d is None or isinstance(d, ScrubPiiDuty)):
+            # lineage (policy_enforcer/lineage.py): free text that may contain a protected identifier
+            fn = context_scrubber(scrubber if scrubber is not None else default_scrubber(path), context)
+            why = "" if d is not None else " (automatic: the catalog says the text may contain them)"
+            out.append(FieldOutput(name, call(p + "({v}, r)"), f"duty:scrub_pii:{name}", path,
+                                   f"the record's own {', '.join(context)} and any other personal information "
+                                   f"scrubbed from the text{why}", False, {p: fn}))
+        elif isinstance(d, PseudonymiseDuty):
             fn = make_pseudonymiser(pseudonym_key, d.bytes, integer=ft.base in ("int", "long"))
             out.append(FieldOutput(name, call(p + "({v})"), f"duty:pseudonymise:{name}", path,
                                    f"HMAC-SHA256 pseudonym under the contract key, {d.bytes} bytes hex",

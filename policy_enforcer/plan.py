@@ -14,6 +14,16 @@ drop rule), then duties. Constraints see the source record (a geofence tests the
 position, before rounding). A record a rule cannot process (wrong value type, missing
 field, not a dict) is rejected, naming that rule; the slow path that finds it runs only
 for such records.
+
+A delivery is the whole Kafka record, and all of it comes from here (``Plan.deliver``),
+because a consumer observes all of it: the payload; the key, taken from the *output* value
+of the product's key field (pseudonymised when the contract pseudonymises it, absent when
+the contract withholds it), so one subject stays one key within the contract; the
+timestamp, the output value of the event-time field when the contract delivers it as a
+time (truncated when it truncates it), else the batch's processing time; and the headers
+(``schemas/headers.py``), whose provenance values are per contract
+(``policy_enforcer/provenance.py``). Nothing of the provider's record reaches the consumer
+but through the plan.
 """
 
 from __future__ import annotations
@@ -24,12 +34,15 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from schemas import RecordSchema
+from schemas import headers as H
 from schemas.codegen import Unsupported, fields_encoder
 
 from .constraints import CompiledConstraint, compile_constraints
-from .duties import FieldOutput, compile_fields
+from .duties import FieldOutput, compile_fields, derive_contract_key
 from .errors import PolicyError
+from .lineage import ProductTerms
 from .output_schema import build_output_schema
+from .provenance import SourceRefs, TraceIds, source_blocks, trace_blocks, traceparent
 from .policy import PROHIBITIONS, DropDuty, PurposeConstraint, ValidityConstraint, check_policy
 
 DELIVER = "deliver"
@@ -68,7 +81,10 @@ class BatchResult:
     - ``rules[i]``: None for DELIVER, else the rule id, e.g. ``constraint:geofence``;
     - ``messages``: index -> why, for REJECT only (sparse);
     - ``counts``: ``deliver``, ``drop:<rule>``, ``reject:<rule>`` -> number of records
-      (only non-zero entries), ready for a ComplianceEvent.
+      (only non-zero entries), ready for a ComplianceEvent;
+    - ``keys[i]`` / ``timestamps[i]``: the delivery's Kafka key (bytes or None) and
+      timestamp (ms), None when not delivered;
+    - ``headers[i]``: the delivery's headers (``Plan.deliver`` only).
     """
 
     decisions: list[str]
@@ -76,6 +92,9 @@ class BatchResult:
     rules: list[str | None]
     counts: dict[str, int]
     messages: dict[int, str] = field(default_factory=dict)
+    keys: list[bytes | None] | None = None
+    timestamps: list[int | None] | None = None
+    headers: list[list | None] | None = None
 
     def __len__(self) -> int:
         return len(self.decisions)
@@ -97,14 +116,53 @@ def _indent(lines: list[str], n: int) -> list[str]:
     return [" " * n + ln for ln in lines]
 
 
+def key_bytes(value: Any) -> bytes | None:
+    """A delivered key field's value as the Kafka key."""
+    if value is None:
+        return None
+    if value.__class__ is str:
+        return value.encode()
+    if value.__class__ is int:
+        return b"%d" % value
+    return str(value).encode()
+
+
+class SourceBatch:
+    """One source partition's admitted records of a batch, as every contract's plan reads
+    them: decoded records, their payloads, offsets and the providers' traceparents. What
+    the plans share (the provenance plaintext) is computed once, on first use."""
+
+    __slots__ = ("partition", "records", "values", "offsets", "traceparents", "_sources", "_traces")
+
+    def __init__(self, partition: int, records: list[dict], values: list[bytes], offsets: list[int],
+                 traceparents: list[bytes | None]):
+        self.partition = partition
+        self.records = records
+        self.values = values
+        self.offsets = offsets
+        self.traceparents = traceparents
+        self._sources = self._traces = None
+
+    def sources(self) -> bytes:
+        if self._sources is None:
+            self._sources = source_blocks(self.partition, self.offsets)
+        return self._sources
+
+    def traces(self) -> bytes:
+        if self._traces is None:
+            self._traces = trace_blocks(self.traceparents, self.sources())
+        return self._traces
+
+
 class Plan:
     """A contract compiled for one product schema. Build with ``compile_plan``."""
 
     def __init__(self, terms: ContractTerms, schema: RecordSchema, pseudonym_key: bytes,
-                 scrubber: Callable[[str], str] | None = None):
+                 scrubber: Callable[[str], str] | None = None, product: ProductTerms | None = None):
         if not isinstance(terms.contract_id, str) or not terms.contract_id:
             raise PolicyError("contract_id must be a non-empty string", "contract.contract_id")
-        checked = check_policy(terms.policy, schema)
+        product = product or ProductTerms()
+        checked = check_policy(terms.policy, schema, product)
         self.contract_id = terms.contract_id
         self.version = terms.version
         self.consumer_id = terms.consumer_id
@@ -145,6 +203,16 @@ class Plan:
         # a plan that copies every field unchanged, in order, delivers the source body as it is
         self.passthrough = [(f.expr, f.as_string) for f in self._fields] == [
             (f"r[{n!r}]", False) for n in schema.field_names]
+        # the rest of the Kafka record: key, timestamp, headers
+        names = [f.name for f in self._fields]
+        self._key_at = names.index(product.key_field) if product.key_field in names else None
+        et = product.event_time_field
+        self._time_at = (names.index(et) if et in names and not self._fields[names.index(et)].as_string
+                         and checked.fields[et].base in ("int", "long") else None)
+        self.source_refs = SourceRefs(pseudonym_key)
+        self.trace_ids = TraceIds(pseudonym_key)
+        self.static_headers = [(H.CONTRACT, H.contract_value(self.contract_id, self.version)),
+                               (H.SCHEMA, self.output_schema.fingerprint.encode())]
         self._make_step, self._make_probes, self._make_encoding_step, self.source_code = self._generate()
 
     # ---- code generation -----------------------------------------------------------------
@@ -177,10 +245,27 @@ class Plan:
         except Unsupported:
             encode = None
         if encode is not None:
-            ns.update(_enc=encode, _OH=self.output_schema.header, _SHL=len(self.source_schema.header))
-            ret = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(f.expr for f in self._fields)})"
+            ns.update(_enc=encode, _OH=self.output_schema.header, _SHL=len(self.source_schema.header),
+                      _kb=key_bytes)
+            args = [f.expr for f in self._fields]
+            key, ts = "None", "now_ms"
+            if self._key_at is not None:  # the key is the output value of the key field
+                if not self.passthrough:
+                    args[self._key_at] = f"(_kv := {args[self._key_at]})"
+                key = f"_kb({'_kv' if not self.passthrough else self._fields[self._key_at].expr})"
+            if self._time_at is not None:
+                if self._time_at == self._key_at:
+                    tv = "_kv" if not self.passthrough else self._fields[self._time_at].expr
+                elif not self.passthrough:
+                    args[self._time_at] = f"(_tv := {args[self._time_at]})"
+                    tv = "_tv"
+                else:
+                    tv = self._fields[self._time_at].expr
+                nullable = self._checked.fields[self._fields[self._time_at].name].nullable
+                ts = f"(now_ms if (_t := {tv}) is None else _t)" if nullable else tv
+            payload = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(args)})"
             lines += ["def _make_encoding_step(now_ms):", *_indent(batch, 4), "    def step(r, v):",
-                      *_indent(checks, 8), f"        return {ret}", "    return step", ""]
+                      *_indent(checks, 8), f"        return ({payload}, {key}, {ts})", "    return step", ""]
         source = "\n".join(lines)
         exec(compile(source, f"<policy plan {self.contract_id} v{self.version}>", "exec"), ns)
         return ns["_make_step"], ns["_make_probes"], ns.get("_make_encoding_step"), source
@@ -205,18 +290,28 @@ class Plan:
     # ---- evaluation ------------------------------------------------------------------------
 
     def evaluate(self, records: list[dict], now_ms: int) -> BatchResult:
-        """Decide every record of a batch; ``now_ms`` is the batch's processing time."""
+        """Decide every record of a batch; ``now_ms`` is the batch's processing time. The
+        delivered records are dicts in the output schema, with their keys and timestamps."""
         n = len(records)
         batch_rule = self._batch_rule(now_ms)
         if batch_rule is not None:
             return BatchResult([DROP] * n, [None] * n, [batch_rule] * n,
-                               {f"drop:{batch_rule}": n} if n else {})
+                               {f"drop:{batch_rule}": n} if n else {}, keys=[None] * n, timestamps=[None] * n)
         step = self._make_step(now_ms)
         try:
             results = [step(r) for r in records]
         except Exception:  # noqa: BLE001 - some record is bad: redo the batch record by record
-            return self._evaluate_slow(records, now_ms, step)
-        return _collect(results, dict)
+            return self._key_and_time(self._evaluate_slow(records, now_ms, step), now_ms)
+        return self._key_and_time(_collect(results, dict), now_ms)
+
+    def _key_and_time(self, result: BatchResult, now_ms: int) -> BatchResult:
+        """Fill the keys and timestamps of a result whose records are output dicts."""
+        kname = self._fields[self._key_at].name if self._key_at is not None else None
+        tname = self._fields[self._time_at].name if self._time_at is not None else None
+        result.keys = [None if r is None or kname is None else key_bytes(r[kname]) for r in result.records]
+        result.timestamps = [None if r is None else now_ms if tname is None or r[tname] is None else r[tname]
+                             for r in result.records]
+        return result
 
     def evaluate_encoded(self, records: list[dict], values: list[bytes], now_ms: int) -> BatchResult:
         """Like ``evaluate``, but each delivered record comes encoded in the output schema
@@ -232,7 +327,24 @@ class Plan:
             results = [step(r, v) for r, v in zip(records, values)]
         except Exception:  # noqa: BLE001 - bad record or a value the encoder refuses: the general path
             return self._encode(self.evaluate(records, now_ms))
-        return _collect(results, bytes)
+        return _collect(results, tuple)
+
+    def deliver(self, batch: SourceBatch, now_ms: int) -> BatchResult:
+        """The whole Kafka records this contract's consumer receives from one partition's
+        batch: ``evaluate_encoded`` plus each delivery's headers (static ones first, then
+        the per-contract source reference and traceparent)."""
+        result = self.evaluate_encoded(batch.records, batch.values, now_ms)
+        if result.counts.get(DELIVER):
+            sources = batch.sources()
+            refs = self.source_refs.seal(sources)
+            traces, spans = self.trace_ids.seal(batch.traces(), sources)
+            static, src, trace = self.static_headers, H.SOURCE_REF, H.TRACE
+            result.headers = [None if payload is None else
+                              static + [(src, refs[32 * i:32 * i + 32]), (trace, traceparent(traces, spans, i))]
+                              for i, payload in enumerate(result.records)]
+        else:
+            result.headers = [None] * len(result.records)
+        return result
 
     def _encode(self, result: BatchResult) -> BatchResult:
         encode = self.output_schema.encode
@@ -297,6 +409,8 @@ class Plan:
             "validity": {"not_before_ms": self.not_before_ms, "not_after_ms": self.not_after_ms,
                          "rules": [RULE_NOT_BEFORE, RULE_NOT_AFTER]},
             "fields": list(checked.delivered),
+            "key": self._fields[self._key_at].name if self._key_at is not None else None,
+            "timestamp": self._fields[self._time_at].name if self._time_at is not None else "processing time",
             "dropped_fields": dropped,
             "constraints": [{"rule": c.rule, "path": c.path, "text": c.text, **c.evidence} for c in self._constraints],
             "duties": ([{"rule": f.rule, "path": f.path, "field": f.name, "text": f.text}
@@ -308,19 +422,36 @@ class Plan:
         }
 
 
+def plan_for(contract: dict, product: dict, master_secret: bytes) -> Plan:
+    """The one adapter from control records to a plan, shared by the live runner and the
+    dry-run sandbox so a preview is the live path: ``contract`` is a cm.control.contracts
+    record (schemas/Contract.avsc), ``product`` its product's cm.control.catalog record
+    (schemas/DataProduct.avsc), ``master_secret`` the mesh's (streams.keyring.mesh_secret)."""
+    import schemas  # noqa: PLC0415 - the product's record schema, by the name the catalog holds
+    terms = ContractTerms(
+        contract_id=contract["contract_id"], version=contract["version"], consumer_id=contract["consumer_id"],
+        purposes=list(contract["purposes"]), policy=json.loads(contract["policy_json"]),
+        not_before_ms=contract["not_before_ms"], not_after_ms=contract["not_after_ms"])
+    return compile_plan(terms, schemas.load(product["schema_name"]),
+                        derive_contract_key(master_secret, contract["contract_id"]),
+                        product=ProductTerms.from_catalog(product))
+
+
 def compile_plan(terms: ContractTerms, schema: RecordSchema, pseudonym_key: bytes,
-                 scrubber: Callable[[str], str] | None = None) -> Plan:
+                 scrubber: Callable[[str], str] | None = None, product: ProductTerms | None = None) -> Plan:
     """Compile ``terms`` for records of ``schema``; raise PolicyError naming the path.
 
     ``pseudonym_key`` is the contract's key (see ``derive_contract_key``); ``scrubber`` is
     the text -> text function of scrub_pii duties (default ``policy_enforcer.pii.scrub``,
-    imported only if the policy scrubs)."""
-    return Plan(terms, schema, pseudonym_key, scrubber)
+    imported only if the policy scrubs); ``product`` is what the catalog says about the
+    product's key, event time and identifier lineage."""
+    return Plan(terms, schema, pseudonym_key, scrubber, product)
 
 
 def _collect(results: list, delivered: type) -> BatchResult:
-    """A BatchResult from one step result per record: the output (of class `delivered`) or
-    the id of the rule that dropped it (a str). Fills `results` in place."""
+    """A BatchResult from one step result per record: the output (of class `delivered`:
+    a dict, or a (payload, key, timestamp) tuple from the encoding step) or the id of the
+    rule that dropped it (a str). Fills `results` in place."""
     n = len(results)
     counts: dict[str, int] = {}
     decisions = rules = None
@@ -341,4 +472,12 @@ def _collect(results: list, delivered: type) -> BatchResult:
         rules = [None] * n
     if n - dropped:
         counts[DELIVER] = n - dropped
-    return BatchResult(decisions, results, rules, counts)
+    if delivered is not tuple:
+        return BatchResult(decisions, results, rules, counts)
+    if not dropped and n:
+        payloads, keys, times = map(list, zip(*results))
+    else:
+        payloads = [None if x is None else x[0] for x in results]
+        keys = [None if x is None else x[1] for x in results]
+        times = [None if x is None else x[2] for x in results]
+    return BatchResult(decisions, payloads, rules, counts, keys=keys, timestamps=times)

@@ -29,6 +29,7 @@ from schemas import RecordSchema
 
 from .errors import PolicyError
 from .geo import Polygon, parse_geojson
+from .lineage import ProductTerms, check_contract
 from .schema_fields import INTEGER, NUMERIC, FieldType, field_types
 
 StrictStr = Annotated[str, Field(strict=True)]
@@ -207,6 +208,8 @@ class CheckedPolicy:
     duties: list[tuple[str, _Rule]] = field(default_factory=list)
     prohibitions: list[Prohibition] = field(default_factory=list)
     polygons: dict[int, list[Polygon]] = field(default_factory=dict)     # constraint index -> polygons
+    # free-text field -> the protected identifiers it is scrubbed of (policy_enforcer/lineage.py)
+    context_scrub: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _loc(loc: tuple) -> str:
@@ -283,8 +286,9 @@ def _check_value(c: ValueConstraint, ft: FieldType, path: str) -> None:
         raise PolicyError(f"op {c.op!r} is not defined for {ft.label} field {ft.name!r}", f"{path}.op")
 
 
-def check_policy(policy: Any, schema: RecordSchema) -> CheckedPolicy:
-    """Validate ``policy`` against ``schema`` and return it resolved; raise PolicyError."""
+def check_policy(policy: Any, schema: RecordSchema, product: ProductTerms | None = None) -> CheckedPolicy:
+    """Validate ``policy`` against ``schema`` (and the product's identifier lineage) and
+    return it resolved; raise PolicyError."""
     doc = _model(PolicyDocument, policy, "policy")
     fields = field_types(schema)
     perm = doc.permission
@@ -365,9 +369,13 @@ def check_policy(policy: Any, schema: RecordSchema) -> CheckedPolicy:
         if p.type not in PROHIBITIONS:
             raise PolicyError(f"unknown prohibition {p.type!r} (known: {', '.join(PROHIBITIONS)})", f"{path}.type")
         checked.prohibitions.append(p)
+    if product is not None and product.identifiers:
+        single = {d.field: (path, d) for path, d in checked.duties if not isinstance(d, DropDuty)}
+        checked.context_scrub = check_contract(product.identifiers, checked.delivered, single,
+                                               "policy.permission.fields")
     return checked
 
 
-def validate_policy(policy: dict, schema: RecordSchema) -> None:
+def validate_policy(policy: dict, schema: RecordSchema, product: ProductTerms | None = None) -> None:
     """Raise PolicyError (message starting with the path) unless ``policy`` compiles for ``schema``."""
-    check_policy(policy, schema)
+    check_policy(policy, schema, product)

@@ -78,7 +78,8 @@ def _logistics(p: dict) -> dict:
                             *_fresh(p, "timestamp_ms")]},
         "duties": [{"type": "pseudonymise", "field": "serial_number"},
                    {"type": "generalise", "field": "lat", "decimals": p["decimals"]},
-                   {"type": "generalise", "field": "lon", "decimals": p["decimals"]}],
+                   {"type": "generalise", "field": "lon", "decimals": p["decimals"]},
+                   {"type": "pseudonymise", "field": "flight_id"}],  # built from the serial number
         "prohibitions": [{"type": "onward_transfer"}, {"type": "commercial_resale"}],
     }
 
@@ -93,7 +94,8 @@ def _insurance(p: dict) -> dict:
         "duties": [{"type": "pseudonymise", "field": "uin"},
                    {"type": "generalise", "field": "lat", "decimals": p["decimals"]},
                    {"type": "generalise", "field": "lon", "decimals": p["decimals"]},
-                   {"type": "generalise", "field": "timestamp_ms", "period_s": p["time_period_s"]}],
+                   {"type": "generalise", "field": "timestamp_ms", "period_s": p["time_period_s"]},
+                   {"type": "pseudonymise", "field": "flight_id"}],  # built from the serial number
         "prohibitions": [{"type": "onward_transfer"}, {"type": "re_identification"}],
     }
 
@@ -108,7 +110,8 @@ def _emergency(p: dict) -> dict:
         constraints = [purposes, *_geo(p), *_fresh(p, "call_time")]
         if p.get("categories") is not None:
             constraints.append({"type": "value", "field": "category_code", "op": "in", "value": list(p["categories"])})
-        duties = [{"type": "mask", "field": "caller_phone", "keep_last": 4}] if p["mask_phone"] else []
+        duties = [{"type": "mask", "field": "caller_phone", "keep_last": 4},
+                  {"type": "scrub_pii", "field": "content"}] if p["mask_phone"] else []
     else:
         raise PolicyError(f"template 'emergency-response': product must be UavTelemetry or HotlineTicket, "
                           f"got {product!r}", "params.product")

@@ -2,7 +2,9 @@
 
 Why: the embedded broker shows records of aborted transactions to read_committed readers
 (DESIGN.md), so transactions cannot be what makes delivery exactly-once on every broker.
-Instead, every record the runner writes carries its source partition and offset in headers,
+Instead, every record the runner writes carries its source partition and offset in headers
+(in clear on the mesh's own topics; sealed under the contract's key on a delivery topic, so
+consumers cannot compare them: policy_enforcer/provenance.py, opened here by the runner),
 the outputs of one source partition go to one output partition, in source order, from an
 idempotent producer (so a crash can only lose a suffix, never a record in the middle), and
 offsets are committed only after each batch is acknowledged. After a restart, the
@@ -28,17 +30,36 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+from typing import Callable
+
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-H_SRC_TOPIC = "cm.src.topic"
-H_SRC_PARTITION = "cm.src.partition"
-H_SRC_OFFSET = "cm.src.offset"
-H_BATCH_FIRST = "cm.batch.first"
-H_BATCH_LAST = "cm.batch.last"
-H_BATCH_NOW = "cm.batch.now"
-H_EVENT_ID = "cm.event.id"
+from schemas.headers import BATCH_FIRST as H_BATCH_FIRST
+from schemas.headers import BATCH_LAST as H_BATCH_LAST
+from schemas.headers import BATCH_NOW as H_BATCH_NOW
+from schemas.headers import EVENT_ID as H_EVENT_ID
+from schemas.headers import SRC_OFFSET as H_SRC_OFFSET
+from schemas.headers import SRC_PARTITION as H_SRC_PARTITION
+from schemas.headers import SRC_TOPIC as H_SRC_TOPIC
+
 SCAN_WINDOW = 2000
+
+# headers of an output record -> (source partition, source offset), or None for a record
+# from another source
+PositionOf = Callable[[dict], "tuple[int, int] | None"]
+
+
+def clear_position(src_topic: str) -> PositionOf:
+    """How the mesh's own topics (dead letters) name a record's source: in clear."""
+    want_t = src_topic.encode()
+
+    def position(h: dict) -> tuple[int, int] | None:
+        if h.get(H_SRC_TOPIC) != want_t or H_SRC_PARTITION not in h:
+            return None
+        return int(h[H_SRC_PARTITION]), int(h[H_SRC_OFFSET])
+
+    return position
 
 
 def output_partition(source_partition: int, partitions: int) -> int:
@@ -144,14 +165,14 @@ class FenceReader:
         finally:
             self._consumer.unassign()
 
-    def last_source_offset(self, topic: str, partition: int, src_topic: str, src_partition: int) -> int:
-        """The highest source offset from (src_topic, src_partition) written to topic/partition, or -1."""
-        want_p, want_t = str(src_partition).encode(), src_topic.encode()
+    def last_source_offset(self, topic: str, partition: int, src_partition: int, position_of: PositionOf) -> int:
+        """The highest source offset from `src_partition` written to topic/partition, or -1;
+        `position_of` reads a record's source position from its headers."""
         for window in self._scan_back(topic, partition):
             for m in reversed(window):
-                h = dict(m.headers() or ())
-                if h.get(H_SRC_PARTITION) == want_p and h.get(H_SRC_TOPIC) == want_t:
-                    return int(h[H_SRC_OFFSET])
+                pos = position_of(dict(m.headers() or ()))
+                if pos is not None and pos[0] == src_partition:
+                    return pos[1]
         return -1
 
     def compliance_since(self, topic: str, partition: int, src_topic: str, src_partition: int,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import logging
 import signal
 import time
@@ -34,19 +33,18 @@ from streams import envelope, keyring, topics
 from streams.control import read_table
 from streams.settings import Settings, get_settings
 
+from schemas.headers import REASON as H_REASON
+from schemas.headers import RULE as H_RULE
+from schemas.headers import SOURCE_REF as H_SOURCE_REF
+
 from . import evidence, limiting, metrics
 from .admission import DEFAULT_MAX_BYTES, Admission
 from .alert_stage import AlertStage
 from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_OFFSET, H_SRC_PARTITION,
-                      H_SRC_TOPIC, FenceReader, PartitionFence, compliance_partition)
+                      H_SRC_TOPIC, FenceReader, PartitionFence, clear_position, compliance_partition)
 
 log = logging.getLogger("citymesh.runner")
-
-H_CONTRACT = "cm.contract"
-H_CONTRACT_VERSION = "cm.contract.version"
-H_REASON = "cm.reason"
-H_RULE = "cm.rule"
 
 PRODUCER_CONFIG = {
     "enable.idempotence": True,  # per partition: in order, no duplicates, a crash loses only a suffix
@@ -74,11 +72,15 @@ class ActivePlan:
     plan: policy_enforcer.Plan
     topic: str
     partitions: int
-    static_headers: list  # (name, value) pairs the same on every delivered record
 
     @property
     def contract_id(self) -> str:
         return self.contract["contract_id"]
+
+    def position_of(self, headers: dict) -> tuple[int, int] | None:
+        """The source position of one of this contract's deliveries (its sealed cm.src)."""
+        ref = headers.get(H_SOURCE_REF)
+        return self.plan.source_refs.open(ref) if ref else None
 
 
 class Runner:
@@ -94,6 +96,7 @@ class Runner:
         if entry is None:
             raise SystemExit(f"product {product_id!r} is not in the catalog; apply the topology first")
         self.provider_id = entry["provider_id"]
+        self.product_entry = entry
         self.schema = schemas.load(entry["schema_name"])
         self.raw_topic = entry["raw_topic"]
         self.dlq_topic = topics.dead_letter(self.provider_id, product_id)
@@ -151,16 +154,9 @@ class Runner:
         return self._partitions[topic]
 
     def _compile(self, c: dict) -> ActivePlan:
-        terms = policy_enforcer.ContractTerms(
-            contract_id=c["contract_id"], version=c["version"], consumer_id=c["consumer_id"],
-            purposes=list(c["purposes"]), policy=json.loads(c["policy_json"]),
-            not_before_ms=c["not_before_ms"], not_after_ms=c["not_after_ms"])
-        key = policy_enforcer.derive_contract_key(self.master_secret, c["contract_id"])
-        plan = policy_enforcer.compile_plan(terms, self.schema, key)
+        plan = policy_enforcer.plan_for(c, self.product_entry, self.master_secret)
         topic = topics.delivery(c["contract_id"])
-        static = [(H_CONTRACT, c["contract_id"].encode()), (H_CONTRACT_VERSION, str(c["version"]).encode()),
-                  (envelope.H_SCHEMA, plan.output_schema.fingerprint.encode()), self._src_topic_header]
-        return ActivePlan(c, plan, topic, self._n_partitions(topic), static)
+        return ActivePlan(c, plan, topic, self._n_partitions(topic))
 
     def apply_contract_changes(self, changes: list, from_offsets: dict[int, int]) -> list[dict]:
         """Take contract changes into effect now (a batch boundary); returns compliance events."""
@@ -215,12 +211,13 @@ class Runner:
             self._limits.recover(p, committed)
         self.alerts.recover(p, committed, self.fence_reader)
         fence = PartitionFence(committed)
-        outputs = [(topic, p % self._n_partitions(topic)) for topic in [ap.topic for ap in self.plans.values()]
-                   + [self.dlq_topic]]
+        outputs = [(ap.topic, ap.position_of) for ap in self.plans.values()] + [
+            (self.dlq_topic, clear_position(self.raw_topic))]
+        pairs = [(topic, p % self._n_partitions(topic)) for topic, _ in outputs]
         cq = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
-        with self.fence_reader.prefetched(outputs + [(topics.COMPLIANCE, cq)]):
-            for topic, q in outputs:
-                last = self.fence_reader.last_source_offset(topic, q, self.raw_topic, p)
+        with self.fence_reader.prefetched(pairs + [(topics.COMPLIANCE, cq)]):
+            for (topic, q), (_, position_of) in zip(pairs, outputs):
+                last = self.fence_reader.last_source_offset(topic, q, p, position_of)
                 if last >= committed:
                     fence.outputs[topic] = last
             fence.batches, fence.event_ids = self.fence_reader.compliance_since(
@@ -389,31 +386,26 @@ class Runner:
                     (H_RULE, rule.encode()), (H_REASON, reason.encode()), self._src_topic_header, src_p,
                     (H_SRC_OFFSET, b"%d" % m.offset())]
                 produce(self.dlq_topic, m.value(), m.key(), dlq_q, headers)
-        # every active contract on the admitted records. Hot path: per-record header values
-        # are built once and shared by every contract; each plan decides and encodes in one
-        # pass (Plan.evaluate_encoded), reusing the source bytes when it changes nothing.
-        records = [g.record for g in good]
-        values = [g.msg.value() for g in good] if self.plans else None
+        # every active contract on the admitted records. Hot path: each plan decides and
+        # encodes in one pass and hands over whole Kafka records (Plan.deliver: payload, key,
+        # headers, timestamp), reusing the source bytes when it changes nothing; what the
+        # plans share (decoded records, provenance plaintext) is built once (SourceBatch).
         offsets = [g.offset for g in good]
-        keys = [g.key for g in good]
-        tails = None
+        batch = policy_enforcer.SourceBatch(
+            p, [g.record for g in good], [g.msg.value() for g in good] if self.plans else [], offsets,
+            [g.headers.get(envelope.H_TRACE) for g in good] if self.plans else [])
         raw_produce = self.producer.produce
         for ap in self.plans.values():
-            result = ap.plan.evaluate_encoded(records, values, now_ms)
-            quota = (self._limits.quota(p, part, ap.contract_id, now_ms, result.records, records, first, last,
-                                        limit_events) if part is not None and part.quotas else None)
+            result = ap.plan.deliver(batch, now_ms)
+            quota = (self._limits.quota(p, part, ap.contract_id, now_ms, result.records, batch.records, first,
+                                        last, limit_events) if part is not None and part.quotas else None)
             digest = evidence.BatchDigest()
             add = digest.add
             q = p % ap.partitions
             topic = ap.topic
             written_to = fence.outputs.get(topic, -1) if fence is not None else -1
-            static = ap.static_headers + [src_p]
-            if tails is None and result.counts.get(policy_enforcer.DELIVER):
-                tails = [[(H_SRC_OFFSET, b"%d" % g.offset),
-                          (envelope.H_TRACE, _child_trace(g.headers.get(envelope.H_TRACE), g.offset))]
-                         for g in good]
-            # (no tails yet: this plan delivers nothing, every payload is None)
-            for payload, offset, key, tail in zip(result.records, offsets, keys, tails or offsets):
+            for payload, offset, key, hdrs, ts in zip(result.records, offsets, result.keys, result.headers,
+                                                      result.timestamps):
                 if payload is None:
                     continue
                 add(offset, payload)
@@ -421,9 +413,9 @@ class Runner:
                     fenced += 1
                     continue
                 try:
-                    raw_produce(topic, payload, key, q, headers=static + tail)
+                    raw_produce(topic, payload, key, q, headers=hdrs, timestamp=ts)
                 except BufferError:
-                    produce(topic, payload, key, q, static + tail)
+                    produce(topic, payload, key, q, hdrs, ts)
             counts = dict(result.counts)
             if quota and "drop:quota" in quota:
                 counts["drop:quota"] = quota["drop:quota"]
@@ -456,13 +448,13 @@ class Runner:
             headers = batch_headers + [(H_EVENT_ID, ev["event_id"].encode())]
             self._produce(topics.COMPLIANCE, schema.encode(ev), f"{self.product_id}:{p}".encode(), q, headers)
 
-    def _produce(self, topic: str, value, key, partition, headers) -> None:
+    def _produce(self, topic: str, value, key, partition, headers, timestamp: int = 0) -> None:
         while True:
             try:
                 if partition is None:
-                    self.producer.produce(topic, value, key, headers=headers)
+                    self.producer.produce(topic, value, key, headers=headers, timestamp=timestamp)
                 else:
-                    self.producer.produce(topic, value, key, partition, headers=headers)
+                    self.producer.produce(topic, value, key, partition, headers=headers, timestamp=timestamp)
                 return
             except BufferError:
                 self.producer.poll(0.05)
@@ -499,15 +491,6 @@ class Runner:
         self.alerts.close()
         self.fence_reader.close()
         self.producer.flush(30)
-
-
-def _child_trace(parent: bytes | None, offset: int) -> bytes:
-    """W3C traceparent of the delivery: the provider's trace id, a span id of this decision."""
-    if parent and len(parent) == 55 and parent[2] == 45 and parent[35] == 45:  # 00-<32 hex>-<16 hex>-<2 hex>, as sent
-        trace = parent[3:35]
-    else:
-        trace = parent.split(b"-")[1] if parent and parent.count(b"-") >= 3 else b"0" * 32
-    return b"00-%s-%016x-01" % (trace, offset & 0xFFFFFFFFFFFFFFFF)
 
 
 # Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):

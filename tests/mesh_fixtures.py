@@ -137,6 +137,16 @@ def headers(msg) -> dict:
     return {k: v for k, v in (msg.headers() or [])}
 
 
+def source_of(msg, keys_dir: Path) -> tuple[int, int]:
+    """(source partition, source offset) of a delivery, from its sealed cm.src header, opened
+    with the mesh's secret as the operator would (processors/provenance.py)."""
+    from processors.provenance import Resolver
+    from streams.keyring import mesh_secret
+    origin = Resolver(mesh_secret(keys_dir)).origin(headers(msg))
+    assert origin is not None, f"delivery without a source reference of its contract: {headers(msg)}"
+    return origin.partition, origin.offset
+
+
 def compliance_events(client: dict, product: str, **kw) -> list[dict]:
     s = schemas.load("ComplianceEvent")
     return [e for e in (s.decode(m.value()) for m in read_topic(client, topics.COMPLIANCE, **kw))

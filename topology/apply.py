@@ -69,11 +69,12 @@ def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str
             "schema_fingerprint": schema.fingerprint, "classification": p.classification.value.upper(),
             "partitions": p.partitions, "retention_ms": p.retention, "raw_topic": topics.raw(p.provider, p.id),
             "key_field": p.key_field, "event_time_field": p.event_time_field, "description": p.description,
+            "identifiers_json": json.dumps([i.terms().to_dict() for i in p.identifiers]) if p.identifiers else None,
             "updated_ms": 0}
     contracts = {}
     for c in topo.contracts:
         p = topo.product(c.product)
-        out_schema = delivery_schema(c, schemas.load(p.schema_name))
+        out_schema = delivery_schema(c, schemas.load(p.schema_name), p.terms())
         contracts[c.id] = {
             "contract_id": c.id, "version": c.version, "product_id": c.product, "provider_id": p.provider,
             "consumer_id": c.consumer, "purposes": list(c.purposes), "template": c.template,

@@ -99,7 +99,8 @@ def load_topology(path: str | Path) -> Topology:
         _load_geofences(topo, file.parent)
         for i, c in enumerate(topo.contracts):
             product = topo.product(c.product)
-            c.policy = resolve_policy(c, schemas.load(product.schema_name), topo.geofences, ("contracts", i))
+            c.policy = resolve_policy(c, schemas.load(product.schema_name), topo.geofences, ("contracts", i),
+                                      product.terms())
         check_operator_rules(topo)
     except TopologyError as exc:
         raise TopologyFileError(f"{_where(file, exc.path, lines, raw)}: {exc.message}") from None

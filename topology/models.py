@@ -105,6 +105,20 @@ class ParticipantSpec(_Entry):
         return v
 
 
+class IdentifierSpec(_Entry):
+    """An identifier of a product and where it travels (policy_enforcer/lineage.py): fields
+    `derived` from its value (a flight id built from the serial number) and free-text fields
+    it may `appears_in` (a phone number in a work order's text)."""
+
+    field: str
+    derived: list[str] = Field(default_factory=list)
+    appears_in: list[str] = Field(default_factory=list)
+
+    def terms(self):
+        from policy_enforcer import Identifier
+        return Identifier(self.field, tuple(self.derived), tuple(self.appears_in))
+
+
 class ProductSpec(_Entry):
     id: str
     provider: str
@@ -116,8 +130,14 @@ class ProductSpec(_Entry):
     description: str = ""
     key_field: str | None = None
     event_time_field: str | None = None
+    identifiers: list[IdentifierSpec] = Field(default_factory=list)
 
     _id = field_validator("id")(lambda v: check_id("product", v))
+
+    def terms(self):
+        """What every contract on this product obeys (policy_enforcer.ProductTerms)."""
+        from policy_enforcer import ProductTerms
+        return ProductTerms(self.key_field, self.event_time_field, tuple(i.terms() for i in self.identifiers))
     _retention = field_validator("retention", mode="before")(lambda v: duration_ms(v))
 
     @field_validator("schema_name")
@@ -239,6 +259,14 @@ class OperatorRulesSpec(_Entry):
     authorisations: dict[str, list[str]] = Field(default_factory=dict)
 
 
+def _path_of(dotted: str) -> tuple:
+    """'identifiers[0].derived[1]' -> ("identifiers", 0, "derived", 1)."""
+    out: list = []
+    for part in re.findall(r"[^.\[\]]+", dotted or ""):
+        out.append(int(part) if part.isdigit() else part)
+    return tuple(out)
+
+
 class Topology(_Entry):
     participants: list[ParticipantSpec] = Field(default_factory=list)
     products: list[ProductSpec] = Field(default_factory=list)
@@ -272,6 +300,12 @@ class Topology(_Entry):
                 value = getattr(p, attr)
                 if value is not None and value not in fields:
                     raise TopologyError(f"{value!r} is not a field of {p.schema_name}", ("products", i, attr))
+            from policy_enforcer import PolicyError
+            from policy_enforcer.lineage import check_identifiers
+            try:
+                check_identifiers(p.terms().identifiers, schemas.load(p.schema_name))
+            except PolicyError as exc:
+                raise TopologyError(exc.detail, ("products", i) + _path_of(exc.path)) from None
         for i, c in enumerate(self.contracts):
             product = self.product(c.product)
             if product is None:

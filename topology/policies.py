@@ -18,14 +18,17 @@ from .models import ContractSpec, TopologyError, to_ms
 _NULL_KEY = bytes(32)  # the output schema does not depend on the pseudonym key
 
 
-def resolve_policy(contract: ContractSpec, schema: RecordSchema, geofences: dict[str, dict], path: tuple) -> dict:
+def resolve_policy(contract: ContractSpec, schema: RecordSchema, geofences: dict[str, dict], path: tuple,
+                   product: policy_enforcer.ProductTerms | None = None) -> dict:
+    """The contract's policy document, checked against the product's schema and identifier
+    lineage (``product``): a contract that would leak an identifier fails here, at apply."""
     try:
         if contract.template is not None:
             policy = policy_enforcer.render_template(contract.template, _with_geofences(contract.params, geofences))
         else:
             policy = copy.deepcopy(contract.policy)
         policy = _with_geofences(policy, geofences)
-        policy_enforcer.validate_policy(policy, schema)
+        policy_enforcer.validate_policy(policy, schema, product)
     except policy_enforcer.PolicyError as exc:
         raise TopologyError(str(exc), path + ("template" if contract.template else "policy",)) from None
     except KeyError as exc:
@@ -55,6 +58,7 @@ def terms_of(contract: ContractSpec) -> policy_enforcer.ContractTerms:
         not_before_ms=to_ms(contract.valid.not_before), not_after_ms=to_ms(contract.valid.not_after))
 
 
-def delivery_schema(contract: ContractSpec, schema: RecordSchema) -> RecordSchema:
+def delivery_schema(contract: ContractSpec, schema: RecordSchema,
+                    product: policy_enforcer.ProductTerms | None = None) -> RecordSchema:
     """The Avro schema of what this contract's consumer receives."""
-    return policy_enforcer.compile_plan(terms_of(contract), schema, _NULL_KEY).output_schema
+    return policy_enforcer.compile_plan(terms_of(contract), schema, _NULL_KEY, product=product).output_schema

@@ -79,7 +79,7 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
             delivered = [json.loads(line) for line in tail.splitlines() if line.strip()]
             time.sleep(1)
         assert len(delivered) == 5, delivered
-        assert delivered[0]["headers"]["cm.contract"] == "regulator-uav"
+        assert delivered[0]["headers"]["cm.contract"] == "regulator-uav;v=1"
         assert delivered[0]["value"]["serial_number"] in {r["serial_number"] for r in records}
 
         dry = citymesh(env, "contract", "dry-run", "logistics-routes", "--sample", str(sample.with_suffix(".ok")),

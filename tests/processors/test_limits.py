@@ -26,7 +26,8 @@ from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.control import read_table
 from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import EXAMPLES, City, compliance_events, headers, make_city, raw_producer, read_topic
+from tests.mesh_fixtures import (EXAMPLES, City, compliance_events, headers, make_city, raw_producer, read_topic,
+                                 source_of)
 
 ROOT = Path(__file__).resolve().parents[2]
 ALL = """
@@ -74,9 +75,12 @@ def _delivery_schema(client: dict, contract: str) -> schemas.RecordSchema:
     return schemas.RecordSchema.from_definition(json.loads(c["delivery_schema_json"]))
 
 
-def _src(m) -> tuple[int, int]:
+def _src(m, keys_dir) -> tuple[int, int]:
+    """Source position of a dead letter (in clear) or a delivery (sealed, opened with the mesh's secret)."""
     h = headers(m)
-    return int(h["cm.src.partition"]), int(h["cm.src.offset"])
+    if "cm.src.partition" in h:
+        return int(h["cm.src.partition"]), int(h["cm.src.offset"])
+    return source_of(m, keys_dir)
 
 
 # ---- a contract's quota: global across a restart and across two instances -----------------
@@ -125,13 +129,13 @@ def test_contract_quota_holds_across_a_restart_and_two_instances(tmp_path, clien
     per_partition = {p: sum(1 for m in raw if m.partition() == p) for p in range(3)}
     shares = {p: QUOTA // 3 for p in range(3)}
     delivered = read_topic(client_config, dlv)
-    got = {p: sum(1 for m in delivered if _src(m)[0] == p) for p in range(3)}
+    got = {p: sum(1 for m in delivered if _src(m, city.keys)[0] == p) for p in range(3)}
     # exactly the first `share` records of every partition, once: nothing more after the restart
     assert got == {p: min(shares[p], per_partition[p]) for p in range(3)}
     assert len(delivered) <= QUOTA
-    assert len({_src(m) for m in delivered}) == len(delivered)
+    assert len({_src(m, city.keys) for m in delivered}) == len(delivered)
     for p in range(3):
-        assert sorted(o for q, o in map(_src, delivered) if q == p) == list(range(got[p]))
+        assert sorted(o for q, o in (_src(m, city.keys) for m in delivered) if q == p) == list(range(got[p]))
     quota_events = [e for e in compliance_events(client_config, city.product) if e["kind"] == "QUOTA"]
     assert sum(e["counts"].get("drop:quota", 0) for e in quota_events) == 2400 - len(delivered)
     assert {e["contract_id"] for e in quota_events} == {f"{city.u}-capped"}
@@ -284,7 +288,7 @@ def test_a_flooding_provider_is_held_to_its_limit_and_a_calm_one_keeps_its_rate(
     # held back, not lost: every partition delivered a gap-free prefix of its raw records
     by_p: dict[int, list[int]] = {}
     for m in fl:
-        p, o = _src(m)
+        p, o = _src(m, city.keys)
         by_p.setdefault(p, []).append(o)
     for p, offs in by_p.items():
         assert sorted(offs) == list(range(len(offs))), f"partition {p} has gaps or duplicates"
@@ -359,7 +363,7 @@ def test_garbage_trips_the_breaker_which_recovers_through_half_open(tmp_path, cl
     assert len(quarantined) >= 150  # at least all of the second phase
     assert sum(e["counts"]["quarantine"] for e in events if e["kind"] == "QUARANTINE") == len(quarantined)
     # nothing lost, nothing twice: each raw record is delivered or dead-lettered, once
-    where = [_src(m) for m in dlq] + [_src(m) for m in dlv]
+    where = [_src(m, city.keys) for m in dlq] + [_src(m, city.keys) for m in dlv]
     assert len(where) == len(set(where)) == len(raw) == 750
     # after closing, every good record is delivered
     schema = _delivery_schema(client_config, f"{city.u}-all")

@@ -11,7 +11,7 @@ import time
 
 from streams import topics
 from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import CONTRACTS, city_yaml, compliance_events, headers, make_city, read_topic
+from tests.mesh_fixtures import CONTRACTS, city_yaml, compliance_events, make_city, read_topic, source_of
 from tests.processors.test_runner_crash import spawn_runner, stop, wait_caught_up, wait_for_log
 
 RATE = 5000
@@ -74,8 +74,7 @@ def test_revocation_stops_delivery_within_a_second(tmp_path, client_config, uniq
     after = [k for k, ts in produced_at.items() if ts > t_revoked]
     assert len(after) > 5000, "too few records published after the revocation to tell anything"
     delivered = read_topic(client_config, topics.delivery(regulator))
-    got = {(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"])): m.timestamp()[1]
-           for m in delivered}
+    got = {source_of(m, city.keys): m.timestamp()[1] for m in delivered}
     late = [k for k in got if produced_at[k] > t_revoked]
     assert not late, f"{len(late)} records produced after the revocation was written were delivered"
 

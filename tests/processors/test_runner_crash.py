@@ -26,7 +26,7 @@ from streams import keyring, topics
 from streams.control import read_table
 from streams.offsets import end_offsets
 from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import compliance_events, headers, make_city, read_topic
+from tests.mesh_fixtures import compliance_events, headers, make_city, read_topic, source_of
 
 ROOT = Path(__file__).resolve().parents[2]
 N_GOOD = 100_000  # at least: the issue asks for a run of >= 100k records
@@ -248,8 +248,7 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, client
         delivered = read_topic(client_config, topics.delivery(cid), len(expected))
         got, last = {}, {}
         for m in delivered:
-            h = headers(m)
-            key = (int(h["cm.src.partition"]), int(h["cm.src.offset"]))
+            key = source_of(m, city.keys)
             assert key not in got, f"{cid}: {key} delivered twice"
             assert key[1] > last.get(key[0], -1), f"{cid}: {key} out of source order"
             last[key[0]] = key[1]
