@@ -19,6 +19,7 @@ import hmac
 import os
 from dataclasses import dataclass
 
+from schemas import headers
 from schemas.codegen import native_enabled
 
 try:  # the same tags in C (streams/_hmac.c), built by `pip install -e .`
@@ -26,12 +27,12 @@ try:  # the same tags in C (streams/_hmac.c), built by `pip install -e .`
 except ImportError:  # pragma: no cover - a checkout whose extension was not built
     _hmac = None
 
-H_PARTICIPANT = "cm.participant"
-H_PRODUCT = "cm.product"
-H_SCHEMA = "cm.schema"
-H_EVENT_TIME = "cm.event_time"
-H_TRACE = "traceparent"
-H_AUTH = "cm.auth"
+H_PARTICIPANT = headers.PARTICIPANT
+H_PRODUCT = headers.PRODUCT
+H_SCHEMA = headers.SCHEMA
+H_EVENT_TIME = headers.EVENT_TIME
+H_TRACE = headers.TRACE
+H_AUTH = headers.AUTH
 TAG_BYTES = 16
 
 

@@ -32,13 +32,13 @@ import faust
 from confluent_kafka.admin import AdminClient
 
 import schemas
+from schemas.headers import ORIGIN as H_ORIGIN
 from streams.settings import Settings
 
 from . import logic, metrics
 from .config import AppConfig
 
 log = logging.getLogger("citymesh.compliance")
-H_ORIGIN = "cm.origin"
 
 
 def _decode_delivery(contracts, value: bytes, topic: str) -> dict | None:
