@@ -42,7 +42,7 @@ from .duties import FieldOutput, compile_fields, derive_contract_key
 from .errors import PolicyError
 from .lineage import ProductTerms
 from .output_schema import build_output_schema
-from .provenance import SourceRefs, TraceIds, source_blocks, trace_blocks, traceparent
+from .provenance import TRACEPARENT, SourceRefs, TraceIds, has_zero_ids, source_blocks, trace_blocks, traceparent
 from .policy import PROHIBITIONS, DropDuty, PurposeConstraint, ValidityConstraint, check_policy
 
 DELIVER = "deliver"
@@ -338,10 +338,15 @@ class Plan:
             sources = batch.sources()
             refs = self.source_refs.seal(sources)
             traces, spans = self.trace_ids.seal(batch.traces(), sources)
-            static, src, trace = self.static_headers, H.SOURCE_REF, H.TRACE
-            result.headers = [None if payload is None else
-                              static + [(src, refs[32 * i:32 * i + 32]), (trace, traceparent(traces, spans, i))]
-                              for i, payload in enumerate(result.records)]
+            (c, s), src, trace = self.static_headers, H.SOURCE_REF, H.TRACE
+            if not has_zero_ids(traces, spans):  # the hot path: one list display per delivery
+                result.headers = [None if payload is None else [c, s, (src, refs[j:j + 32]), (
+                    trace, TRACEPARENT % (traces[j:j + 32], spans[j:j + 16]))]
+                    for j, payload in zip(range(0, 32 * len(result.records), 32), result.records)]
+            else:
+                result.headers = [None if payload is None else
+                                  [c, s, (src, refs[32 * i:32 * i + 32]), (trace, traceparent(traces, spans, i))]
+                                  for i, payload in enumerate(result.records)]
         else:
             result.headers = [None] * len(result.records)
         return result

@@ -35,6 +35,7 @@ cost is a slice of a hex string.
 
 from __future__ import annotations
 
+import binascii
 import hmac
 import struct
 from typing import Iterable
@@ -65,19 +66,24 @@ def source_blocks(partition: int, offsets: Iterable[int]) -> bytes:
     return b"".join(pack(SOURCE_TAG, partition, o) for o in offsets)
 
 
-def trace_blocks(traceparents: Iterable[bytes | None], sources: bytes) -> bytes:
+def trace_blocks(traceparents: list[bytes | None], sources: bytes) -> bytes:
     """The providers' 16-byte trace ids of a batch, in one buffer. A record without a
     well-formed traceparent gets its source position under a tag of its own instead: it
     still has a trace of its own, unlike any span or source reference."""
+    hexes = [tp[3:35] if tp and len(tp) == 55 and tp[2] == 45 and tp[35] == 45 else None for tp in traceparents]
+    if None not in hexes:
+        try:
+            return binascii.unhexlify(b"".join(hexes))  # the common case, in one call
+        except (binascii.Error, ValueError):
+            pass
     out = []
-    for i, tp in enumerate(traceparents):
-        if tp and len(tp) == 55 and tp[2] == 45 and tp[35] == 45:  # 00-<32 hex>-<16 hex>-<2 hex>
-            try:
-                out.append(bytes.fromhex(tp[3:35].decode("ascii")))
-                continue
-            except ValueError:
-                pass
-        out.append(_TRACE_TAG + sources[16 * i + 4:16 * i + 16])
+    for i, h in enumerate(hexes):
+        try:
+            out.append(binascii.unhexlify(h) if h is not None else None)
+        except (binascii.Error, ValueError):
+            out.append(None)
+        if out[-1] is None:
+            out[-1] = _TRACE_TAG + sources[16 * i + 4:16 * i + 16]
     return b"".join(out)
 
 
@@ -131,6 +137,16 @@ class TraceIds:
             return None
 
 
+TRACEPARENT = b"00-%b-%b-01"  # W3C: version 00, trace id, span (parent) id, flags 01 = sampled
+
+
+def has_zero_ids(trace_hex: bytes, span_hex: bytes) -> bool:
+    """Whether the buffers ``TraceIds.seal`` returned could hold an all-zero trace or span id
+    (which W3C forbids; one chance in 2^64 per record): then build the batch's traceparents
+    with ``traceparent``, which replaces them; else by ``TRACEPARENT`` directly."""
+    return trace_hex.find(_ZERO_TRACE) >= 0 or span_hex.find(_ZERO_SPAN) >= 0
+
+
 def traceparent(trace_hex: bytes, span_hex: bytes, i: int) -> bytes:
     """The traceparent of record i from the hex buffers ``TraceIds.seal`` returned."""
     t = trace_hex[32 * i:32 * i + 32]
@@ -139,4 +155,4 @@ def traceparent(trace_hex: bytes, span_hex: bytes, i: int) -> bytes:
         t = b"0" * 31 + b"1"
     if s == _ZERO_SPAN:
         s = b"0" * 15 + b"1"
-    return b"00-" + t + b"-" + s + b"-01"
+    return TRACEPARENT % (t, s)
