@@ -21,7 +21,7 @@ from pathlib import Path
 from bench_runner import ONE, make_records, publish, runner_rate, topology
 from common import apply_city, cluster, machine
 
-from processors.limiting import read_states
+from processors.partition_state import read_states
 from streams import topics
 from topology.apply import apply
 from topology.loader import load_topology
@@ -57,7 +57,7 @@ def main() -> None:
             apply(load_topology(path), conf, keys_dir=keys)
             rate, _ = runner_rate(conf, bootstrap, f"{p}-uav", topics.raw("bench-skyway", f"{p}-uav"), n, state,
                                   tmp / f"{p}.log")
-            persisted = read_states(conf, "bench-skyway", f"{p}-uav")
+            persisted = [s for s in read_states(conf, "bench-skyway", f"{p}-uav").values() if "limits" in s]
             assert bool(persisted) == (mode == "on"), f"limits {'not ' if mode == 'on' else ''}active on {p}"
             rates[mode].append(rate)
             print(f"{mode:>3} {p}: {rate:,.0f} records/s", flush=True)

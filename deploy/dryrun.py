@@ -70,7 +70,6 @@ def dry_run(client: dict, keys_dir, contract_id: str, sample: str | None, from_t
             line["delivered"] = delivered
             key = result.keys[i]
             line["key"] = None if key is None else key.decode("utf-8", "replace")
-            line["timestamp"] = result.timestamps[i]
         else:
             line["rule"] = rule
             if i in result.messages:

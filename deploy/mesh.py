@@ -99,13 +99,15 @@ def status(settings: Settings) -> int:
 
 def _limits_status(client: dict) -> None:
     """Limiter and breaker states per product partition, as the runners last persisted them."""
-    from processors.limiting import describe, read_states
+    from processors.limiting import Limiting, describe
+    from processors.partition_state import read_states
     from streams import topics
     from streams.control import read_table
     rows = []
     for pid, entry in sorted(read_table(client, topics.CONTROL_CATALOG).items()):
         for p, state in sorted(read_states(client, entry["provider_id"], pid).items()):
-            rows.append(f"  {pid + ':' + str(p):<28} {describe(state)}  (offset {state['offset']})")
+            if Limiting.name in state:
+                rows.append(f"  {pid + ':' + str(p):<28} {describe(state[Limiting.name])}  (offset {state['offset']})")
     if rows:
         print("limits and breakers:")
         print("\n".join(rows))

@@ -18,12 +18,11 @@ for such records.
 A delivery is the whole Kafka record, and all of it comes from here (``Plan.deliver``),
 because a consumer observes all of it: the payload; the key, taken from the *output* value
 of the product's key field (pseudonymised when the contract pseudonymises it, absent when
-the contract withholds it), so one subject stays one key within the contract; the
-timestamp, the output value of the event-time field when the contract delivers it as a
-time (truncated when it truncates it), else the batch's processing time; and the headers
-(``schemas/headers.py``), whose provenance values are per contract
-(``policy_enforcer/provenance.py``). Nothing of the provider's record reaches the consumer
-but through the plan.
+the contract withholds it), so one subject stays one key within the contract; and the
+headers (``schemas/headers.py``), whose provenance values are per contract
+(``policy_enforcer/provenance.py``). The timestamp is the batch's processing time, set by
+the runner: nothing of the record, and the same whichever contract. Nothing of the
+provider's record reaches the consumer but through the plan.
 """
 
 from __future__ import annotations
@@ -82,8 +81,8 @@ class BatchResult:
     - ``messages``: index -> why, for REJECT only (sparse);
     - ``counts``: ``deliver``, ``drop:<rule>``, ``reject:<rule>`` -> number of records
       (only non-zero entries), ready for a ComplianceEvent;
-    - ``keys[i]`` / ``timestamps[i]``: the delivery's Kafka key (bytes or None) and
-      timestamp (ms), None when not delivered;
+    - ``keys[i]``: the delivery's Kafka key (bytes, or None when it has none or is not
+      delivered);
     - ``headers[i]``: the delivery's headers (``Plan.deliver`` only).
     """
 
@@ -93,7 +92,6 @@ class BatchResult:
     counts: dict[str, int]
     messages: dict[int, str] = field(default_factory=dict)
     keys: list[bytes | None] | None = None
-    timestamps: list[int | None] | None = None
     headers: list[list | None] | None = None
 
     def __len__(self) -> int:
@@ -203,12 +201,9 @@ class Plan:
         # a plan that copies every field unchanged, in order, delivers the source body as it is
         self.passthrough = [(f.expr, f.as_string) for f in self._fields] == [
             (f"r[{n!r}]", False) for n in schema.field_names]
-        # the rest of the Kafka record: key, timestamp, headers
+        # the rest of the Kafka record: key and headers
         names = [f.name for f in self._fields]
         self._key_at = names.index(product.key_field) if product.key_field in names else None
-        et = product.event_time_field
-        self._time_at = (names.index(et) if et in names and not self._fields[names.index(et)].as_string
-                         and checked.fields[et].base in ("int", "long") else None)
         self.source_refs = SourceRefs(pseudonym_key)
         self.trace_ids = TraceIds(pseudonym_key)
         self.static_headers = [(H.CONTRACT, H.contract_value(self.contract_id, self.version)),
@@ -248,24 +243,16 @@ class Plan:
             ns.update(_enc=encode, _OH=self.output_schema.header, _SHL=len(self.source_schema.header),
                       _kb=key_bytes)
             args = [f.expr for f in self._fields]
-            key, ts = "None", "now_ms"
+            key = "None"
             if self._key_at is not None:  # the key is the output value of the key field
-                if not self.passthrough:
-                    args[self._key_at] = f"(_kv := {args[self._key_at]})"
-                key = f"_kb({'_kv' if not self.passthrough else self._fields[self._key_at].expr})"
-            if self._time_at is not None:
-                if self._time_at == self._key_at:
-                    tv = "_kv" if not self.passthrough else self._fields[self._time_at].expr
-                elif not self.passthrough:
-                    args[self._time_at] = f"(_tv := {args[self._time_at]})"
-                    tv = "_tv"
+                if self.passthrough:
+                    key = f"_kb({self._fields[self._key_at].expr})"
                 else:
-                    tv = self._fields[self._time_at].expr
-                nullable = self._checked.fields[self._fields[self._time_at].name].nullable
-                ts = f"(now_ms if (_t := {tv}) is None else _t)" if nullable else tv
+                    args[self._key_at] = f"(_kv := {args[self._key_at]})"
+                    key = "_kb(_kv)"
             payload = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(args)})"
             lines += ["def _make_encoding_step(now_ms):", *_indent(batch, 4), "    def step(r, v):",
-                      *_indent(checks, 8), f"        return ({payload}, {key}, {ts})", "    return step", ""]
+                      *_indent(checks, 8), f"        return ({payload}, {key})", "    return step", ""]
         source = "\n".join(lines)
         exec(compile(source, f"<policy plan {self.contract_id} v{self.version}>", "exec"), ns)
         return ns["_make_step"], ns["_make_probes"], ns.get("_make_encoding_step"), source
@@ -291,26 +278,23 @@ class Plan:
 
     def evaluate(self, records: list[dict], now_ms: int) -> BatchResult:
         """Decide every record of a batch; ``now_ms`` is the batch's processing time. The
-        delivered records are dicts in the output schema, with their keys and timestamps."""
+        delivered records are dicts in the output schema, with their keys."""
         n = len(records)
         batch_rule = self._batch_rule(now_ms)
         if batch_rule is not None:
             return BatchResult([DROP] * n, [None] * n, [batch_rule] * n,
-                               {f"drop:{batch_rule}": n} if n else {}, keys=[None] * n, timestamps=[None] * n)
+                               {f"drop:{batch_rule}": n} if n else {}, keys=[None] * n)
         step = self._make_step(now_ms)
         try:
             results = [step(r) for r in records]
         except Exception:  # noqa: BLE001 - some record is bad: redo the batch record by record
-            return self._key_and_time(self._evaluate_slow(records, now_ms, step), now_ms)
-        return self._key_and_time(_collect(results, dict), now_ms)
+            return self._keys(self._evaluate_slow(records, now_ms, step))
+        return self._keys(_collect(results, dict))
 
-    def _key_and_time(self, result: BatchResult, now_ms: int) -> BatchResult:
-        """Fill the keys and timestamps of a result whose records are output dicts."""
+    def _keys(self, result: BatchResult) -> BatchResult:
+        """Fill the keys of a result whose records are output dicts."""
         kname = self._fields[self._key_at].name if self._key_at is not None else None
-        tname = self._fields[self._time_at].name if self._time_at is not None else None
         result.keys = [None if r is None or kname is None else key_bytes(r[kname]) for r in result.records]
-        result.timestamps = [None if r is None else now_ms if tname is None or r[tname] is None else r[tname]
-                             for r in result.records]
         return result
 
     def evaluate_encoded(self, records: list[dict], values: list[bytes], now_ms: int) -> BatchResult:
@@ -415,7 +399,6 @@ class Plan:
                          "rules": [RULE_NOT_BEFORE, RULE_NOT_AFTER]},
             "fields": list(checked.delivered),
             "key": self._fields[self._key_at].name if self._key_at is not None else None,
-            "timestamp": self._fields[self._time_at].name if self._time_at is not None else "processing time",
             "dropped_fields": dropped,
             "constraints": [{"rule": c.rule, "path": c.path, "text": c.text, **c.evidence} for c in self._constraints],
             "duties": ([{"rule": f.rule, "path": f.path, "field": f.name, "text": f.text}
@@ -455,7 +438,7 @@ def compile_plan(terms: ContractTerms, schema: RecordSchema, pseudonym_key: byte
 
 def _collect(results: list, delivered: type) -> BatchResult:
     """A BatchResult from one step result per record: the output (of class `delivered`:
-    a dict, or a (payload, key, timestamp) tuple from the encoding step) or the id of the
+    a dict, or a (payload, key) tuple from the encoding step) or the id of the
     rule that dropped it (a str). Fills `results` in place."""
     n = len(results)
     counts: dict[str, int] = {}
@@ -480,9 +463,8 @@ def _collect(results: list, delivered: type) -> BatchResult:
     if delivered is not tuple:
         return BatchResult(decisions, results, rules, counts)
     if not dropped and n:
-        payloads, keys, times = map(list, zip(*results))
+        payloads, keys = map(list, zip(*results))
     else:
         payloads = [None if x is None else x[0] for x in results]
         keys = [None if x is None else x[1] for x in results]
-        times = [None if x is None else x[2] for x in results]
-    return BatchResult(decisions, payloads, rules, counts, keys=keys, timestamps=times)
+    return BatchResult(decisions, payloads, rules, counts, keys=keys)

@@ -24,17 +24,13 @@ limit whichever partitions each owns, and the state moves with the partition.
 
 Exactly-once and restarts: decisions 2 and 3 depend on the limiter state, and a replayed
 batch must decide exactly as the original did (processors/fencing.py). So the state is
-persisted *with the offsets*: every batch that touched partition p writes one record to
-the compacted topic cm.state.<provider>.<product> (schema LimiterState, key product:p,
-partition p) carrying the state before the batch (at the committed offset C it started
-from) and after it (at the offset it is about to commit), and it is flushed before the
-offsets are committed. Commits are synchronous and one per step, so the newest record
-for p always has offset_after == committed (the batch was committed) or offset_before ==
-committed (it crashed before the commit): a restarted owner restores whichever matches,
-then replays the uncommitted batch with its original processing time from exactly the
-state the original started from, taking the same decisions, minting the same event ids.
-A restart therefore never resets a quota (a day's count survives; tokens refill only by
-elapsed time). Limits changed in the topology take over the old state where it fits.
+persisted *with the offsets* (processors/partition_state.py): `snapshot(p)` after every
+batch, `restore(p, state)` of the state that matches the committed offset when p is
+assigned, so a restarted owner replays an uncommitted batch with its original processing
+time from exactly the state the original started from, taking the same decisions, minting
+the same event ids. A restart therefore never resets a quota (a day's count survives;
+tokens refill only by elapsed time). Limits changed in the topology take over the old
+state where it fits.
 
 Cost: a product with no limits and no quotas never creates any of this (the runner holds
 None and tests one attribute per batch).
@@ -48,13 +44,10 @@ import time
 
 from confluent_kafka import TopicPartition
 
-import schemas
 from policy_enforcer.limits import CircuitBreaker
 from policy_enforcer.quota import DLQ, HOLD, ContractQuota, IngressLimiter, IngressTerms, PartitionLimits, QuotaTerms
-from streams import topics
 
 from . import evidence, metrics
-from .fencing import FenceReader
 
 log = logging.getLogger("citymesh.limits")
 
@@ -80,25 +73,23 @@ def ingress_terms(participant: dict | None, products_of_provider: int) -> Ingres
 
 
 class Limiting:
-    """The limits of one product on one runner instance: per-partition state, its
-    persistence, back-pressure and the events of what the limiters did."""
+    """The limits of one product on one runner instance: per-partition state (persisted
+    under the name "limits", processors/partition_state.py), back-pressure and the events
+    of what the limiters did. The ingress stage (processors/stages/ingress.py) and the
+    contracts stage (quotas) use it."""
 
-    def __init__(self, client_config: dict, product: str, provider: str, raw_topic: str, partitions: int,
-                 event_time_field: str | None, ingress: IngressTerms | None, producer, fence_reader: FenceReader):
+    name = "limits"
+
+    def __init__(self, product: str, provider: str, raw_topic: str, partitions: int,
+                 event_time_field: str | None, ingress: IngressTerms | None):
         self.product, self.provider, self.raw_topic = product, provider, raw_topic
         self.partitions = partitions
         self.event_time_field = event_time_field
         self.ingress = ingress
         self.quota_terms: dict[str, tuple[QuotaTerms, int, str]] = {}  # contract -> (terms, version, consumer)
-        self.state_topic = topics.limiter_state(provider, product)
-        self.producer = producer
-        self.fence_reader = fence_reader
-        self.schema = schemas.load("LimiterState")
         self.parts: dict[int, PartitionLimits] = {}
-        self.saved: dict[int, tuple[int, str]] = {}  # p -> (offset, state json) last persisted or restored
         self.paused: dict[int, tuple[float, int]] = {}  # p -> (monotonic time to resume, offset to resume at)
         self.throttling: dict[int, list] = {}  # p -> [last event ms, pauses since]
-        self._state_partitions = None
 
     @property
     def active(self) -> bool:
@@ -137,71 +128,25 @@ class Limiting:
             part.quotas[cid] = ContractQuota(qt, self.partitions, p, self.event_time_field)
         return part
 
-    def _state_partition(self, p: int) -> int:
-        if self._state_partitions is None:
-            md = self.producer.list_topics(self.state_topic, timeout=10).topics[self.state_topic]
-            if md.error is not None or not md.partitions:
-                raise SystemExit(f"topic {self.state_topic} does not exist; apply the topology again")
-            self._state_partitions = len(md.partitions)
-        return p % self._state_partitions
-
-    def recover(self, p: int, committed: int) -> None:
-        """Restore partition p's state as of the committed offset (see the module doc)."""
+    def restore(self, p: int, state: dict) -> None:
+        """Partition p's limiters from the state persisted with its committed offset ({}: fresh)."""
         part = self._build(p)
-        key = f"{self.product}:{p}".encode()
-        snap = None
-        for window in self.fence_reader._scan_back(self.state_topic, self._state_partition(p)):
-            snap = next((m for m in reversed(window) if m.key() == key and m.value()), None)
-            if snap is not None:
-                break
-        state_json = "{}"
-        if snap is not None:
-            s = self.schema.decode(snap.value())
-            if s["offset_after"] == committed:
-                state_json = s["state_after_json"]
-            elif s["offset_before"] == committed:
-                state_json = s["state_before_json"]
-                log.warning("partition %d: limiter state of the uncommitted batch from %d discarded", p, committed)
-            elif s["offset_after"] < committed:  # limits were off for a while: the newest state there is
-                state_json = s["state_after_json"]
-                log.warning("partition %d: limiter state is of offset %d, committed %d", p, s["offset_after"],
-                            committed)
-            else:
-                log.error("partition %d: limiter state of offsets %d..%d does not match committed %d; fresh state",
-                          p, s["offset_before"], s["offset_after"], committed)
-        part.restore(json.loads(state_json))
+        part.restore(state)
         self.parts[p] = part
-        self.saved[p] = (committed, json.dumps(part.snapshot(), separators=(",", ":")))
         self._gauge(p, part)
+
+    def snapshot(self, p: int) -> dict | None:
+        part = self.parts.get(p) if self.active else None
+        if part is None:
+            return None
+        self._gauge(p, part)
+        return part.snapshot()
 
     def forget(self, p: int) -> None:
         self.parts.pop(p, None)
-        self.saved.pop(p, None)
         self.throttling.pop(p, None)
         if self.paused.pop(p, None) is not None:
             metrics.RATELIMIT_PAUSED.labels(self.product).set(len(self.paused))
-
-    def persist(self, commits: list, now_ms: int) -> None:
-        """One state record per partition this batch is about to commit (before the commit)."""
-        for tp in commits:
-            p = tp.partition
-            part = self.parts.get(p)
-            if part is None:
-                continue
-            after = json.dumps(part.snapshot(), separators=(",", ":"))
-            before_off, before = self.saved.get(p, (tp.offset, "{}"))
-            rec = {"product_id": self.product, "partition": p, "offset_before": before_off,
-                   "offset_after": tp.offset, "time_ms": now_ms, "state_before_json": before,
-                   "state_after_json": after}
-            while True:
-                try:
-                    self.producer.produce(self.state_topic, self.schema.encode(rec), f"{self.product}:{p}".encode(),
-                                          self._state_partition(p))
-                    break
-                except BufferError:
-                    self.producer.poll(0.05)
-            self.saved[p] = (tp.offset, after)
-            self._gauge(p, part)
 
     def _gauge(self, p: int, part: PartitionLimits) -> None:
         if part.breaker is not None:
@@ -328,32 +273,8 @@ class Limiting:
                 "last_offset": last, "digest": None, "trace_id": None, "details": details or {}}
 
 
-def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:
-    """Partition -> the newest persisted state of a product's limiters (for `citymesh status`)."""
-    reader = FenceReader(client_config)
-    schema = schemas.load("LimiterState")
-    out: dict[int, dict] = {}
-    topic = topics.limiter_state(provider, product)
-    try:
-        md = reader._consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if md is None or md.error is not None:
-            return out
-        for q in md.partitions:
-            for window in reader._scan_back(topic, q):
-                for m in reversed(window):
-                    if m.value():
-                        s = schema.decode(m.value())
-                        if s["partition"] not in out:
-                            out[s["partition"]] = {**json.loads(s["state_after_json"]), "offset": s["offset_after"],
-                                                   "time_ms": s["time_ms"]}
-                break  # the newest window holds the newest state of the partitions written there
-    finally:
-        reader.close()
-    return out
-
-
 def describe(state: dict) -> str:
-    """One line: breaker state, ingress tokens, quota use."""
+    """One line: breaker state, ingress tokens, quota use (`state` as Limiting.snapshot gives it)."""
     parts = []
     b = state.get("breaker")
     if b:

@@ -5,8 +5,9 @@ to date (at the batch boundary), admit the records, evaluate every ACTIVE contra
 compiled plan on the batch, write what each contract grants to its delivery topic and
 what was rejected to the dead-letter topic, emit the batch's compliance events, wait for
 the broker's acknowledgements, then commit the source offsets (without waiting for the
-commit's answer, unless the product has limits: see step()). More
-instances in the same consumer group share the product's partitions.
+commit's answer: see step()). Each partition's slice of a batch passes through a chain of
+stages, one file each in processors/stages/ (admission → replay → ingress → rules →
+contracts → sinks). More instances in the same consumer group share the product's partitions.
 
 Exactly-once: see processors/fencing.py. Decisions are a function of the record, the
 contract version and the batch's processing time; a restarted runner fences off what a
@@ -23,26 +24,26 @@ import gc
 import logging
 import signal
 import time
-from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 
-import policy_enforcer
 import schemas
-from streams import envelope, keyring, topics
+from streams import keyring, topics
 from streams.control import read_table
 from streams.settings import Settings, get_settings
 
-from schemas.headers import REASON as H_REASON
-from schemas.headers import RULE as H_RULE
-from schemas.headers import SOURCE_REF as H_SOURCE_REF
-
-from . import evidence, limiting, metrics
-from .admission import DEFAULT_MAX_BYTES, Admission
-from .alert_stage import AlertStage
+from . import limiting, metrics
 from .contract_feed import ContractFeed
-from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_OFFSET, H_SRC_PARTITION,
-                      H_SRC_TOPIC, FenceReader, PartitionFence, clear_position, compliance_partition)
+from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_PARTITION, H_SRC_TOPIC,
+                      FenceReader, PartitionFence, clear_position, compliance_partition)
+from .partition_state import PartitionStates
+from .stages import PartitionSlice, Stage
+from .stages.admission import DEFAULT_MAX_BYTES, Admission
+from .stages.contracts import ActivePlan, Contracts
+from .stages.ingress import Ingress
+from .stages.replay import Replay
+from .stages.rules import Rules
+from .stages.sinks import Sinks
 
 log = logging.getLogger("citymesh.runner")
 
@@ -64,62 +65,62 @@ class DeliveryFailed(RuntimeError):
     """The broker did not acknowledge an output; the batch is not committed and will be replayed."""
 
 
-@dataclass
-class ActivePlan:
-    """One ACTIVE contract compiled for this product, with its output topic's shape."""
-
-    contract: dict
-    plan: policy_enforcer.Plan
-    topic: str
-    partitions: int
-
-    @property
-    def contract_id(self) -> str:
-        return self.contract["contract_id"]
-
-    def position_of(self, headers: dict) -> tuple[int, int] | None:
-        """The source position of one of this contract's deliveries (its sealed cm.src)."""
-        ref = headers.get(H_SOURCE_REF)
-        return self.plan.source_refs.open(ref) if ref else None
-
-
 class Runner:
+    """Enforces one product: consumes its raw topic and passes every partition's slice of a
+    batch through the chain of stages (processors/stages/)."""
+
     def __init__(self, product_id: str, client_config: dict, keys_dir, batch_size: int = 5000,
                  max_record_bytes: int = DEFAULT_MAX_BYTES, session_timeout_ms: int = 6000,
                  group_id: str | None = None, poll_timeout_s: float = 0.1):
         self.product_id = product_id
-        self.client_config = client_config
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         catalog = read_table(client_config, topics.CONTROL_CATALOG)
         entry = catalog.get(product_id)
         if entry is None:
             raise SystemExit(f"product {product_id!r} is not in the catalog; apply the topology first")
-        self.provider_id = entry["provider_id"]
-        self.product_entry = entry
-        self.schema = schemas.load(entry["schema_name"])
+        provider = entry["provider_id"]
+        schema = schemas.load(entry["schema_name"])
         self.raw_topic = entry["raw_topic"]
-        self.dlq_topic = topics.dead_letter(self.provider_id, product_id)
-        self.admission = Admission(product_id, self.provider_id, self.schema,
-                                   keyring.load(keys_dir, self.provider_id), max_record_bytes)
-        self.master_secret = keyring.mesh_secret(keys_dir)
         # one delivery callback for every record this producer writes (outputs, dead letters,
-        # compliance events, limiter state): a failure anywhere fails the batch (_flush), and a
-        # producer-wide callback costs less per record than one passed to each produce()
+        # compliance events, partition state): a failure anywhere fails the batch (_flush), and
+        # a producer-wide callback costs less per record than one passed to each produce()
         self.producer = Producer({**client_config, **PRODUCER_CONFIG, "on_delivery": self._on_delivery})
         self.consumer = Consumer({
             **client_config, "group.id": group_id or f"citymesh-runner.{product_id}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": session_timeout_ms, "enable.partition.eof": False,
-            # a broker answers a connection's requests in order: a commit (synchronous with
-            # limits) waits behind a long-poll fetch for up to fetch.wait.max.ms
+            # a broker answers a connection's requests in order: a commit waits behind a
+            # long-poll fetch for up to fetch.wait.max.ms
             "fetch.wait.max.ms": FETCH_WAIT_MS,
         })
         self.feed = ContractFeed(client_config, product_id)
         self.fence_reader = FenceReader(client_config)
-        md = self.producer.list_topics(timeout=10)
-        self._partitions = {name: len(t.partitions) for name, t in md.topics.items()}
-        self.plans: dict[str, ActivePlan] = {}
+        self._partitions = {name: len(t.partitions) for name, t in self.producer.list_topics(timeout=10).topics.items()}
+        self.states = PartitionStates(product_id, provider, self.producer, self.fence_reader)
+        # rate limits, quotas, provider breaker (processors/limiting.py)
+        self.limiting = limiting.Limiting(
+            product_id, provider, self.raw_topic, self._n_partitions(self.raw_topic), entry.get("event_time_field"),
+            limiting.ingress_terms(read_table(client_config, topics.CONTROL_PARTICIPANTS).get(provider),
+                                   sum(1 for e in catalog.values() if e["provider_id"] == provider)))
+        self.contracts = Contracts(entry, keyring.mesh_secret(keys_dir), self.limiting, self._n_partitions)
+        self.sinks = Sinks(product_id, provider, self.raw_topic, topics.dead_letter(provider, product_id),
+                           self.producer, self._produce, self._n_partitions)
+        # operator rules -> cm.alerts, in the same pass as the contracts
+        self.alerts = Rules(client_config, product_id, schema, self.raw_topic, entry.get("event_time_field"),
+                            self.fence_reader)
+        # the chain a partition's slice of a batch goes through (processors/stages/__init__.py)
+        self.replay = Replay(product_id, entry.get("event_time_window_ms"))
+        self.chain: list[Stage] = [
+            Admission(product_id, provider, schema, keyring.load(keys_dir, provider), max_record_bytes),
+            self.replay,
+            Ingress(self.limiting),
+            self.alerts,
+            self.contracts,
+            self.sinks,
+        ]
+        # what keeps per-partition state (snapshot/restore), persisted with the offsets
+        self.stateful = [self.limiting, self.replay]
         self.fences: dict[int, PartitionFence] = {}
         self._recover: set[int] = set()
         self._carry: dict[int, list] = {}
@@ -127,23 +128,17 @@ class Runner:
         self._issued: dict[int, int] = {}  # partition -> the last offset a commit was sent for
         self._stopping = False
         self.consumed = 0  # raw records consumed by this instance
-        self.fenced = 0  # outputs skipped because a previous owner had written them
-        self._src_topic_header = (H_SRC_TOPIC, self.raw_topic.encode())
-        # rate limits, quotas, provider breaker (processors/limiting.py); None when there are none
-        catalog_n = sum(1 for e in catalog.values() if e["provider_id"] == self.provider_id)
-        self.limiting = limiting.Limiting(
-            client_config, product_id, self.provider_id, self.raw_topic, self._n_partitions(self.raw_topic),
-            entry.get("event_time_field"), limiting.ingress_terms(
-                read_table(client_config, topics.CONTROL_PARTICIPANTS).get(self.provider_id), catalog_n),
-            self.producer, self.fence_reader)
-        self._limits: limiting.Limiting | None = None
-        # operator rules -> cm.alerts, in the same pass as the contracts (processors/alert_stage.py)
-        self.alerts = AlertStage(client_config, product_id, self.schema, self.raw_topic,
-                                 entry.get("event_time_field"), self._produce)
-        self.apply_contract_changes(self.feed.sync(), {})
+        self.contracts.apply(self.feed.sync(), {})
         self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
-    # ---- contracts ----------------------------------------------------------------------
+    @property
+    def plans(self) -> dict[str, ActivePlan]:
+        return self.contracts.plans
+
+    @property
+    def fenced(self) -> int:
+        """Outputs skipped because a previous owner of their partition had written them."""
+        return self.sinks.fenced
 
     def _n_partitions(self, topic: str) -> int:
         if topic not in self._partitions:
@@ -152,35 +147,6 @@ class Runner:
                 raise SystemExit(f"topic {topic} does not exist; apply the topology first")
             self._partitions[topic] = len(md.partitions)
         return self._partitions[topic]
-
-    def _compile(self, c: dict) -> ActivePlan:
-        plan = policy_enforcer.plan_for(c, self.product_entry, self.master_secret)
-        topic = topics.delivery(c["contract_id"])
-        return ActivePlan(c, plan, topic, self._n_partitions(topic))
-
-    def apply_contract_changes(self, changes: list, from_offsets: dict[int, int]) -> list[dict]:
-        """Take contract changes into effect now (a batch boundary); returns compliance events."""
-        events = []
-        now = int(time.time() * 1000)
-        for c, old in changes:
-            cid = c["contract_id"]
-            if c["state"] == "ACTIVE":
-                try:
-                    self.plans[cid] = self._compile(c)
-                except policy_enforcer.PolicyError as exc:  # applied contracts are validated; be safe anyway
-                    log.error("contract %s v%s does not compile, not enforced: %s", cid, c["version"], exc)
-                    self.plans.pop(cid, None)
-            else:
-                self.plans.pop(cid, None)
-            events.append(evidence.contract_change_event(now, self.product_id, self.provider_id, c,
-                                                         old["state"] if old else None, self.raw_topic,
-                                                         from_offsets))
-            log.info("contract %s v%s %s -> %s from offsets %s", cid, c["version"], old and old["state"],
-                     c["state"], from_offsets)
-        metrics.ACTIVE_CONTRACTS.labels(self.product_id).set(len(self.plans))
-        self.limiting.set_quotas(self.plans)
-        self._limits = self.limiting if self.limiting.active else None
-        return events
 
     # ---- partitions and recovery ---------------------------------------------------------
 
@@ -192,11 +158,15 @@ class Runner:
 
     def _on_revoke(self, consumer, partitions) -> None:
         for tp in partitions:
-            self._recover.discard(tp.partition)
-            self._issued.pop(tp.partition, None)
-            self.fences.pop(tp.partition, None)
-            self.limiting.forget(tp.partition)
-            self._carry.pop(tp.partition, None)
+            p = tp.partition
+            self._recover.discard(p)
+            self._issued.pop(p, None)
+            self.fences.pop(p, None)
+            self._carry.pop(p, None)
+            self.limiting.forget(p)
+            self.states.forget(p)
+            for stage in self.chain:
+                stage.revoke(p)
 
     def _committed(self, p: int) -> int:
         committed = self.consumer.committed([TopicPartition(self.raw_topic, p)], timeout=10)[0].offset
@@ -205,14 +175,17 @@ class Runner:
         return committed
 
     def recover(self, p: int) -> PartitionFence:
-        """What a previous owner of partition p wrote beyond the committed offset."""
+        """Restore partition p's state as of the committed offset and find what a previous
+        owner wrote beyond it."""
         committed = self._committed(p)
-        if self._limits is not None:
-            self._limits.recover(p, committed)
-        self.alerts.recover(p, committed, self.fence_reader)
+        states = self.states.recover(p, committed)
+        for obj in self.stateful:
+            obj.restore(p, states.get(obj.name, {}))
+        for stage in self.chain:
+            stage.assign(p, committed)
         fence = PartitionFence(committed)
         outputs = [(ap.topic, ap.position_of) for ap in self.plans.values()] + [
-            (self.dlq_topic, clear_position(self.raw_topic))]
+            (self.sinks.dlq_topic, clear_position(self.raw_topic))]
         pairs = [(topic, p % self._n_partitions(topic)) for topic, _ in outputs]
         cq = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
         with self.fence_reader.prefetched(pairs + [(topics.COMPLIANCE, cq)]):
@@ -259,9 +232,10 @@ class Runner:
         msgs = self._next_batch()
         t0 = time.perf_counter()
         msgs = [m for m in msgs if not m.error()]
-        if self._limits is not None and self._limits.paused:  # ingress back-pressure
-            self._limits.resume_due(self.consumer)
-            msgs = [m for m in msgs if m.partition() not in self._limits.paused]
+        lim = self.limiting
+        if lim.paused:  # ingress back-pressure
+            lim.resume_due(self.consumer)
+            msgs = [m for m in msgs if m.partition() not in lim.paused]
         by_partition: dict[int, list] = {}
         for m in msgs:
             by_partition.setdefault(m.partition(), []).append(m)
@@ -273,7 +247,7 @@ class Runner:
                 if tp.partition not in from_offsets:
                     pos = self.consumer.position([tp])[0].offset
                     from_offsets[tp.partition] = pos if pos >= 0 else 0
-            for ev in self.apply_contract_changes(changes, from_offsets):
+            for ev in self.contracts.apply(changes, from_offsets):
                 events_out.append((0, ev, []))
         if not msgs:
             self._write_events(events_out)
@@ -282,13 +256,12 @@ class Runner:
             return 0
         now_ms = int(time.time() * 1000)
         commits = []
-        lim = self._limits
         for p, pmsgs in by_partition.items():
             if p in self._recover:
                 self.fences[p] = self.recover(p)
                 self._recover.discard(p)
-            if lim is not None and p not in lim.parts:  # limits switched on after the partition came
-                lim.recover(p, self._committed(p))
+            if lim.active and p not in lim.parts:  # limits switched on after the partition came
+                lim.restore(p, self.states.last(p).get(lim.name, {}))
             fence = self.fences.get(p)
             if p in self._carry:
                 pmsgs = self._carry.pop(p) + pmsgs
@@ -311,7 +284,7 @@ class Runner:
                 done = pmsgs[cut - 1].offset()
                 fence.batches.pop(0)
                 pmsgs = pmsgs[cut:]
-            if pmsgs and lim is not None and lim.holding:
+            if pmsgs and lim.holding:
                 pmsgs = lim.hold(self.consumer, p, pmsgs, now_ms, events_out)
             if pmsgs:
                 self._process(p, pmsgs, now_ms, fence, events_out, ())
@@ -321,16 +294,18 @@ class Runner:
             commits.append(TopicPartition(self.raw_topic, p, done + 1))
             if fence is not None and not fence.batches and all(o <= done for o in fence.outputs.values()):
                 self.fences.pop(p, None)  # everything the old owner wrote is behind us now
-        if lim is not None and commits:
-            lim.persist(commits, now_ms)  # the state goes with the offsets (processors/limiting.py)
+        for tp in commits:  # the state goes with the offsets (processors/partition_state.py)
+            states = {obj.name: snap for obj in self.stateful if (snap := obj.snapshot(tp.partition)) is not None}
+            if states or tp.partition in self.states.saved:
+                self.states.persist(tp.partition, tp.offset, states, now_ms)
         self._write_events(events_out)
         self._flush()
         if commits:
             # The next batch need not wait for the commit's answer: a commit lost to a crash
             # only leaves one more written batch beyond the committed offset, which recovery
-            # fences like any other (processors/fencing.py). Limiter state is matched to the
-            # committed offset one batch at a time (processors/limiting.py): with limits, wait.
-            self.consumer.commit(offsets=commits, asynchronous=lim is None)
+            # fences like any other (processors/fencing.py), and whose partition state
+            # recovery passes over to the state of the committed offset.
+            self.consumer.commit(offsets=commits, asynchronous=True)
             self._issued.update((tp.partition, tp.offset) for tp in commits)
         self.consumed += len(msgs)
         metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
@@ -339,106 +314,16 @@ class Runner:
 
     def _process(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, events_out: list,
                  already_emitted) -> None:
-        """Enforce one partition's slice of a batch; compliance events already written before
-        a crash (`already_emitted` ids) are not queued again."""
+        """One partition's slice of a batch through the chain; compliance events already
+        written before a crash (`already_emitted` ids) are not queued again."""
         first, last = msgs[0].offset(), msgs[-1].offset()
-        src_p = (H_SRC_PARTITION, str(p).encode())
-        batch_headers = [self._src_topic_header, src_p, (H_BATCH_FIRST, str(first).encode()),
-                         (H_BATCH_LAST, str(last).encode()), (H_BATCH_NOW, str(now_ms).encode())]
-        # limits (processors/limiting.py): ingress drop and the provider breaker take a suffix of
-        # the slice off to the dead-letter topic before admission
-        part = self._limits.parts.get(p) if self._limits is not None else None
-        screened, limit_events = (), []
-        if part is not None:
-            msgs, screened = self._limits.screen(p, part, msgs, now_ms, first, last, limit_events)
-        good, bad = self.admission.admit(msgs)
-        if part is not None:
-            self._limits.after_admission(p, part, now_ms, len(good), len(bad), first, last, limit_events)
-        self.alerts.evaluate(p, good, now_ms, batch_headers)
-        produce = self._produce
-        fenced = 0
-        # dead letters, with the reason
-        if bad:
-            dlq_q = p % self._n_partitions(self.dlq_topic)
-            for r in bad:
-                if fence is not None and fence.written(self.dlq_topic, r.offset):
-                    fenced += 1
-                else:
-                    headers = [(k, v) for k, v in (r.msg.headers() or [])] + [
-                        (H_RULE, r.rule.encode()), (H_REASON, r.reason.encode()), self._src_topic_header, src_p,
-                        (H_SRC_OFFSET, str(r.offset).encode())]
-                    produce(self.dlq_topic, r.msg.value(), r.msg.key(), dlq_q, headers)
-                trace = r.headers.get(envelope.H_TRACE)
-                ev = evidence.reject_event(
-                    now_ms, self.product_id, self.provider_id, self.raw_topic, p, r.offset, r.rule, r.reason,
-                    envelope.trace_id_of(trace) if trace else None,
-                    (r.headers.get(envelope.H_PARTICIPANT) or b"").decode("utf-8", "replace"))
-                if ev["event_id"] not in already_emitted:
-                    events_out.append((p, ev, batch_headers))
-                metrics.REJECTED.labels(self.product_id, r.rule).inc()
-        if screened:  # after the rejects: their offsets are higher, the fence needs source order
-            dlq_q = p % self._n_partitions(self.dlq_topic)
-            for m, rule, reason in screened:
-                if fence is not None and fence.written(self.dlq_topic, m.offset()):
-                    fenced += 1
-                    continue
-                headers = list(m.headers() or []) + [
-                    (H_RULE, rule.encode()), (H_REASON, reason.encode()), self._src_topic_header, src_p,
-                    (H_SRC_OFFSET, b"%d" % m.offset())]
-                produce(self.dlq_topic, m.value(), m.key(), dlq_q, headers)
-        # every active contract on the admitted records. Hot path: each plan decides and
-        # encodes in one pass and hands over whole Kafka records (Plan.deliver: payload, key,
-        # headers, timestamp), reusing the source bytes when it changes nothing; what the
-        # plans share (decoded records, provenance plaintext) is built once (SourceBatch).
-        offsets = [g.offset for g in good]
-        batch = policy_enforcer.SourceBatch(
-            p, [g.record for g in good], [g.msg.value() for g in good] if self.plans else [], offsets,
-            [g.headers.get(envelope.H_TRACE) for g in good] if self.plans else [])
-        raw_produce = self.producer.produce
-        for ap in self.plans.values():
-            result = ap.plan.deliver(batch, now_ms)
-            quota = (self._limits.quota(p, part, ap.contract_id, now_ms, result.records, batch.records, first,
-                                        last, limit_events) if part is not None and part.quotas else None)
-            digest = evidence.BatchDigest()
-            add = digest.add
-            q = p % ap.partitions
-            topic = ap.topic
-            written_to = fence.outputs.get(topic, -1) if fence is not None else -1
-            for payload, offset, key, hdrs, ts in zip(result.records, offsets, result.keys, result.headers,
-                                                      result.timestamps):
-                if payload is None:
-                    continue
-                add(offset, payload)
-                if offset <= written_to:
-                    fenced += 1
-                    continue
-                try:
-                    raw_produce(topic, payload, key, q, headers=hdrs, timestamp=ts)
-                except BufferError:
-                    produce(topic, payload, key, q, hdrs, ts)
-            counts = dict(result.counts)
-            if quota and "drop:quota" in quota:
-                counts["drop:quota"] = quota["drop:quota"]
-                counts[policy_enforcer.DELIVER] -= quota["drop:quota"]
-                if not counts[policy_enforcer.DELIVER]:
-                    del counts[policy_enforcer.DELIVER]
-            if counts:
-                ev = evidence.batch_event(
-                    now_ms, self.product_id, self.provider_id, ap.contract_id, ap.contract["version"],
-                    ap.contract["consumer_id"], self.raw_topic, p, first, last, counts, digest.hexdigest(), None)
-                if ev["event_id"] not in already_emitted:
-                    events_out.append((p, ev, batch_headers))
-            for key, n in counts.items():
-                decision, _, rule = key.partition(":")
-                metrics.DECISIONS.labels(self.product_id, ap.contract_id, decision, rule).inc(n)
-        for ev in limit_events:
-            if ev["event_id"] not in already_emitted:
-                events_out.append((p, ev, batch_headers))
-        if fenced:
-            self.fenced += fenced
-            metrics.FENCED.labels(self.product_id).inc(fenced)
-            if fence is not None:
-                log.info("partition %d: %d output(s) already written before the restart, skipped", p, fenced)
+        s = PartitionSlice(p, msgs, now_ms, fence, already_emitted, [
+            (H_SRC_TOPIC, self.raw_topic.encode()), (H_SRC_PARTITION, str(p).encode()),
+            (H_BATCH_FIRST, str(first).encode()), (H_BATCH_LAST, str(last).encode()),
+            (H_BATCH_NOW, str(now_ms).encode())])
+        for stage in self.chain:
+            stage.process(s)
+        events_out += [(p, ev, s.batch_headers) for ev in s.events if ev["event_id"] not in already_emitted]
 
     def _write_events(self, events_out: list) -> None:
         schema = schemas.load("ComplianceEvent")
@@ -488,9 +373,11 @@ class Runner:
                 log.warning("final commit failed: %s", exc)
         self.consumer.close()
         self.feed.close()
-        self.alerts.close()
+        for stage in self.chain:
+            stage.close()
         self.fence_reader.close()
         self.producer.flush(30)
+        self.producer.close()  # its threads and connections now, not when the object is collected
 
 
 # Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):
@@ -508,7 +395,7 @@ def _abandon(runner: Runner) -> None:
         runner.producer.flush(0)
     except Exception:  # noqa: BLE001 - best effort: the broker is what failed
         pass
-    for part in (runner.consumer, runner.feed, runner.alerts, runner.fence_reader):
+    for part in (runner.consumer, runner.feed, *runner.chain, runner.fence_reader):
         try:
             part.close()
         except Exception:  # noqa: BLE001

@@ -1,7 +1,8 @@
 """Every Kafka header name the mesh writes or reads, in one place (values are ASCII bytes).
 
-Provider records (streams/envelope.py sets them, processors/admission.py checks them):
-  cm.participant, cm.product, cm.schema, cm.event_time, traceparent, cm.auth
+Provider records (streams/envelope.py sets them, processors/stages/admission.py and
+replay.py check them):
+  cm.participant, cm.product, cm.schema, cm.event_time, cm.seq, traceparent, cm.auth
 Deliveries (policy_enforcer/plan.py builds them; nothing else reaches a consumer):
   cm.contract   "<contract id>;v=<version>"
   cm.schema     fingerprint of the contract's delivery schema
@@ -19,6 +20,7 @@ SCHEMA = "cm.schema"
 EVENT_TIME = "cm.event_time"
 TRACE = "traceparent"
 AUTH = "cm.auth"
+SEQUENCE = "cm.seq"
 
 CONTRACT = "cm.contract"
 SOURCE_REF = "cm.src"

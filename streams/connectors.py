@@ -2,8 +2,9 @@
 
 A provider never writes Avro or headers by hand: `ProviderConnector.publish` validates the
 record against the product's schema (an invalid record raises RecordInvalid and nothing is
-sent), encodes it in Avro single-object encoding, sets the envelope headers and the HMAC
-authenticity tag, and produces it keyed by the product's key field to the raw topic.
+sent), encodes it in Avro single-object encoding, sets the envelope headers, the record's
+sequence (unique under the tag, so a copy is refused as a replay) and the HMAC authenticity
+tag, and produces it keyed by the product's key field to the raw topic.
 `ConsumerConnector` reads the consumer's delivery topic of one contract and yields
 decoded records with their headers.
 """
@@ -11,11 +12,13 @@ decoded records with their headers.
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
 from typing import Iterator
 
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 
 import schemas
 
@@ -45,9 +48,10 @@ PRODUCER_DEFAULTS = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass
 class Route:
-    """Where and how one product's records are written (from its catalog entry)."""
+    """Where and how one product's records are written (from its catalog entry), and the
+    sequence of each raw-topic partition this connector writes (streams/envelope.py)."""
 
     product_id: str
     provider_id: str
@@ -55,10 +59,14 @@ class Route:
     schema: schemas.RecordSchema
     key_field: str | None
     event_time_field: str | None
+    partitions: int
+    sequences: list[int] = field(default_factory=list)  # per partition, the last sequence written
+    _next: int = 0  # round robin for records without a key
 
     def __post_init__(self) -> None:  # header values computed once, not per record
-        object.__setattr__(self, "product_header", (envelope.H_PRODUCT, self.product_id.encode()))
-        object.__setattr__(self, "schema_header", (envelope.H_SCHEMA, self.schema.fingerprint.encode()))
+        self.product_header = (envelope.H_PRODUCT, self.product_id.encode())
+        self.schema_header = (envelope.H_SCHEMA, self.schema.fingerprint.encode())
+        self.sequences = [0] * self.partitions
 
     @classmethod
     def from_catalog(cls, entry: dict) -> "Route":
@@ -68,7 +76,22 @@ class Route:
                 f"product {entry['product_id']}: catalog schema fingerprint {entry['schema_fingerprint']} "
                 f"differs from local {schema.full_name} {schema.fingerprint}; upgrade citymesh or the catalog")
         return cls(entry["product_id"], entry["provider_id"], entry["raw_topic"], schema,
-                   entry.get("key_field"), entry.get("event_time_field"))
+                   entry.get("key_field"), entry.get("event_time_field"), entry["partitions"])
+
+    def resize(self, partitions: int) -> None:
+        """The raw topic has this many partitions (its metadata, which may differ from the
+        catalog's count when `apply` could not grow the topic)."""
+        if partitions != self.partitions:
+            self.partitions = partitions
+            self.sequences = (self.sequences + [0] * partitions)[:partitions]
+
+    def partition(self, key: bytes | None) -> int:
+        """The partition of a key: CRC-32 of the key modulo the partition count, as librdkafka's
+        default (consistent) partitioner, so one subject stays in one partition, in order."""
+        if key is None:
+            self._next = (self._next + 1) % self.partitions
+            return self._next
+        return zlib.crc32(key) % self.partitions
 
 
 class _Closed:
@@ -93,6 +116,10 @@ class ProviderConnector:
         self.routes = {pid: Route.from_catalog(e) for pid, e in catalog.items()
                        if e["provider_id"] == self.participant_id}
         self._producer = Producer({**client_config, **PRODUCER_DEFAULTS, **(producer_config or {})})
+        self._size_routes()
+        # this connector's records are unique by (producer id, partition, sequence): a fresh id
+        # per connector, so two processes of one provider never share a sequence
+        self.producer_id = os.urandom(8).hex()
         self._traces = envelope.TraceIds()
         self._participant = self.participant_id.encode()
         self._participant_header = (envelope.H_PARTICIPANT, self._participant)
@@ -106,6 +133,21 @@ class ProviderConnector:
         if err is not None:
             self.failed += 1
             self.last_error = err
+
+    def _size_routes(self, timeout_s: float = 5.0) -> None:
+        """Each route's partition count from its topic's metadata, which may differ from the
+        catalog's when `apply` could not grow a topic; the catalog's count stands when the
+        broker cannot answer yet (publishing would fail then anyway)."""
+        if not self.routes:
+            return
+        try:
+            md = self._producer.list_topics(timeout=timeout_s).topics
+        except KafkaException:
+            return
+        for r in self.routes.values():
+            t = md.get(r.topic)
+            if t is not None and t.error is None and t.partitions:
+                r.resize(len(t.partitions))
 
     def route(self, product_id: str) -> Route:
         try:
@@ -126,18 +168,23 @@ class ProviderConnector:
         if event_time is None:
             event_time = int(time.time() * 1000)
         et = b"%d" % event_time
-        product_header = r.product_header
-        tag = self._tagger.tag(self._participant, product_header[1], et, payload)
-        headers = [self._participant_header, product_header, r.schema_header, (envelope.H_EVENT_TIME, et),
-                   (envelope.H_TRACE, self._traces.next()), (envelope.H_AUTH, self._auth_prefix + tag.hex().encode())]
         if key is None and r.key_field:
             key = record.get(r.key_field)
         if key.__class__ is str:
             key = key.encode()
+        p = r.partition(key)
+        r.sequences[p] += 1
+        seq = b"%s:%d:%d" % (self.producer_id.encode(), p, r.sequences[p])
+        product_header = r.product_header
+        tag = self._tagger.tag(self._participant, product_header[1], envelope.signed_time(et, seq), payload)
+        headers = [self._participant_header, product_header, r.schema_header, (envelope.H_EVENT_TIME, et),
+                   (envelope.H_SEQUENCE, seq), (envelope.H_TRACE, self._traces.next()),
+                   (envelope.H_AUTH, self._auth_prefix + tag.hex().encode())]
         produce = self._producer.produce
         while True:
             try:
-                produce(r.topic, payload, key, headers=headers, timestamp=event_time, on_delivery=self._on_delivery)
+                produce(r.topic, payload, key, partition=p, headers=headers, timestamp=event_time,
+                        on_delivery=self._on_delivery)
                 break
             except BufferError:  # local queue full: let librdkafka drain, then retry
                 self._producer.poll(0.05)

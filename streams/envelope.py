@@ -5,11 +5,18 @@ Headers (values are ASCII bytes so any Kafka tool shows them):
   cm.product       the data product
   cm.schema        CRC-64-AVRO fingerprint of the writer schema (also inside the payload)
   cm.event_time    event time, ms since the epoch
+  cm.seq           "<producer>:<partition>:<sequence>": what makes the record unique under its
+                   tag. <producer> is 16 hex digits drawn at random by each ProviderConnector,
+                   <partition> the raw-topic partition the record is written to, <sequence>
+                   1, 2, 3 ... per producer and partition. The runner accepts each sequence
+                   once per producer and partition (processors/stages/replay.py)
   traceparent      W3C Trace Context, so a record can be followed through the mesh
   cm.auth          "<key id>:<HMAC-SHA256 tag, first 16 bytes, hex>"
-The tag covers participant, product, event time and the payload (which starts with the
-schema fingerprint), so none of them can be changed or replayed onto another product
-without the participant's key.
+The tag covers participant, product, event time, cm.seq and the payload (which starts with
+the schema fingerprint), joined by NUL bytes, so none of them can be changed, and a copy is
+either refused as a replay (same sequence) or fails the tag (any other sequence or partition).
+Records of the previous release carry no cm.seq; their tag covers participant, product, event
+time and payload, and the runner accepts them for one more release.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ H_SCHEMA = headers.SCHEMA
 H_EVENT_TIME = headers.EVENT_TIME
 H_TRACE = headers.TRACE
 H_AUTH = headers.AUTH
+H_SEQUENCE = headers.SEQUENCE
 TAG_BYTES = 16
 
 
@@ -79,8 +87,14 @@ class PyTagger:
 Tagger = _hmac.Tagger if _hmac is not None and native_enabled() else PyTagger
 
 
+def signed_time(event_time: bytes, sequence: bytes | None) -> bytes:
+    """The tag's third part: the event time, and the record's cm.seq after a NUL when it has one."""
+    return event_time if sequence is None else event_time + b"\x00" + sequence
+
+
 def tag(key: bytes, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:
-    """The 16-byte HMAC-SHA256 authenticity tag over participant, product, event time and payload."""
+    """The 16-byte HMAC-SHA256 authenticity tag over participant, product, event time (with the
+    sequence: ``signed_time``) and payload."""
     msg = b"\x00".join((participant, product, event_time, payload))
     return hmac.digest(key, msg, "sha256")[:TAG_BYTES]
 
@@ -127,7 +141,8 @@ def verify(headers: dict[str, bytes], payload: bytes, keys: dict[str, tuple[str,
     key_id, _, tag_hex = auth.partition(b":")
     if key_id.decode("ascii", "replace") != entry[0]:
         return Verdict(False, "unknown-key-id")
-    expected = tag(entry[1], participant, headers.get(H_PRODUCT, b""), headers.get(H_EVENT_TIME, b""), payload)
+    expected = tag(entry[1], participant, headers.get(H_PRODUCT, b""),
+                   signed_time(headers.get(H_EVENT_TIME, b""), headers.get(H_SEQUENCE)), payload)
     try:
         given = bytes.fromhex(tag_hex.decode("ascii"))
     except ValueError:

@@ -39,7 +39,8 @@ def dead_letter(provider: str, product: str) -> str:
     return f"cm.dlq.{provider}.{product}"
 
 
-def limiter_state(provider: str, product: str) -> str:
-    """Compacted: the runner's limiter and breaker state per source partition, tied to its
-    committed offset (processors/limiting.py), so a restart does not reset a quota."""
+def partition_state(provider: str, product: str) -> str:
+    """Compacted: the runner's state per source partition (limits, quotas, breaker, replay
+    check, alert folding), tied to its committed offset (processors/partition_state.py), so a
+    restart neither resets a quota nor forgets what it has seen."""
     return f"cm.state.{provider}.{product}"

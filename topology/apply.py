@@ -40,7 +40,7 @@ def topic_specs(topo: Topology) -> list[TopicSpec]:
         retention = {"retention.ms": p.retention}
         specs.append(TopicSpec(topics.raw(p.provider, p.id), p.partitions, retention))
         specs.append(TopicSpec(topics.dead_letter(p.provider, p.id), p.partitions, retention))
-        specs.append(TopicSpec(topics.limiter_state(p.provider, p.id), p.partitions, COMPACTED))
+        specs.append(TopicSpec(topics.partition_state(p.provider, p.id), p.partitions, COMPACTED))
     for c in topo.contracts:
         p = topo.product(c.product)
         specs.append(TopicSpec(topics.delivery(c.id), p.partitions, {"retention.ms": p.retention}))
@@ -68,7 +68,8 @@ def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str
             "product_id": p.id, "provider_id": p.provider, "name": p.name, "schema_name": schema.full_name,
             "schema_fingerprint": schema.fingerprint, "classification": p.classification.value.upper(),
             "partitions": p.partitions, "retention_ms": p.retention, "raw_topic": topics.raw(p.provider, p.id),
-            "key_field": p.key_field, "event_time_field": p.event_time_field, "description": p.description,
+            "key_field": p.key_field, "event_time_field": p.event_time_field,
+            "event_time_window_ms": p.event_time_window, "description": p.description,
             "identifiers_json": json.dumps([i.terms().to_dict() for i in p.identifiers]) if p.identifiers else None,
             "updated_ms": 0}
     contracts = {}

@@ -130,9 +130,12 @@ class ProductSpec(_Entry):
     description: str = ""
     key_field: str | None = None
     event_time_field: str | None = None
+    event_time_window: int | None = Field(None, description="ms; records whose event time is further than this "
+                                                             "from the processing time are refused (e.g. 10m)")
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
 
     _id = field_validator("id")(lambda v: check_id("product", v))
+    _window = field_validator("event_time_window", mode="before")(lambda v: None if v is None else duration_ms(v))
 
     def terms(self):
         """What every contract on this product obeys (policy_enforcer.ProductTerms)."""

@@ -1,8 +1,8 @@
-"""Operator rules in the enforcement runner: hits on admitted records become Alerts on cm.alerts.
+"""The rules stage: operator rules on admitted records; hits become Alerts on cm.alerts.
 
-The runner calls `evaluate` once per partition slice of a batch, after admission and next to
-the contracts, so every admitted record is checked in the same pass that delivers it. A hit
-never changes delivery; it is evidence for the operator and the regulator.
+Runs once per partition slice of a batch, after admission and before the contracts, so every
+admitted record is checked in the same pass that delivers it. A hit never changes delivery;
+it is evidence for the operator and the regulator. The sinks stage writes the alerts.
 
 Rules come from cm.control.rules (written by `citymesh apply`, topology/rules.py) and are
 HOT-RELOADED: a dedicated consumer follows the compacted topic and each batch takes whatever
@@ -43,7 +43,8 @@ import schemas
 from policy_enforcer.rules import RuleSet, alert_record, compile_rules
 from streams import topics
 
-from .fencing import H_EVENT_ID, H_SRC_OFFSET, FenceReader
+from ..fencing import FenceReader
+from .base import PartitionSlice, Stage
 
 log = logging.getLogger("citymesh.alerts")
 
@@ -113,15 +114,16 @@ def compile_record(rec: dict | None, schema: schemas.RecordSchema) -> RuleSet | 
     return rules if len(rules) else None
 
 
-class AlertStage:
+class Rules(Stage):
+    name = "rules"
+
     def __init__(self, client_config: dict, product_id: str, schema: schemas.RecordSchema, raw_topic: str,
-                 event_time_field: str | None, produce):
+                 event_time_field: str | None, fence_reader: FenceReader):
         self.product_id = product_id
         self.schema = schema
         self.raw_topic = raw_topic
         self.event_time_field = event_time_field if event_time_field in schema.field_names else None
-        self._produce = produce  # the runner's produce(topic, value, key, partition, headers)
-        self._alert = schemas.load("Alert")
+        self._reader = fence_reader
         self._feed = RulesFeed(client_config, product_id)
         self.rules: RuleSet | None = None
         self._fenced: dict[int, set[str]] = {}  # source partition -> ids written before a restart
@@ -142,16 +144,20 @@ class AlertStage:
             self.rules = None
         log.info("operator rules of %s: %s", self.product_id, self.rules.rule_ids if self.rules else "none")
 
-    def recover(self, p: int, committed: int, reader: FenceReader) -> None:
+    def revoke(self, p: int) -> None:
+        self._fenced.pop(p, None)
+        self._pending.pop(p, None)
+
+    def assign(self, p: int, committed: int) -> None:
         """Collect the ids of alerts a previous owner of source partition p wrote beyond `committed`.
 
         With no rules there is nothing to raise again, so nothing to look for (the scan of the
         alerts topic is a start-up cost of every runner): it is done when rules arrive."""
-        self._fenced.pop(p, None)
-        self._pending.pop(p, None)
+        self.revoke(p)
         if self.rules is None:
-            self._pending[p] = (committed, reader)
+            self._pending[p] = committed
             return
+        reader = self._reader
         ts = reader.timestamp_at(self.raw_topic, p, committed)
         if ts is None:  # nothing beyond the committed offset was ever consumed: nothing to fence
             return
@@ -162,31 +168,31 @@ class AlertStage:
             self._fenced[p] = ids
             log.warning("partition %d: %d alert(s) already written before the restart will be skipped", p, len(ids))
 
-    def evaluate(self, p: int, good: list, now_ms: int, batch_headers: list) -> None:
-        """Raise an Alert for every rule hit on the admitted records of one partition slice."""
+    def process(self, s: PartitionSlice) -> None:
+        """An Alert for every rule hit on the admitted records of one partition slice, except
+        those a crashed owner already wrote."""
         rec = self._feed.poll()
         if rec is not None:
             self._install(rec)
-        rules = self.rules
+        rules, good, p = self.rules, s.good, s.p
         if rules is None or not good:
             return
         if p in self._pending:  # rules came after the partition did
-            self.recover(p, *self._pending[p])
-        hits = rules.evaluate([g.record for g in good], now_ms)
+            self.assign(p, self._pending[p])
+        hits = rules.evaluate([g.record for g in good], s.now_ms)
         if not hits:
             return
-        encode, produce, etf, src = self._alert.encode, self._produce, self.event_time_field, self.raw_topic
+        etf, src = self.event_time_field, self.raw_topic
         fenced_ids = self._fenced.get(p, ())
         for h in hits:
             g = good[h.index]
             t = g.record.get(etf) if etf else None
-            alert = alert_record(h, self.product_id, t if t is not None else now_ms, src, p, g.offset)
+            alert = alert_record(h, self.product_id, t if t is not None else s.now_ms, src, p, g.offset)
             if alert["alert_id"] in fenced_ids:
                 self.fenced += 1
                 continue
             ALERTS_RAISED.labels(self.product_id, h.rule_id, h.severity).inc()
-            produce(topics.ALERTS, encode(alert), h.subject.encode(), None,
-                    batch_headers + [(H_SRC_OFFSET, b"%d" % g.offset), (H_EVENT_ID, alert["alert_id"].encode())])
+            s.alerts.append((alert, h.subject.encode(), g.offset))
             self.raised += 1
 
     def close(self) -> None:

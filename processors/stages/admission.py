@@ -1,4 +1,4 @@
-"""Admission: is a raw record what its provider really wrote, in the product's schema?
+"""The admission stage: is a raw record what its provider really wrote, in the product's schema?
 
 Checks, in order, each with its own rule id for the dead-letter topic and the compliance
 event: size, Avro single-object header and schema fingerprint, the claimed participant
@@ -13,8 +13,10 @@ from dataclasses import dataclass
 
 import schemas
 from streams import envelope
-from streams.envelope import H_AUTH, H_EVENT_TIME, H_PARTICIPANT, H_PRODUCT
+from streams.envelope import H_AUTH, H_EVENT_TIME, H_PARTICIPANT, H_PRODUCT, H_SEQUENCE, signed_time
 from streams.keyring import Keyring
+
+from .base import PartitionSlice, Stage
 
 DEFAULT_MAX_BYTES = 256 * 1024
 
@@ -37,7 +39,11 @@ class Rejected:
     headers: dict
 
 
-class Admission:
+class Admission(Stage):
+    """Splits a slice's records into ``good`` (decoded) and ``rejected`` (rule and reason)."""
+
+    name = "admission"
+
     def __init__(self, product_id: str, provider_id: str, schema: schemas.RecordSchema, keyring: Keyring,
                  max_bytes: int = DEFAULT_MAX_BYTES):
         self.product = product_id.encode()
@@ -48,6 +54,9 @@ class Admission:
         self._key_id = keyring.key_id.encode()
         self._tagger = envelope.Tagger(keyring.hmac_key)
         self._registry = schemas.default_registry()
+
+    def process(self, s: PartitionSlice) -> None:
+        s.good, s.rejected = self.admit(s.msgs)
 
     def admit(self, msgs: list) -> tuple[list[Admitted], list[Rejected]]:
         """Split a batch into admitted records (decoded) and rejected ones (with rule and reason).
@@ -67,7 +76,8 @@ class Admission:
             auth = h.get(H_AUTH)
             if (auth is not None and v is not None and hlen <= len(v) <= max_bytes and v.startswith(header)
                     and h.get(H_PARTICIPANT) == provider and h.get(H_PRODUCT) == product and auth.startswith(prefix)
-                    and matches(provider, product, h.get(H_EVENT_TIME, b""), v, auth, plen)):
+                    and matches(provider, product, signed_time(h.get(H_EVENT_TIME, b""), h.get(H_SEQUENCE)), v,
+                                auth, plen)):
                 try:
                     rec, end = read(v, hlen)
                 except Exception:  # noqa: BLE001 - bad input, named by _check
@@ -129,7 +139,8 @@ class Admission:
             given = bytes.fromhex(tag_hex.decode("ascii"))
         except ValueError:
             return "bad-auth-tag"
-        expected = self._tagger.tag(participant, self.product, h.get(envelope.H_EVENT_TIME, b""), v)
+        expected = self._tagger.tag(participant, self.product,
+                                    signed_time(h.get(H_EVENT_TIME, b""), h.get(H_SEQUENCE)), v)
         if not hmac.compare_digest(expected, given):
             return "bad-auth-tag"
         return None
@@ -141,5 +152,5 @@ _REASONS = {
     "wrong-product": "cm.product header does not name this product",
     "missing-auth-tag": "no cm.auth header",
     "unknown-key-id": "the tag names a key the provider does not hold",
-    "bad-auth-tag": "the HMAC tag does not match participant, product, event time and payload",
+    "bad-auth-tag": "the HMAC tag does not match participant, product, event time, sequence and payload",
 }

@@ -1,0 +1,135 @@
+"""The runner's per-partition state, written with the offsets it commits.
+
+Some stages decide by state: the ingress limiter's tokens, the provider breaker, contract
+quotas, the replay check's last sequence per producer, the alert folding. A batch replayed
+after a crash must decide exactly as the original did (processors/fencing.py), so it must
+start from the state the original started from: the state as of the committed offset.
+
+How: every batch that touches source partition p writes ONE record (schema PartitionState,
+key ``<product>:<p>``) to the compacted topic cm.state.<provider>.<product>, carrying every
+stage's state as of the offset the batch started from (``offset_before``) and as of the
+offset it is about to commit (``offset_after``); it is flushed with the batch's outputs,
+before the offsets are committed. The runner does not wait for a commit's answer, so the
+committed offset may lag by a batch or two; a restarted owner therefore scans p's state
+records newest first for the one whose ``offset_after`` or ``offset_before`` equals the
+committed offset, and restores that state. The scan is short: the records it passes are of
+batches written but not committed, at most as many as commits were lost in the crash.
+
+A product whose stages keep no state writes nothing here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import schemas
+from streams import topics
+
+from .fencing import FenceReader
+
+log = logging.getLogger("citymesh.state")
+
+
+class PartitionStates:
+    """Reads and writes one product's partition states (the runner's producer writes them)."""
+
+    def __init__(self, product: str, provider: str, producer, fence_reader: FenceReader):
+        self.product = product
+        self.topic = topics.partition_state(provider, product)
+        self.producer = producer
+        self.fence_reader = fence_reader
+        self.schema = schemas.load("PartitionState")
+        self.registry = schemas.Registry([self.schema, schemas.load("LimiterState")])
+        self.saved: dict[int, tuple[int, str]] = {}  # p -> (offset, states json) last restored or written
+        self._partitions: int | None = None
+
+    def _partition(self, p: int) -> int:
+        if self._partitions is None:
+            md = self.producer.list_topics(self.topic, timeout=10).topics[self.topic]
+            if md.error is not None or not md.partitions:
+                raise SystemExit(f"topic {self.topic} does not exist; apply the topology again")
+            self._partitions = len(md.partitions)
+        return p % self._partitions
+
+    def _decode(self, value: bytes) -> dict:
+        schema, rec = self.registry.decode(value)
+        if schema.name == "LimiterState":  # written before the stages had one record between them
+            for k in ("state_before_json", "state_after_json"):
+                rec[k] = json.dumps({"limits": json.loads(rec[k])})
+        return rec
+
+    def recover(self, p: int, committed: int) -> dict[str, dict]:
+        """Every stage's state of partition p as of the committed offset ({} when none was saved)."""
+        key = f"{self.product}:{p}".encode()
+        found = None
+        for window in self.fence_reader._scan_back(self.topic, self._partition(p)):
+            for m in reversed(window):
+                if m.key() != key or not m.value():
+                    continue
+                s = self._decode(m.value())
+                if s["offset_after"] == committed:
+                    found = s["state_after_json"]
+                elif s["offset_before"] == committed:
+                    found = s["state_before_json"]
+                    log.warning("partition %d: state of a batch from %d that was not committed discarded", p, committed)
+                elif s["offset_after"] < committed:
+                    # nothing kept state for a while (no limits, say): the newest state there is
+                    found = s["state_after_json"]
+                    log.warning("partition %d: newest state is of offset %d, committed %d", p, s["offset_after"],
+                                committed)
+                else:  # a batch beyond the committed offset whose commit was lost: look further back
+                    continue
+                break
+            if found is not None:
+                break
+        states = json.loads(found) if found is not None else {}
+        self.saved[p] = (committed, json.dumps(states, separators=(",", ":"), sort_keys=True))
+        return states
+
+    def last(self, p: int) -> dict[str, dict]:
+        """The state last restored or written for p (a stage switched on mid-way starts from it)."""
+        return json.loads(self.saved[p][1]) if p in self.saved else {}
+
+    def forget(self, p: int) -> None:
+        self.saved.pop(p, None)
+
+    def persist(self, p: int, offset: int, states: dict[str, dict], now_ms: int) -> None:
+        """Write p's state as of `offset` (the offset about to be committed), with the state it
+        started from; call before the batch is flushed and committed."""
+        after = json.dumps(states, separators=(",", ":"), sort_keys=True)
+        before_off, before = self.saved.get(p, (offset, "{}"))
+        rec = {"product_id": self.product, "partition": p, "offset_before": before_off, "offset_after": offset,
+               "time_ms": now_ms, "state_before_json": before, "state_after_json": after}
+        value, key, q = self.schema.encode(rec), f"{self.product}:{p}".encode(), self._partition(p)
+        while True:
+            try:
+                self.producer.produce(self.topic, value, key, q)
+                break
+            except BufferError:
+                self.producer.poll(0.05)
+        self.saved[p] = (offset, after)
+
+
+def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:
+    """Partition -> every stage's newest persisted state, with its offset and time (for
+    `citymesh status`)."""
+    reader = FenceReader(client_config)
+    store = PartitionStates(product, provider, None, reader)
+    out: dict[int, dict] = {}
+    try:
+        md = reader._consumer.list_topics(store.topic, timeout=10).topics.get(store.topic)
+        if md is None or md.error is not None:
+            return out
+        for q in md.partitions:
+            for window in reader._scan_back(store.topic, q):
+                for m in reversed(window):
+                    if m.value():
+                        s = store._decode(m.value())
+                        if s["partition"] not in out:
+                            out[s["partition"]] = {**json.loads(s["state_after_json"]), "offset": s["offset_after"],
+                                                   "time_ms": s["time_ms"]}
+                break  # the newest window holds the newest state of the partitions written there
+    finally:
+        reader.close()
+    return out

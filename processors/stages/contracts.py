@@ -1,0 +1,121 @@
+"""The contracts stage: every ACTIVE contract's compiled plan on the admitted records.
+
+Each plan hands over whole delivery records (policy_enforcer Plan.deliver: payload, key,
+headers, timestamp), then the contract's quota (processors/limiting.py) may take some back;
+one BATCH compliance event per contract and slice counts every decision and carries the
+digest of what was delivered. What the plans share (the decoded records, the provenance
+plaintext) is built once per slice (SourceBatch). Contract changes arrive at batch
+boundaries through `apply`, which the runner calls with the offsets they take effect from.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import policy_enforcer
+from schemas.headers import SOURCE_REF
+from streams import envelope, topics
+
+from .. import evidence, metrics
+from ..limiting import Limiting
+from .base import PartitionSlice, Stage
+
+log = logging.getLogger("citymesh.runner")
+
+
+@dataclass
+class ActivePlan:
+    """One ACTIVE contract compiled for this product, with its output topic's shape."""
+
+    contract: dict
+    plan: policy_enforcer.Plan
+    topic: str
+    partitions: int
+
+    @property
+    def contract_id(self) -> str:
+        return self.contract["contract_id"]
+
+    def position_of(self, headers: dict) -> tuple[int, int] | None:
+        """The source position of one of this contract's deliveries (its sealed cm.src)."""
+        ref = headers.get(SOURCE_REF)
+        return self.plan.source_refs.open(ref) if ref else None
+
+
+class Contracts(Stage):
+    name = "contracts"
+
+    def __init__(self, product: dict, master_secret: bytes, limiting: Limiting, n_partitions: Callable[[str], int]):
+        self.product = product  # the product's catalog record
+        self.product_id, self.provider_id = product["product_id"], product["provider_id"]
+        self.raw_topic = product["raw_topic"]
+        self.master_secret = master_secret
+        self.limiting = limiting
+        self.n_partitions = n_partitions
+        self.plans: dict[str, ActivePlan] = {}
+
+    # ---- contract changes, at batch boundaries --------------------------------------------
+
+    def apply(self, changes: list, from_offsets: dict[int, int]) -> list[dict]:
+        """Take contract changes into effect now; returns their CONTRACT_CHANGE events."""
+        events = []
+        now = int(time.time() * 1000)
+        for c, old in changes:
+            cid = c["contract_id"]
+            if c["state"] == "ACTIVE":
+                try:
+                    plan = policy_enforcer.plan_for(c, self.product, self.master_secret)
+                    topic = topics.delivery(cid)
+                    self.plans[cid] = ActivePlan(c, plan, topic, self.n_partitions(topic))
+                except policy_enforcer.PolicyError as exc:  # applied contracts are validated; be safe anyway
+                    log.error("contract %s v%s does not compile, not enforced: %s", cid, c["version"], exc)
+                    self.plans.pop(cid, None)
+            else:
+                self.plans.pop(cid, None)
+            events.append(evidence.contract_change_event(now, self.product_id, self.provider_id, c,
+                                                         old["state"] if old else None, self.raw_topic,
+                                                         from_offsets))
+            log.info("contract %s v%s %s -> %s from offsets %s", cid, c["version"], old and old["state"],
+                     c["state"], from_offsets)
+        metrics.ACTIVE_CONTRACTS.labels(self.product_id).set(len(self.plans))
+        self.limiting.set_quotas(self.plans)
+        return events
+
+    # ---- the slice --------------------------------------------------------------------------
+
+    def process(self, s: PartitionSlice) -> None:
+        good = s.good
+        if not self.plans or not good:
+            return
+        offsets = [g.offset for g in good]
+        batch = policy_enforcer.SourceBatch(s.p, [g.record for g in good], [g.msg.value() for g in good], offsets,
+                                            [g.headers.get(envelope.H_TRACE) for g in good])
+        lim = self.limiting
+        part = lim.parts.get(s.p) if lim.active else None
+        first, last = s.first, s.last
+        for ap in self.plans.values():
+            result = ap.plan.deliver(batch, s.now_ms)
+            quota = (lim.quota(s.p, part, ap.contract_id, s.now_ms, result.records, batch.records, first, last,
+                               s.events) if part is not None and part.quotas else None)
+            digest = evidence.BatchDigest()
+            add = digest.add
+            for payload, offset in zip(result.records, offsets):
+                if payload is not None:
+                    add(offset, payload)
+            counts = dict(result.counts)
+            if quota and "drop:quota" in quota:
+                counts["drop:quota"] = quota["drop:quota"]
+                counts[policy_enforcer.DELIVER] -= quota["drop:quota"]
+                if not counts[policy_enforcer.DELIVER]:
+                    del counts[policy_enforcer.DELIVER]
+            if counts:
+                s.events.append(evidence.batch_event(
+                    s.now_ms, self.product_id, self.provider_id, ap.contract_id, ap.contract["version"],
+                    ap.contract["consumer_id"], self.raw_topic, s.p, first, last, counts, digest.hexdigest(), None))
+            for key, n in counts.items():
+                decision, _, rule = key.partition(":")
+                metrics.DECISIONS.labels(self.product_id, ap.contract_id, decision, rule).inc(n)
+            s.deliveries.append((ap, result))

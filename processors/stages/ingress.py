@@ -1,0 +1,37 @@
+"""The ingress stage: the provider's rate limit and its circuit breaker (processors/limiting.py).
+
+On one partition's slice, after admission: records beyond the partition's share of the
+provider's limit (`on_excess: dlq`) and, while the provider's breaker is open, the records
+it does not let through as probes, go to the dead-letter topic with the limit's or the
+breaker's rule instead of whatever admission said about them (a limit is about what the
+provider sent, not about whether it was well-formed); what remains is counted by the
+breaker (accepted against rejected). `on_excess: hold` is back-pressure, decided before a
+batch is even taken apart (the runner pauses the partition); it does not pass through here.
+"""
+
+from __future__ import annotations
+
+from ..limiting import Limiting
+from .base import DeadLetter, PartitionSlice, Stage
+
+
+class Ingress(Stage):
+    name = "ingress"
+
+    def __init__(self, limiting: Limiting):
+        self.limiting = limiting
+
+    def process(self, s: PartitionSlice) -> None:
+        lim = self.limiting
+        part = lim.parts.get(s.p) if lim.active else None
+        if part is None:
+            return
+        events: list = []
+        taken, screened = lim.screen(s.p, part, s.msgs, s.now_ms, s.first, s.last, events)
+        if screened:  # `taken` is a prefix of the slice; the rest goes to the dead-letter topic
+            cut = taken[-1].offset() if taken else s.first - 1
+            s.good = [g for g in s.good if g.offset <= cut]
+            s.rejected = [r for r in s.rejected if r.offset <= cut]
+            s.dead += [DeadLetter(m, m.offset(), rule, reason) for m, rule, reason in screened]
+        lim.after_admission(s.p, part, s.now_ms, len(s.good), len(s.rejected), s.first, s.last, events)
+        s.events += events

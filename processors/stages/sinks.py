@@ -1,0 +1,96 @@
+"""The sinks stage: write what the stages decided about a slice.
+
+- dead letters (admission rejects, limits, the breaker) to cm.dlq.<provider>.<product>, in
+  source order, the original payload and headers plus the rule, the reason and the source
+  position; each admission reject also gets its REJECT compliance event;
+- every contract's deliveries to its cm.dlv.<contract>, in source order;
+- alerts to cm.alerts, keyed by their subject.
+
+Outputs of source partition p go to partition p mod n of their topic (alerts: by subject),
+from the runner's idempotent producer. After a crash, what the previous owner already wrote
+beyond the committed offset is skipped: by source offset for dead letters and deliveries
+(the partition's fence, processors/fencing.py), by id for alerts (the rules stage).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from schemas.headers import REASON, RULE, SRC_OFFSET, SRC_PARTITION, SRC_TOPIC, EVENT_ID
+from streams import envelope, topics
+
+from .. import evidence, metrics
+from .base import PartitionSlice, Stage
+
+log = logging.getLogger("citymesh.runner")
+
+
+class Sinks(Stage):
+    name = "sinks"
+
+    def __init__(self, product_id: str, provider_id: str, raw_topic: str, dlq_topic: str, producer, produce,
+                 n_partitions):
+        self.product_id, self.provider_id = product_id, provider_id
+        self.raw_topic, self.dlq_topic = raw_topic, dlq_topic
+        self.producer = producer
+        self._produce = produce  # the runner's produce(topic, value, key, partition, headers, timestamp)
+        self.n_partitions = n_partitions
+        self._src_topic = (SRC_TOPIC, raw_topic.encode())
+        self._alert = None
+        self.fenced = 0  # outputs skipped because a previous owner had written them
+
+    def process(self, s: PartitionSlice) -> None:
+        fence, produce, p = s.fence, self._produce, s.p
+        fenced = 0
+        src_p = (SRC_PARTITION, str(p).encode())
+        # dead letters, in source order (the fence needs it), with the reason
+        dead = sorted([(r.offset, r.msg, r.rule, r.reason, r.headers, True) for r in s.rejected]
+                      + [(d.offset, d.msg, d.rule, d.reason, None, d.event) for d in s.dead], key=lambda x: x[0])
+        if dead:
+            dlq_q = p % self.n_partitions(self.dlq_topic)
+            for offset, msg, rule, reason, headers, event in dead:
+                if fence is not None and fence.written(self.dlq_topic, offset):
+                    fenced += 1
+                else:
+                    produce(self.dlq_topic, msg.value(), msg.key(), dlq_q,
+                            list(msg.headers() or []) + [(RULE, rule.encode()), (REASON, reason.encode()),
+                                                         self._src_topic, src_p, (SRC_OFFSET, b"%d" % offset)])
+                if event:
+                    h = headers if headers is not None else dict(msg.headers() or ())
+                    trace = h.get(envelope.H_TRACE)
+                    s.events.append(evidence.reject_event(
+                        s.now_ms, self.product_id, self.provider_id, self.raw_topic, p, offset, rule, reason,
+                        envelope.trace_id_of(trace) if trace else None,
+                        (h.get(envelope.H_PARTICIPANT) or b"").decode("utf-8", "replace")))
+                    metrics.REJECTED.labels(self.product_id, rule).inc()
+        # deliveries: whole records from the contracts stage
+        raw_produce = self.producer.produce
+        for ap, result in s.deliveries:
+            topic, q = ap.topic, p % ap.partitions
+            written_to = fence.outputs.get(topic, -1) if fence is not None else -1
+            ts = s.now_ms  # the batch's processing time: nothing of the record, the same for every contract
+            for payload, offset, key, hdrs in zip(result.records, (g.offset for g in s.good), result.keys,
+                                                  result.headers):
+                if payload is None:
+                    continue
+                if offset <= written_to:
+                    fenced += 1
+                    continue
+                try:
+                    raw_produce(topic, payload, key, q, headers=hdrs, timestamp=ts)
+                except BufferError:
+                    produce(topic, payload, key, q, hdrs, ts)
+        # alerts, fenced by id in the rules stage
+        if s.alerts:
+            if self._alert is None:
+                import schemas
+                self._alert = schemas.load("Alert")
+            encode = self._alert.encode
+            for alert, subject, offset in s.alerts:
+                produce(topics.ALERTS, encode(alert), subject, None,
+                        s.batch_headers + [(SRC_OFFSET, b"%d" % offset), (EVENT_ID, alert["alert_id"].encode())])
+        if fenced:
+            self.fenced += fenced
+            metrics.FENCED.labels(self.product_id).inc(fenced)
+            if fence is not None:
+                log.info("partition %d: %d output(s) already written before the restart, skipped", p, fenced)
