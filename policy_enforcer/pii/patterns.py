@@ -48,11 +48,34 @@ LANDLINE_LOCAL = re.compile(
 # they are matched first and block everything they cover.
 SERVICE = re.compile(r"(?<![0-9])[48]00[ -]?[0-9]{3}[ -]?[0-9]{4}(?![0-9])")
 
-# --- bank card ----------------------------------------------------------------
-# 16-19 digits run together, or in groups of four (last group 1-3 digits).
-# A trailing letter means something else (the first 17 digits of an ID ending in X).
+# --- payment card -------------------------------------------------------------
+# 13-19 digits run together, groups of four (last group 1-3 digits), or the
+# 4-6-5 / 4-6-4 grouping of Amex and Diners. A trailing letter means something
+# else (the first 17 digits of an ID ending in X); a leading '+' a phone number.
 BANK_CARD = re.compile(
-    r"(?<![0-9])(?:[0-9]{16,19}|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{1,3})?)(?![0-9A-Za-z])"
+    r"(?<![0-9+])(?:[0-9]{13,19}|[0-9]{4}(?:[ -][0-9]{4}){3}(?:[ -][0-9]{1,3})?"
+    r"|[0-9]{4}[ -][0-9]{6}[ -][0-9]{4,5})(?![0-9A-Za-z])"
+)
+
+# --- IBAN ---------------------------------------------------------------------
+# Country, check digits, then up to 30 letters/digits, optionally in groups.
+# Greedy: it may swallow a following capitalised word, which the detector
+# trims off group by group until the ISO 13616 check passes.
+IBAN = re.compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]){11,30}(?![A-Za-z0-9])")
+
+# --- other identity documents -------------------------------------------------
+# Hong Kong identity card: 1-2 letters, 6 digits, check digit (often bracketed).
+HKID = re.compile(r"(?<![A-Za-z0-9])[A-Z]{1,2}[0-9]{6}(?:\([0-9A]\)|[0-9A])(?![A-Za-z0-9])")
+# Macao-style "1234567(8)": a bracketed check digit; reported only after an ID word.
+ID_BRACKETED = re.compile(r"(?<![A-Za-z0-9])[0-9]{7}\([0-9]\)")
+# US social security number, always written 3-2-4 with dashes.
+SSN = re.compile(r"(?<![0-9-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9-])")
+# Passports and travel permits have no public check digit: only the number
+# right after the document's name counts.
+TRAVEL_DOC = re.compile(
+    r"(?:护照|通行证|台胞证|回乡证|旅行证|(?i:passport))"
+    r"(?:号码|号|编号|(?i: ?(?:no\.?|number|#)))? ?(?:(?i:is)|是|为)? ?[:：]? ?"
+    r"(?P<doc>[A-Za-z]{0,2}[0-9]{7,9})(?![0-9A-Za-z])"
 )
 
 # --- e-mail -------------------------------------------------------------------
@@ -75,15 +98,28 @@ PLATE = re.compile(
     rf"|[{_L}0-9]{{5}}"  # ordinary blue/yellow plate
     rf")(?![A-Za-z0-9])"
 )
+# Other countries' plates have no common shape, so only the registration
+# right after a plate word counts ("New York plates HJK-4821", "UK
+# registration LB07 SEO"); the detector wants a letter and a digit in it.
+PLATE_LATIN = re.compile(
+    r"(?i:\b(?:licen[cs]e )?plates?|\bregistration|\breg\.?|\btag)(?i: (?:number|no\.?|#))?(?i: is)? ?[:#]? ?"
+    r"(?P<plate>[A-Z0-9]{1,4}(?:[ -]?[A-Z0-9]{1,5})?)(?![A-Za-z0-9])"
+)
 
 # --- context keywords (looked for just before a number) -----------------------
-# Group 1: ID words, 2: bank words, 3: order/serial words.
+# Groups: CTX_ID, CTX_BANK, CTX_ORDER (order/reference words: the number is
+# not personal) and CTX_PHONE. English words match in any case.
+CTX_ID, CTX_BANK, CTX_ORDER, CTX_PHONE = 1, 2, 3, 4
 CONTEXT = re.compile(
-    r"(身份证|证件号|身份号码|公民身份)"
-    r"|(银行卡|卡号|账号|帐号|储蓄卡|信用卡|借记卡|工资卡|银行账户|收款账户|开户)"
-    r"|(订单|单号|工单|编号|流水号|运单|交易号|批次|发票|快递|条码|序列号|工号)"
+    r"(身份证|证件号|身份号码|公民身份|(?i:\bSSN|social security|\bHKID|identity card|\bID (?:card|number)))"
+    r"|(银行卡|卡号|账号|帐号|储蓄卡|信用卡|借记卡|工资卡|银行账户|收款账户|开户"
+    r"|(?i:\bcard|\bvisa|mastercard|\bamex|discover|\bjcb|unionpay|diners))"
+    r"|(订单|单号|工单|编号|流水号|运单|交易号|批次|发票|快递|条码|序列号|工号"
+    r"|(?i:\border|\bticket|\bcase|tracking|confirmation|reference|\bref\b|invoice|receipt|citation"
+    r"|\bpermit|serial|application|transaction|report))"
+    r"|(电话|手机|座机|致电|回电|来电|(?i:\bcall|phone|\btel\b|mobile|\bcell|\btext|\breach|\bring|\bfax|whatsapp|wechat))"
 )
-CONTEXT_WINDOW = 16  # characters before the number
+CONTEXT_WINDOW = 24  # characters before the number
 
 # --- names --------------------------------------------------------------------
 _COMPOUND = "|".join(sorted(COMPOUND_SURNAMES, key=len, reverse=True))
