@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 from . import patterns as P
 from .checksums import hkid_valid, iban_valid, id_card_valid, id_structure_valid, luhn_valid, ssn_valid
+from .latin_names import find_latin_names
 from .names import find_names
 from .normalize import normalize
 from .phones import find_phones
@@ -53,6 +54,7 @@ _ANY_DIGIT = re.compile(r"[0-9]")
 _CARD_FIRST_DIGITS = frozenset("345689")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
+_LATIN_NAME_HINT = re.compile(r"[A-Z][a-z]|my name is")
 _BLOCK = "_block"  # internal kind for spans that are known not to be PII
 
 
@@ -174,6 +176,8 @@ def detect(text: str) -> list[PiiMatch]:
         cands.extend(_numeric_candidates(norm))
         cands.extend(find_phones(norm, lambda pos: _context(norm, pos), is_latin(norm)))
     cands.extend((s, e, "name") for s, e in find_names(norm))
+    if _LATIN_NAME_HINT.search(norm) is not None:
+        cands.extend((s, e, "name") for s, e in find_latin_names(norm))
     if not cands:
         return []
 

@@ -11,7 +11,16 @@ than squeezing out the last names, which the operator can redact by hand.
 
 from __future__ import annotations
 
-from .patterns import FULL_NAME_HONORIFICS, HONORIFIC, NAME_HINT, NAME_TRIGGER
+from .name_chars import GIVEN_NAME_CHARS
+from .patterns import (
+    FULL_NAME_HONORIFICS,
+    HONORIFIC,
+    NAME_AFTER_ROLE,
+    NAME_HINT,
+    NAME_LIST_NEXT,
+    NAME_TRIGGER,
+    SURNAME_ALONE,
+)
 from .surnames import COMPOUND_SURNAMES, SINGLE_SURNAMES
 
 __all__ = ["find_names"]
@@ -39,7 +48,14 @@ _NOT_NAMES = (
 # honorific after them is not about a named person ("保安师傅", "语文老师").
 _NOT_BEFORE_HONORIFIC = (
     "保安", "出租车", "网约车", "公交车", "货车", "专车", "私家车", "班主任", "语文",
-    "历史", "门卫", "宿管", "主任",
+    "历史", "门卫", "宿管", "主任", "公安", "值班", "车队", "治安",
+)
+# Words that start right after a one-character given name in the "anywhere"
+# rules even though their first character is also a given-name character.
+_AFTER_NAME_WORDS = (
+    "明天", "今天", "天天", "每天", "平时", "长期", "一直", "家里", "家门", "东西", "多次", "经常",
+    "晚上", "早上", "中午", "下午", "上午", "大声", "大喊", "强行", "强制", "全家", "自己", "本人",
+    "和", "与", "及", "说", "称", "讲", "在", "是",
 )
 
 
@@ -110,9 +126,53 @@ def _honorific_names(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _given_end(text: str, g_start: int, g_end: int) -> int | None:
+    """End of a given name made of common given-name characters, or None.
+    A second character is kept unless it is no name character or starts a
+    word that follows names ("何婷上门", "王海涛把", "杜明的")."""
+    if text[g_start] not in GIVEN_NAME_CHARS or _starts_stop(text, g_start):
+        return None
+    if g_end - g_start == 2:
+        second = g_start + 1
+        if text[second] not in GIVEN_NAME_CHARS or _starts_stop(text, second) or text.startswith(_AFTER_NAME_WORDS, second):
+            return second
+    return g_end
+
+
+def _role_names(text: str) -> list[tuple[int, int]]:
+    """Names anywhere, after a role or relation word ("邻居王海涛把…")."""
+    spans = []
+    for m in NAME_AFTER_ROLE.finditer(text):
+        start = m.start("sur")
+        if text.startswith(_NOT_NAMES, start):
+            continue
+        end = _given_end(text, m.start("given"), m.end("given"))
+        if end is None:
+            continue
+        spans.append((start, end))
+    for m in SURNAME_ALONE.finditer(text):
+        group = "a" if m.group("a") else "b"
+        spans.append((m.start(group), m.end(group)))
+    return spans
+
+
 def find_names(text: str) -> list[tuple[int, int]]:
     """Candidate name spans in priority order (trigger patterns first);
     the detector resolves overlaps. ``text`` must already be normalised."""
     if NAME_HINT.search(text) is None:
         return []
-    return _trigger_names(text) + _honorific_names(text)
+    spans = _trigger_names(text) + _honorific_names(text) + _role_names(text)
+    return spans + _listed_after(text, spans)
+
+
+def _listed_after(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The names listed after a found one: "联系人戴明轩、朱晓燕"."""
+    out = []
+    for _, end in spans:
+        while (nxt := NAME_LIST_NEXT.match(text, end)) is not None:
+            nxt_end = _given_end(text, nxt.start("given"), nxt.end("given"))
+            if nxt_end is None or text.startswith(_NOT_NAMES, nxt.start("sur")):
+                break
+            out.append((nxt.start("sur"), nxt_end))
+            end = nxt_end
+    return out

@@ -133,13 +133,36 @@ NAME_TRIGGER = re.compile(
     rf"(?:是|为)?[:：]? ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})"
 )
 _HONORIFIC = "先生|女士|小姐|师傅|阿姨|大爷|大妈|老师|经理|主任"
+# Honorifics that follow a bare surname only ("贾警官", "李奶奶").
+_SURNAME_HONORIFIC = "警官|医生|律师|科长|处长|局长|所长|书记|队长|老板|大姐|大哥|叔叔|奶奶|爷爷|护士|同学"
 # Honorifics are found by literal search and the surname is looked up just
 # before them (names.py) - much faster than trying a surname class at every
 # position. FULL_NAME_HONORIFICS are the ones unambiguous enough to also take
 # a given name ("，王小明先生"); "周末老师" must not become a name.
-HONORIFIC = re.compile(_HONORIFIC)
+HONORIFIC = re.compile(f"{_HONORIFIC}|{_SURNAME_HONORIFIC}")
 FULL_NAME_HONORIFICS = frozenset({"先生", "女士", "小姐"})
-# Cheap pre-check: no trigger and no honorific means no name.
+
+# Role and relation words after which a surname starts a name anywhere in a
+# sentence ("邻居王海涛把…", "老板林永福一直…", "——钱思远"). The given name must
+# be made of common given-name characters (name_chars.py), which is what keeps
+# "老板周末…" and "师傅马上…" out.
+_ROLE_WORDS = (
+    "邻居|房东|房主|租客|房客|租户|业主|住户|车主|老板娘|老板|店主|店长|摊主|经理|主任|队长|组长|班长|站长|所长|科长|"
+    "处长|局长|书记|主管|会计|快递员|快递小哥|外卖员|骑手|司机|师傅|保安|保洁|保姆|网格员|工作人员|员工|职工|同事|同学|"
+    "老师|医生|护士|民警|警官|交警|辅警|城管|律师|中介|群主|丈夫|妻子|老公|老婆|爱人|儿子|女儿|父亲|母亲|爸爸|"
+    "妈妈|我爸|我妈|爷爷|奶奶|外公|外婆|哥哥|姐姐|弟弟|妹妹|孩子|小孩|亲戚|朋友|同胞|居民|市民|村民|患者|病人|学生|"
+    "家长|委托人|代理人|监护人|收件人|寄件人|户名|申请人|签名|签字|落款|经办人|负责人|法人|嫌疑人|名叫|叫做|叫|"
+    "举报|转告|告诉|通知|联系|介绍|认识|委托|--|-"
+)
+NAME_AFTER_ROLE = re.compile(
+    rf"(?:{_ROLE_WORDS})(?:是|为)?[:：]? ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})"
+)
+# The next name in a list: "联系人戴明轩、朱晓燕".
+NAME_LIST_NEXT = re.compile(rf"[、和与及] ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})")
+# A surname on its own: "我姓钟", "摊主石姓男子".
+SURNAME_ALONE = re.compile(rf"我姓(?P<a>{SURNAME})|(?P<b>{SURNAME})姓(?=男|女|人|老板|师傅)")
+# Cheap pre-check: no trigger, honorific or role word means no Chinese name.
 NAME_HINT = re.compile(
-    r"我叫|我是|本人|姓名|联系人|来电人|投诉人|反映人|诉求人|举报人|当事人|户主|" + _HONORIFIC
+    r"我叫|我是|本人|姓名|联系人|来电人|投诉人|反映人|诉求人|举报人|当事人|户主|姓|"
+    + _HONORIFIC + "|" + _SURNAME_HONORIFIC + "|" + _ROLE_WORDS
 )
