@@ -62,7 +62,10 @@ _STRONG_CUE = re.compile(
     r"(?:\bmy name is|\bname is|\bname:|\bi am|\bi'm|\bthis is|\bsigned:?|\bregards,?|"
     r"\bsincerely,?|\bthanks,|\bthank you,|\bcheers,|\bbest,|\bcontact:|\bcaller:|\bfrom:|\bby:|(?:^|\n)\s*-+)\s*$"
 )
-_ROLE_CUE = re.compile(rf"\b(?:{_ROLE_WORDS})s?(?:,| is| was| named| called)?\s*$")
+_ROLE_CUE = re.compile(
+    rf"\b(?:{_ROLE_WORDS})s?(?: (?:upstairs|downstairs|next door|across the hall|opposite|below|above))?"
+    rf"(?:,| is| was| named| called)?\s*$"
+)
 _WEAK_CUE = re.compile(
     r"(?:\bnamed|\bcalled|\bfrom|\bby|\bask for|\bask|\bcall|\bcontact|\bwith|\bto|\bfor|\bforward to|\bhave|\btell|"
     r"\bremind|\bthank|\band|\bor|\bof)\s*[:,]?\s*$"

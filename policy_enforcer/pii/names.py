@@ -50,6 +50,12 @@ _NOT_BEFORE_HONORIFIC = (
     "保安", "出租车", "网约车", "公交车", "货车", "专车", "私家车", "班主任", "语文",
     "历史", "门卫", "宿管", "主任", "公安", "值班", "车队", "治安",
 )
+# A "name" that contains or is followed by one of these is a place: "我是龙华区…".
+_PLACE_SUFFIXES = frozenset("区市县镇村路街省")
+
+
+def _is_place(text: str, start: int, end: int) -> bool:
+    return not _PLACE_SUFFIXES.isdisjoint(text[start + 1:end + 1])
 # Words that start right after a one-character given name in the "anywhere"
 # rules even though their first character is also a given-name character.
 _AFTER_NAME_WORDS = (
@@ -77,7 +83,7 @@ def _trigger_names(text: str) -> list[tuple[int, int]]:
         if end - g_start == 2 and _starts_stop(text, g_start + 1):
             end = g_start + 1
         start = m.start("sur")
-        if text.startswith(_NOT_NAMES, start):
+        if text.startswith(_NOT_NAMES, start) or _is_place(text, start, end):
             continue
         spans.append((start, end))
     return spans
@@ -126,15 +132,24 @@ def _honorific_names(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _given_end(text: str, g_start: int, g_end: int) -> int | None:
-    """End of a given name made of common given-name characters, or None.
-    A second character is kept unless it is no name character or starts a
-    word that follows names ("何婷上门", "王海涛把", "杜明的")."""
-    if text[g_start] not in GIVEN_NAME_CHARS or _starts_stop(text, g_start):
+def _given_end(text: str, g_start: int, g_end: int, strong: bool = False) -> int | None:
+    """End of the given name at ``g_start`` (one or two characters), or None.
+
+    The first character must be a common given-name character, unless a
+    strong cue (户名, 申请人, 名叫 …) already says a name follows. The second
+    is kept when it is a given-name character that does not start a word
+    which follows names ("何婷上门", "杜明的"), or when any character that is
+    not such a word is itself followed by a clear boundary ("柳如烟被…").
+    """
+    if _starts_stop(text, g_start) or not (strong or text[g_start] in GIVEN_NAME_CHARS):
+        return None
+    if _is_place(text, g_start - 1, g_end):
         return None
     if g_end - g_start == 2:
         second = g_start + 1
-        if text[second] not in GIVEN_NAME_CHARS or _starts_stop(text, second) or text.startswith(_AFTER_NAME_WORDS, second):
+        if _starts_stop(text, second) or text.startswith(_AFTER_NAME_WORDS, second):
+            return second
+        if text[second] not in GIVEN_NAME_CHARS and not _starts_stop(text, g_end):
             return second
     return g_end
 
@@ -146,13 +161,12 @@ def _role_names(text: str) -> list[tuple[int, int]]:
         start = m.start("sur")
         if text.startswith(_NOT_NAMES, start):
             continue
-        end = _given_end(text, m.start("given"), m.end("given"))
+        end = _given_end(text, m.start("given"), m.end("given"), strong=m.group("strong") is not None)
         if end is None:
             continue
         spans.append((start, end))
     for m in SURNAME_ALONE.finditer(text):
-        group = "a" if m.group("a") else "b"
-        spans.append((m.start(group), m.end(group)))
+        spans.append(m.span(m.lastgroup))
     return spans
 
 

@@ -151,18 +151,21 @@ _ROLE_WORDS = (
     "处长|局长|书记|主管|会计|快递员|快递小哥|外卖员|骑手|司机|师傅|保安|保洁|保姆|网格员|工作人员|员工|职工|同事|同学|"
     "老师|医生|护士|民警|警官|交警|辅警|城管|律师|中介|群主|丈夫|妻子|老公|老婆|爱人|儿子|女儿|父亲|母亲|爸爸|"
     "妈妈|我爸|我妈|爷爷|奶奶|外公|外婆|哥哥|姐姐|弟弟|妹妹|孩子|小孩|亲戚|朋友|同胞|居民|市民|村民|患者|病人|学生|"
-    "家长|委托人|代理人|监护人|收件人|寄件人|户名|申请人|签名|签字|落款|经办人|负责人|法人|嫌疑人|名叫|叫做|叫|"
-    "举报|转告|告诉|通知|联系|介绍|认识|委托|--|-"
+    "家长|嫌疑人|叫|举报|转告|告诉|通知|联系|介绍|认识|委托|--|-"
 )
+# Words after which a name must follow, whatever its characters.
+_NAME_WORDS = "委托人|代理人|监护人|收件人|寄件人|户名|账户名|申请人|签名|签字|落款|经办人|负责人|法人|名叫|叫做|名字"
 NAME_AFTER_ROLE = re.compile(
-    rf"(?:{_ROLE_WORDS})(?:是|为)?[:：]? ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})"
+    rf"(?:(?P<strong>{_NAME_WORDS})|{_ROLE_WORDS})(?:是|为|叫)?[:：]? ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})"
 )
 # The next name in a list: "联系人戴明轩、朱晓燕".
 NAME_LIST_NEXT = re.compile(rf"[、和与及] ?(?P<sur>{SURNAME})(?P<given>[{_CJK}]{{1,2}})")
-# A surname on its own: "我姓钟", "摊主石姓男子".
-SURNAME_ALONE = re.compile(rf"我姓(?P<a>{SURNAME})|(?P<b>{SURNAME})姓(?=男|女|人|老板|师傅)")
+# A surname on its own: "我姓钟，", "老板姓邹，", "摊主石姓男子".
+SURNAME_ALONE = re.compile(
+    rf"姓(?P<a>{SURNAME})(?![{_CJK}])|姓(?P<c>{SURNAME})(?=的|先生|女士|小姐)|(?P<b>{SURNAME})姓(?=男|女|人|老板|师傅)"
+)
 # Cheap pre-check: no trigger, honorific or role word means no Chinese name.
 NAME_HINT = re.compile(
     r"我叫|我是|本人|姓名|联系人|来电人|投诉人|反映人|诉求人|举报人|当事人|户主|姓|"
-    + _HONORIFIC + "|" + _SURNAME_HONORIFIC + "|" + _ROLE_WORDS
+    + _HONORIFIC + "|" + _SURNAME_HONORIFIC + "|" + _ROLE_WORDS + "|" + _NAME_WORDS
 )

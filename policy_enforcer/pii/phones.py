@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 
 import phonenumbers
-from phonenumbers import PhoneNumberType
+from phonenumbers import PhoneNumberType, ValidationResult
 
 from .patterns import CTX_ORDER, CTX_PHONE
 
@@ -64,14 +64,20 @@ def _regions(body: str, digits: str, cue: int, latin: bool) -> tuple[str, ...]:
     return ()
 
 
-def _parse(number: str, region: str):
+def _parse(number: str, region: str, explicit: bool = False):
+    """The parsed number if it is valid; with an explicit country code a
+    number of a possible length for that country is enough (reserved and
+    newly opened ranges the metadata does not know yet, e.g. +44 7700 900…)."""
     try:
         n = phonenumbers.parse(number, region)
     except phonenumbers.NumberParseException:
         return None
-    if not phonenumbers.is_valid_number(n):
-        return None
-    return n
+    if phonenumbers.is_valid_number(n):
+        return n
+    if (explicit and phonenumbers.is_possible_number_with_reason(n) == ValidationResult.IS_POSSIBLE
+            and phonenumbers.region_code_for_country_code(n.country_code) != "ZZ"):
+        return n
+    return None
 
 
 def classify(raw: str, cue: int = 0, latin: bool = False) -> str | None:
@@ -85,7 +91,7 @@ def classify(raw: str, cue: int = 0, latin: bool = False) -> str | None:
     if not 7 <= len(digits) <= 15:
         return None
     if raw.startswith(("+", "00", "(+")):
-        n = _parse(raw, "CN")  # CN metadata reads the 00 international prefix
+        n = _parse(raw, "CN", explicit=True)  # CN metadata reads the 00 international prefix
     elif raw.startswith("(") and 2 <= raw.find(")") <= 4 and raw[1] != "0" and _NANP.fullmatch(raw) is None:
         cc, _, rest = raw[1:].partition(")")  # "(86)755 2655 1087": a country code in brackets
         n = _parse(f"+{cc} {rest}", "CN")
@@ -122,6 +128,8 @@ def find_phones(norm: str, cue_at, latin: bool) -> list[tuple[int, int, str]]:
     out = []
     for m in CANDIDATE.finditer(norm):
         start, end = m.start(), m.end("body")
+        if norm[start] in "(（" and not any(c in ")）" for c in norm[start:end]):
+            start += 1  # "Oliver Bennett (0121 496 0321)": the bracket opens an aside
         cue = cue_at(start)
         for s, e in _trials(norm, start, end):
             kind = classify(norm[s:e], cue, latin)
