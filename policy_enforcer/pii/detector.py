@@ -55,6 +55,9 @@ _CARD_FIRST_DIGITS = frozenset("345689")
 _ASCII_LETTER = re.compile(r"[A-Za-z]")
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _LATIN_NAME_HINT = re.compile(r"[A-Z][a-z]|my name is")
+_UPPER_DIGIT = re.compile(r"[A-Z][0-9A-Z]")
+_DOC_HINT = re.compile(r"护照|通行证|台胞证|回乡证|旅行证|[Pp]assport|PASSPORT")
+_PLATE_HINT = re.compile(r"[Pp]late|PLATE|[Rr]eg|REG|[Tt]ag|TAG|[Ll]icen")
 _BLOCK = "_block"  # internal kind for spans that are known not to be PII
 
 
@@ -73,7 +76,7 @@ def _context(norm: str, start: int) -> int:
     the nearest one wins because hotline text lists several numbers in a row
     ("身份证…，银行卡号…")."""
     last = 0
-    for m in P.CONTEXT.finditer(norm, max(0, start - P.CONTEXT_WINDOW), start):
+    for m in P.CONTEXT.finditer(norm[max(0, start - P.CONTEXT_WINDOW):start].lower()):
         last = m.lastindex or 0
     return last
 
@@ -102,21 +105,25 @@ def _document_candidates(norm: str) -> list[tuple[int, int, str]]:
     """IBANs and identity documents other than the mainland resident ID."""
     out: list[tuple[int, int, str]] = []
     add = out.append
-    for m in P.IBAN.finditer(norm):
-        end = _iban(norm, m.start(), m.end())
-        if end is not None:
-            add((m.start(), end, "iban"))
-    for m in P.HKID.finditer(norm):
-        if hkid_valid(m.group()) and (m.group().endswith(")") or _context(norm, m.start()) == P.CTX_ID):
-            add((m.start(), m.end(), "id_card"))
-    for m in P.ID_BRACKETED.finditer(norm):
-        if _context(norm, m.start()) == P.CTX_ID:
-            add((m.start(), m.end(), "id_card"))
-    for m in P.SSN.finditer(norm):
-        if ssn_valid(m.group()) and _context(norm, m.start()) != P.CTX_ORDER:
-            add((m.start(), m.end(), "ssn"))
-    for m in P.TRAVEL_DOC.finditer(norm):
-        add((m.start("doc"), m.end("doc"), "passport"))
+    if _UPPER_DIGIT.search(norm) is not None:  # IBAN and HKID start with capitals
+        for m in P.IBAN.finditer(norm):
+            end = _iban(norm, m.start(), m.end())
+            if end is not None:
+                add((m.start(), end, "iban"))
+        for m in P.HKID.finditer(norm):
+            if hkid_valid(m.group()) and (m.group().endswith(")") or _context(norm, m.start()) == P.CTX_ID):
+                add((m.start(), m.end(), "id_card"))
+    if "(" in norm:
+        for m in P.ID_BRACKETED.finditer(norm):
+            if _context(norm, m.start()) == P.CTX_ID:
+                add((m.start(), m.end(), "id_card"))
+    if "-" in norm:
+        for m in P.SSN.finditer(norm):
+            if ssn_valid(m.group()) and _context(norm, m.start()) != P.CTX_ORDER:
+                add((m.start(), m.end(), "ssn"))
+    if _DOC_HINT.search(norm) is not None:
+        for m in P.TRAVEL_DOC.finditer(norm):
+            add((m.start("doc"), m.end("doc"), "passport"))
     return out
 
 
@@ -155,10 +162,11 @@ def _numeric_candidates(norm: str) -> list[tuple[int, int, str]]:
         tail = m.group()[-5:]
         if sum(c.isdigit() for c in tail) >= 3 or not tail[-1].isalnum():
             add((m.start(), m.end(), "plate"))
-    for m in P.PLATE_LATIN.finditer(norm):
-        plate = _strip(m.group("plate"))
-        if 5 <= len(plate) <= 8 and not plate.isdigit() and not plate.isalpha():
-            add((m.start("plate"), m.end("plate"), "plate"))
+    if _PLATE_HINT.search(norm) is not None:
+        for m in P.PLATE_LATIN.finditer(norm):
+            plate = _strip(m.group("plate"))
+            if 5 <= len(plate) <= 8 and not plate.isdigit() and not plate.isalpha():
+                add((m.start("plate"), m.end("plate"), "plate"))
     return out
 
 
@@ -173,8 +181,9 @@ def detect(text: str) -> list[PiiMatch]:
     if "@" in norm:
         cands.extend((m.start(), m.end(), "email") for m in P.EMAIL.finditer(norm))
     if _ANY_DIGIT.search(norm) is not None:
-        cands.extend(_numeric_candidates(norm))
-        cands.extend(find_phones(norm, lambda pos: _context(norm, pos), is_latin(norm)))
+        numeric = _numeric_candidates(norm)
+        cands.extend(numeric)
+        cands.extend(find_phones(norm, lambda pos: _context(norm, pos), is_latin, numeric))
     cands.extend((s, e, "name") for s, e in find_names(norm))
     if _LATIN_NAME_HINT.search(norm) is not None:
         cands.extend((s, e, "name") for s, e in find_latin_names(norm))

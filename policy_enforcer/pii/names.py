@@ -19,7 +19,6 @@ from .patterns import (
     NAME_HINT,
     NAME_LIST_NEXT,
     NAME_TRIGGER,
-    SURNAME_ALONE,
 )
 from .surnames import COMPOUND_SURNAMES, SINGLE_SURNAMES
 
@@ -165,8 +164,27 @@ def _role_names(text: str) -> list[tuple[int, int]]:
         if end is None:
             continue
         spans.append((start, end))
-    for m in SURNAME_ALONE.finditer(text):
-        spans.append(m.span(m.lastgroup))
+    return spans + _surname_alone(text)
+
+
+_SINGLE_SET = frozenset(SINGLE_SURNAMES)
+_AFTER_SURNAME = ("的", "先生", "女士", "小姐")
+_SURNAME_THEN_XING = ("男", "女", "人", "老板", "师傅")
+
+
+def _surname_alone(text: str) -> list[tuple[int, int]]:
+    """A surname on its own around 姓: "我姓钟，", "老板姓邹，", "摊主石姓男子"."""
+    spans = []
+    pos = text.find("姓")
+    while pos != -1:
+        nxt = pos + 1
+        if nxt < len(text) and text[nxt] in _SINGLE_SET and (
+            nxt + 1 == len(text) or not _is_cjk(text[nxt + 1]) or text.startswith(_AFTER_SURNAME, nxt + 1)
+        ):
+            spans.append((nxt, nxt + 1))
+        elif pos > 0 and text[pos - 1] in _SINGLE_SET and text.startswith(_SURNAME_THEN_XING, nxt):
+            spans.append((pos - 1, pos))
+        pos = text.find("姓", nxt)
     return spans
 
 

@@ -117,20 +117,29 @@ def classify(raw: str, cue: int = 0, latin: bool = False) -> str | None:
     return "phone"
 
 
-def find_phones(norm: str, cue_at, latin: bool) -> list[tuple[int, int, str]]:
+def find_phones(norm: str, cue_at, is_latin, covered: list[tuple[int, int, str]]) -> list[tuple[int, int, str]]:
     """Spans of phone numbers in normalised text.
 
     ``cue_at(start)`` gives the nearest keyword group before a position (the
-    detector's context function). A run that is not valid as a whole is
-    retried without its first and then without its last group, so a number
-    right after "Unit 3 " or before " 2 times" is still found.
+    detector's context function), ``is_latin(text)`` whether the text is an
+    English request; ``covered`` are spans already found by the
+    more specific patterns, whose digit runs are not looked at again. A run
+    that is not valid as a whole is retried without its first and then
+    without its last group, so a number right after "Unit 3 " is still found.
     """
     out = []
+    latin = None
     for m in CANDIDATE.finditer(norm):
         start, end = m.start(), m.end("body")
+        if any(s <= start and end <= e for s, e, _ in covered):
+            continue
+        if len(_NOT_DIGIT.sub("", norm[start:end])) < 7:
+            continue  # amounts, times, room numbers: too short for any phone number
         if norm[start] in "(（" and not any(c in ")）" for c in norm[start:end]):
             start += 1  # "Oliver Bennett (0121 496 0321)": the bracket opens an aside
         cue = cue_at(start)
+        if latin is None:
+            latin = is_latin(norm)
         for s, e in _trials(norm, start, end):
             kind = classify(norm[s:e], cue, latin)
             if kind is not None:
