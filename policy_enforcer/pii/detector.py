@@ -1,11 +1,13 @@
-"""Find, classify and scrub personal information in Chinese free text.
+"""Find, classify and scrub personal information in Chinese and English free text.
 
 Detection runs every pattern on a width-normalised copy of the text and keeps
 candidates in a fixed priority order, dropping any candidate that overlaps one
 already kept. The order encodes which reading of an ambiguous span is more
 specific: a 400 service number blocks everything, an e-mail beats the mobile
-number in its local part, a checksummed ID beats a Luhn-valid "card", and
-name heuristics come last because they are the weakest evidence.
+number in its local part, an IBAN beats the card-shaped digit groups inside it,
+a checksummed ID beats a Luhn-valid "card", the Chinese phone patterns beat
+libphonenumber's reading (phones.py), and name heuristics (names.py,
+latin_names.py) come last because they are the weakest evidence.
 
 Decisions worth knowing (the corpus labels in tests/policy_enforcer/pii/make_corpus.py
 follow the same rules):
