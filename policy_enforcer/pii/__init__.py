@@ -1,7 +1,11 @@
-"""Chinese personal-information detection for 12345 hotline free text.
+"""Personal-information detection for citizen-request free text (12345 and
+311 style, Chinese and English).
 
-Pure standard library (``re``), so it can run inside any stream processor
-without pulling in Kafka or the rest of citymesh. Public API::
+Standard library plus three maintained data/validation libraries
+(``phonenumbers`` for phone numbers of every country, ``python-stdnum`` for
+IBAN and SSN, Faker's per-locale name lists for Latin-script names), so it can
+run inside any stream processor without pulling in Kafka or the rest of
+citymesh. Public API::
 
     detect(text) -> list[PiiMatch]   # non-overlapping, sorted by start
     scrub(text) -> str               # each match -> KINDS[kind]

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 from datetime import date
 
+from stdnum import iban as _iban
+from stdnum.us import ssn as _ssn
+
 from .normalize import normalize
 
 __all__ = [
     "PROVINCE_CODES",
+    "hkid_valid",
+    "iban_valid",
     "id_card_valid",
     "id_check_char",
     "id_structure_valid",
     "luhn_valid",
+    "ssn_valid",
 ]
 
 # GB 11643-1999: weight of position i is 2**(17-i) mod 11; written out so a
@@ -112,3 +118,31 @@ def luhn_valid(s: str) -> bool:
                 d -= 9
         total += d
     return total % 10 == 0
+
+
+def hkid_valid(s: str) -> bool:
+    """Hong Kong identity card check digit (mod 11 over the letters, as 10-35
+    with a blank first letter as 36, and the six digits; 10 is written A)."""
+    s = s.replace("(", "").replace(")", "").upper()
+    if not 8 <= len(s) <= 9 or not s[-7:-1].isdigit() or not s[:-7].isalpha():
+        return False
+    letters = s[:-7].rjust(2)
+    total = sum((36 if c == " " else ord(c) - 55) * w for c, w in zip(letters, (9, 8), strict=True))
+    total += sum(int(c) * w for c, w in zip(s[-7:-1], range(7, 1, -1), strict=True))
+    check = (11 - total % 11) % 11
+    return s[-1] == ("A" if check == 10 else str(check))
+
+
+def iban_valid(s: str) -> bool:
+    """ISO 13616 IBAN: the country's length and BBAN structure and the mod-97
+    check, by ``python-stdnum``. National bank-code checks are off: stdnum's
+    bank registries are incomplete (it rejects the textbook BE68 5390 0754 7034)
+    and a wrongly kept account number is worse than a wrongly scrubbed one."""
+    return _iban.is_valid(s, check_country=False)
+
+
+def ssn_valid(s: str) -> bool:
+    """US social security number that could have been issued (``python-stdnum``:
+    no 000/666/9xx area, 00 group or 0000 serial, none of the published
+    advertising numbers)."""
+    return _ssn.is_valid(s)

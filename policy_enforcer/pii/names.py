@@ -11,7 +11,15 @@ than squeezing out the last names, which the operator can redact by hand.
 
 from __future__ import annotations
 
-from .patterns import FULL_NAME_HONORIFICS, HONORIFIC, NAME_HINT, NAME_TRIGGER
+from .name_chars import GIVEN_NAME_CHARS
+from .patterns import (
+    FULL_NAME_HONORIFICS,
+    HONORIFIC,
+    NAME_AFTER_ROLE,
+    NAME_HINT,
+    NAME_LIST_NEXT,
+    NAME_TRIGGER,
+)
 from .surnames import COMPOUND_SURNAMES, SINGLE_SURNAMES
 
 __all__ = ["find_names"]
@@ -39,7 +47,20 @@ _NOT_NAMES = (
 # honorific after them is not about a named person ("保安师傅", "语文老师").
 _NOT_BEFORE_HONORIFIC = (
     "保安", "出租车", "网约车", "公交车", "货车", "专车", "私家车", "班主任", "语文",
-    "历史", "门卫", "宿管", "主任",
+    "历史", "门卫", "宿管", "主任", "公安", "值班", "车队", "治安",
+)
+# A "name" that contains or is followed by one of these is a place: "我是龙华区…".
+_PLACE_SUFFIXES = frozenset("区市县镇村路街省")
+
+
+def _is_place(text: str, start: int, end: int) -> bool:
+    return not _PLACE_SUFFIXES.isdisjoint(text[start + 1:end + 1])
+# Words that start right after a one-character given name in the "anywhere"
+# rules even though their first character is also a given-name character.
+_AFTER_NAME_WORDS = (
+    "明天", "今天", "天天", "每天", "平时", "长期", "一直", "家里", "家门", "东西", "多次", "经常",
+    "晚上", "早上", "中午", "下午", "上午", "大声", "大喊", "强行", "强制", "全家", "自己", "本人",
+    "和", "与", "及", "说", "称", "讲", "在", "是",
 )
 
 
@@ -61,7 +82,7 @@ def _trigger_names(text: str) -> list[tuple[int, int]]:
         if end - g_start == 2 and _starts_stop(text, g_start + 1):
             end = g_start + 1
         start = m.start("sur")
-        if text.startswith(_NOT_NAMES, start):
+        if text.startswith(_NOT_NAMES, start) or _is_place(text, start, end):
             continue
         spans.append((start, end))
     return spans
@@ -110,9 +131,80 @@ def _honorific_names(text: str) -> list[tuple[int, int]]:
     return spans
 
 
+def _given_end(text: str, g_start: int, g_end: int, strong: bool = False) -> int | None:
+    """End of the given name at ``g_start`` (one or two characters), or None.
+
+    The first character must be a common given-name character, unless a
+    strong cue (户名, 申请人, 名叫 …) already says a name follows. The second
+    is kept when it is a given-name character that does not start a word
+    which follows names ("何婷上门", "杜明的"), or when any character that is
+    not such a word is itself followed by a clear boundary ("柳如烟被…").
+    """
+    if _starts_stop(text, g_start) or not (strong or text[g_start] in GIVEN_NAME_CHARS):
+        return None
+    if _is_place(text, g_start - 1, g_end):
+        return None
+    if g_end - g_start == 2:
+        second = g_start + 1
+        if _starts_stop(text, second) or text.startswith(_AFTER_NAME_WORDS, second):
+            return second
+        if text[second] not in GIVEN_NAME_CHARS and not _starts_stop(text, g_end):
+            return second
+    return g_end
+
+
+def _role_names(text: str) -> list[tuple[int, int]]:
+    """Names anywhere, after a role or relation word ("邻居王海涛把…")."""
+    spans = []
+    for m in NAME_AFTER_ROLE.finditer(text):
+        start = m.start("sur")
+        if text.startswith(_NOT_NAMES, start):
+            continue
+        end = _given_end(text, m.start("given"), m.end("given"), strong=m.group("strong") is not None)
+        if end is None:
+            continue
+        spans.append((start, end))
+    return spans + _surname_alone(text)
+
+
+_SINGLE_SET = frozenset(SINGLE_SURNAMES)
+_AFTER_SURNAME = ("的", "先生", "女士", "小姐")
+_SURNAME_THEN_XING = ("男", "女", "人", "老板", "师傅")
+
+
+def _surname_alone(text: str) -> list[tuple[int, int]]:
+    """A surname on its own around 姓: "我姓钟，", "老板姓邹，", "摊主石姓男子"."""
+    spans = []
+    pos = text.find("姓")
+    while pos != -1:
+        nxt = pos + 1
+        if nxt < len(text) and text[nxt] in _SINGLE_SET and (
+            nxt + 1 == len(text) or not _is_cjk(text[nxt + 1]) or text.startswith(_AFTER_SURNAME, nxt + 1)
+        ):
+            spans.append((nxt, nxt + 1))
+        elif pos > 0 and text[pos - 1] in _SINGLE_SET and text.startswith(_SURNAME_THEN_XING, nxt):
+            spans.append((pos - 1, pos))
+        pos = text.find("姓", nxt)
+    return spans
+
+
 def find_names(text: str) -> list[tuple[int, int]]:
     """Candidate name spans in priority order (trigger patterns first);
     the detector resolves overlaps. ``text`` must already be normalised."""
     if NAME_HINT.search(text) is None:
         return []
-    return _trigger_names(text) + _honorific_names(text)
+    spans = _trigger_names(text) + _honorific_names(text) + _role_names(text)
+    return spans + _listed_after(text, spans)
+
+
+def _listed_after(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The names listed after a found one: "联系人戴明轩、朱晓燕"."""
+    out = []
+    for _, end in spans:
+        while (nxt := NAME_LIST_NEXT.match(text, end)) is not None:
+            nxt_end = _given_end(text, nxt.start("given"), nxt.end("given"))
+            if nxt_end is None or text.startswith(_NOT_NAMES, nxt.start("sur")):
+                break
+            out.append((nxt.start("sur"), nxt_end))
+            end = nxt_end
+    return out

@@ -14,6 +14,9 @@ from policy_enforcer.pii import KINDS, detect
 
 HERE = Path(__file__).parent
 CORPUS = HERE / "pii_corpus.jsonl"
+# The generated corpus covers the Chinese formats; the other kinds are
+# measured on the hand-labelled corpus (test_pii_labelled_corpus.py).
+GENERATED_KINDS = {"id_card", "mobile", "landline", "plate", "bank_card", "email", "name"}
 
 
 def _load_generator():
@@ -45,7 +48,7 @@ def test_corpus_is_well_formed(records):
             assert e["kind"] in KINDS
             assert 0 <= e["start"] < e["end"] <= len(r["text"])
             kinds[e["kind"]] += 1
-    assert set(kinds) == set(KINDS)
+    assert set(kinds) == GENERATED_KINDS <= set(KINDS)
     assert min(kinds[k] for k in ("id_card", "mobile", "landline")) >= 100
     assert sum(1 for r in records if not r["entities"]) >= 50  # plenty of PII-free sentences
 
@@ -75,7 +78,7 @@ def test_precision_and_recall(records):
     tp, fp, fn, misses = _score(records)
     rows = [f"{'kind':10} {'tp':>5} {'fp':>4} {'fn':>4} {'precision':>9} {'recall':>7}"]
     prec, rec = {}, {}
-    for kind in list(KINDS) + ["overall"]:
+    for kind in [*sorted(GENERATED_KINDS), "overall"]:
         if kind == "overall":
             t, p, n = sum(tp.values()), sum(fp.values()), sum(fn.values())
         else:
