@@ -41,12 +41,17 @@ from .duties import FieldOutput, compile_fields, derive_contract_key
 from .errors import PolicyError
 from .lineage import ProductTerms
 from .output_schema import build_output_schema
-from .provenance import TRACEPARENT, SourceRefs, TraceIds, has_zero_ids, source_blocks, trace_blocks, traceparent
+from .provenance import (TRACEPARENT, SourceRefs, TraceIds, delivery_key, has_zero_ids, source_blocks,
+                         trace_blocks, traceparent)
 from .policy import PROHIBITIONS, DropDuty, PurposeConstraint, ValidityConstraint, check_policy
 
 DELIVER = "deliver"
 DROP = "drop"
 REJECT = "reject"
+
+# where Plan.deliver puts the per-record provenance in every delivery's header list, after
+# cm.contract and cm.schema (the seal stage reads them there)
+SOURCE_REF_AT, TRACE_AT = 2, 3
 
 RULE_PURPOSE = "constraint:purpose"
 RULE_NOT_BEFORE = "validity:not_before"
@@ -206,6 +211,7 @@ class Plan:
         self._key_at = names.index(product.key_field) if product.key_field in names else None
         self.source_refs = SourceRefs(pseudonym_key)
         self.trace_ids = TraceIds(pseudonym_key)
+        self.delivery_key = delivery_key(pseudonym_key)  # of the per-record tags (processors/stages/seal.py)
         self.static_headers = [(H.CONTRACT, H.contract_value(self.contract_id, self.version)),
                                (H.SCHEMA, self.output_schema.fingerprint.encode())]
         self._make_step, self._make_probes, self._make_encoding_step, self.source_code = self._generate()

@@ -49,6 +49,7 @@ _TRACE_TAG = b"cmt1"
 _BLOCK = struct.Struct(">4sIQ")
 _LABEL_SOURCE = b"citymesh/source-ref/v1"
 _LABEL_TRACE = b"citymesh/trace/v1"
+_LABEL_DELIVERY = b"citymesh/delivery-tag/v1"
 _ZERO_SPAN = b"0" * 16
 _ZERO_TRACE = b"0" * 32
 
@@ -57,6 +58,13 @@ def _subkey(contract_key: bytes, label: bytes) -> bytes:
     if not isinstance(contract_key, (bytes, bytearray)) or len(contract_key) < 16:
         raise PolicyError("the contract key must be at least 16 bytes")
     return hmac.digest(bytes(contract_key), label, "sha256")
+
+
+def delivery_key(contract_key: bytes) -> bytes:
+    """The key of a contract's per-record delivery tags (cm.auth on its deliveries,
+    processors/stages/seal.py): the operator hands it to the contract's consumer, who
+    verifies every record with it. Derived, like the others, from the contract's key."""
+    return _subkey(contract_key, _LABEL_DELIVERY)
 
 
 def source_blocks(partition: int, offsets: Iterable[int]) -> bytes:

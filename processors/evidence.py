@@ -2,8 +2,9 @@
 
 An event's id is a hash of what it is about (product, source partition, offset range,
 contract and version), so replaying the same input after a crash produces the same id and
-sinks (the ledger) can de-duplicate; the digest over source offsets and delivered bytes
-lets anyone re-check a batch against the delivery topic.
+sinks (the ledger) can de-duplicate; a BATCH event's digest is the digest the batch's seal
+signs (processors/stages/seal.py: SHA-256 over the deliveries' tags), so what a consumer
+received can be matched with what the mesh recorded.
 """
 
 from __future__ import annotations
@@ -17,23 +18,6 @@ _OFFSET_LEN = struct.Struct(">qq").pack
 
 def event_id(*parts) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
-
-
-class BatchDigest:
-    """SHA-256 over (source offset, delivered bytes) of every delivered record, in order."""
-
-    __slots__ = ("_h",)
-
-    def __init__(self) -> None:
-        self._h = hashlib.sha256()
-
-    def add(self, offset: int, payload: bytes) -> None:
-        h = self._h  # same bytes as offset, length, payload hashed one after the other
-        h.update(_OFFSET_LEN(offset, len(payload)))
-        h.update(payload)
-
-    def hexdigest(self) -> str:
-        return self._h.hexdigest()
 
 
 def batch_event(now_ms: int, product: str, provider: str, contract: str, version: int, consumer: str,

@@ -41,6 +41,7 @@ from schemas.headers import BATCH_NOW as H_BATCH_NOW
 from schemas.headers import EVENT_ID as H_EVENT_ID
 from schemas.headers import SRC_OFFSET as H_SRC_OFFSET
 from schemas.headers import SRC_PARTITION as H_SRC_PARTITION
+from schemas.headers import SEAL as H_SEAL
 from schemas.headers import SRC_TOPIC as H_SRC_TOPIC
 
 SCAN_WINDOW = 2000
@@ -77,6 +78,7 @@ class PartitionFence:
 
     committed: int
     outputs: dict[str, int] = field(default_factory=dict)  # output topic -> last source offset written
+    sealed: dict[str, int] = field(default_factory=dict)  # delivery topic -> last source offset sealed
     # (first offset, last offset, processing time) of every batch whose compliance events
     # were (partly) written beyond the committed offset, oldest first
     batches: list[tuple[int, int, int]] = field(default_factory=list)
@@ -174,6 +176,25 @@ class FenceReader:
                 if pos is not None and pos[0] == src_partition:
                     return pos[1]
         return -1
+
+    def delivery_tail(self, topic: str, partition: int, src_partition: int, position_of: PositionOf,
+                      committed: int) -> tuple[int, int]:
+        """(the last source offset written, the last one sealed) of `src_partition`'s deliveries
+        in topic/partition. Every batch below the committed offset was sealed before it was
+        committed, so the scan stops there at the latest: (-1 or less, committed - 1)."""
+        last = -1
+        for window in self._scan_back(topic, partition):
+            for m in reversed(window):
+                h = dict(m.headers() or ())
+                pos = position_of(h)
+                if pos is None or pos[0] != src_partition:
+                    continue
+                last = max(last, pos[1])
+                if H_SEAL in h:
+                    return last, pos[1]
+                if pos[1] < committed:
+                    return last, committed - 1
+        return last, committed - 1
 
     def compliance_since(self, topic: str, partition: int, src_topic: str, src_partition: int,
                          committed: int) -> tuple[list[tuple[int, int, int]], set[str]]:

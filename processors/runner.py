@@ -7,7 +7,7 @@ what was rejected to the dead-letter topic, emit the batch's compliance events, 
 the broker's acknowledgements, then commit the source offsets (without waiting for the
 commit's answer: see step()). Each partition's slice of a batch passes through a chain of
 stages, one file each in processors/stages/ (admission → replay → ingress → rules →
-contracts → sinks). More instances in the same consumer group share the product's partitions.
+contracts → seal → sinks). More instances in the same consumer group share the product's partitions.
 
 Exactly-once: see processors/fencing.py. Decisions are a function of the record, the
 contract version and the batch's processing time; a restarted runner fences off what a
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import gc
 import logging
+import os
 import signal
 import time
 
@@ -43,6 +44,7 @@ from .stages.contracts import ActivePlan, Contracts
 from .stages.ingress import Ingress
 from .stages.replay import Replay
 from .stages.rules import Rules
+from .stages.seal import Seal
 from .stages.sinks import Sinks
 
 log = logging.getLogger("citymesh.runner")
@@ -99,9 +101,10 @@ class Runner:
         self._partitions = {name: len(t.partitions) for name, t in self.producer.list_topics(timeout=10).topics.items()}
         self.states = PartitionStates(product_id, provider, self.producer, self.fence_reader)
         # rate limits, quotas, provider breaker (processors/limiting.py)
+        participants = read_table(client_config, topics.CONTROL_PARTICIPANTS)
         self.limiting = limiting.Limiting(
             product_id, provider, self.raw_topic, self._n_partitions(self.raw_topic), entry.get("event_time_field"),
-            limiting.ingress_terms(read_table(client_config, topics.CONTROL_PARTICIPANTS).get(provider),
+            limiting.ingress_terms(participants.get(provider),
                                    sum(1 for e in catalog.values() if e["provider_id"] == provider)))
         self.contracts = Contracts(entry, keyring.mesh_secret(keys_dir), self.limiting, self._n_partitions)
         self.sinks = Sinks(product_id, provider, self.raw_topic, topics.dead_letter(provider, product_id),
@@ -117,6 +120,7 @@ class Runner:
             Ingress(self.limiting),
             self.alerts,
             self.contracts,
+            Seal(_operator_signer(keys_dir, participants)),
             self.sinks,
         ]
         # what keeps per-partition state (snapshot/restore), persisted with the offsets
@@ -184,15 +188,19 @@ class Runner:
         for stage in self.chain:
             stage.assign(p, committed)
         fence = PartitionFence(committed)
-        outputs = [(ap.topic, ap.position_of) for ap in self.plans.values()] + [
-            (self.sinks.dlq_topic, clear_position(self.raw_topic))]
-        pairs = [(topic, p % self._n_partitions(topic)) for topic, _ in outputs]
+        reader, dlq = self.fence_reader, self.sinks.dlq_topic
+        deliveries = [(ap.topic, p % ap.partitions, ap.position_of) for ap in self.plans.values()]
+        dlq_q = p % self._n_partitions(dlq)
         cq = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
-        with self.fence_reader.prefetched(pairs + [(topics.COMPLIANCE, cq)]):
-            for (topic, q), (_, position_of) in zip(pairs, outputs):
-                last = self.fence_reader.last_source_offset(topic, q, p, position_of)
+        with reader.prefetched([(t, q) for t, q, _ in deliveries] + [(dlq, dlq_q), (topics.COMPLIANCE, cq)]):
+            for topic, q, position_of in deliveries:
+                last, sealed = reader.delivery_tail(topic, q, p, position_of, committed)
                 if last >= committed:
                     fence.outputs[topic] = last
+                fence.sealed[topic] = sealed
+            last = reader.last_source_offset(dlq, dlq_q, p, clear_position(self.raw_topic))
+            if last >= committed:
+                fence.outputs[dlq] = last
             fence.batches, fence.event_ids = self.fence_reader.compliance_since(
                 topics.COMPLIANCE, cq, self.raw_topic, p, committed)
         if fence.outputs or fence.batches:
@@ -378,6 +386,26 @@ class Runner:
         self.fence_reader.close()
         self.producer.flush(30)
         self.producer.close()  # its threads and connections now, not when the object is collected
+
+
+def _operator_signer(keys_dir, participants: dict):
+    """(participant id, Ed25519 key) of the operator who signs the batch seals: CITYMESH_OPERATOR,
+    else the one OPERATOR participant whose keyring is in the keys directory. None (tags
+    without seals) when there is no such operator."""
+    from .ledger.config import OPERATOR_ENV
+    pid = os.environ.get(OPERATOR_ENV)
+    if not pid:
+        ops = [p for p, rec in participants.items() if "OPERATOR" in (rec.get("roles") or [])
+               and keyring.keyring_path(keys_dir, p).exists()]
+        if len(ops) != 1:
+            log.warning("deliveries are tagged but not sealed: no single operator keyring (found %s)", ops or "none")
+            return None
+        pid = ops[0]
+    try:
+        return pid, keyring.load(keys_dir, pid).signer()
+    except keyring.KeyringError as exc:
+        log.warning("deliveries are tagged but not sealed: %s", exc)
+        return None
 
 
 # Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):

@@ -3,11 +3,14 @@
 Provider records (streams/envelope.py sets them, processors/stages/admission.py and
 replay.py check them):
   cm.participant, cm.product, cm.schema, cm.event_time, cm.seq, traceparent, cm.auth
-Deliveries (policy_enforcer/plan.py builds them; nothing else reaches a consumer):
+Deliveries (policy_enforcer/plan.py and processors/stages/seal.py build them; nothing else
+reaches a consumer):
   cm.contract   "<contract id>;v=<version>"
   cm.schema     fingerprint of the contract's delivery schema
   cm.src        the per-contract source reference (policy_enforcer/provenance.py)
   traceparent   W3C Trace Context with a per-contract trace id
+  cm.auth       the record's delivery tag (HMAC under the contract's delivery key, hex)
+  cm.seal       on the last delivery of a batch: "<count>:<digest>:<operator's signature>"
 Mesh-internal topics (dead letters, compliance events, alerts), read by the provider, the
 operator and the regulator, carry the source position in clear:
   cm.src.topic, cm.src.partition, cm.src.offset, cm.batch.first, cm.batch.last,
@@ -24,6 +27,7 @@ SEQUENCE = "cm.seq"
 
 CONTRACT = "cm.contract"
 SOURCE_REF = "cm.src"
+SEAL = "cm.seal"
 
 SRC_TOPIC = "cm.src.topic"
 SRC_PARTITION = "cm.src.partition"

@@ -5,13 +5,15 @@ record against the product's schema (an invalid record raises RecordInvalid and 
 sent), encodes it in Avro single-object encoding, sets the envelope headers, the record's
 sequence (unique under the tag, so a copy is refused as a replay) and the HMAC authenticity
 tag, and produces it keyed by the product's key field to the raw topic.
-`ConsumerConnector` reads the consumer's delivery topic of one contract and yields
-decoded records with their headers.
+`ConsumerConnector` reads the consumer's delivery topic of one contract and yields decoded
+records with their headers, each checked as written by the mesh for that contract
+(streams/delivery.py); what fails is reported, dropped or raised on, as the consumer chooses.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import zlib
@@ -19,12 +21,20 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from prometheus_client import Counter
 
 import schemas
 
-from . import envelope, topics
+from . import envelope, keyring, topics
 from .control import read_table
+from .delivery import FORGED, OK, DeliveryVerifier
 from .keyring import Keyring
+
+log = logging.getLogger("citymesh.consumer")
+
+RECEIVED = Counter("citymesh_consumer_records_total",
+                   "Deliveries a ConsumerConnector read, by verdict (ok, forged, unverified) and what it did",
+                   ["contract", "verdict", "action"])
 
 
 class PublishError(RuntimeError):
@@ -33,6 +43,10 @@ class PublishError(RuntimeError):
 
 class NotAllowed(PermissionError):
     """The participant tried to publish to a product it does not provide."""
+
+
+class ForgedDelivery(RuntimeError):
+    """A record in a delivery topic that the mesh did not write for this contract (verify="raise")."""
 
 
 PRODUCER_DEFAULTS = {
@@ -226,29 +240,45 @@ class ProviderConnector:
 
 @dataclass(frozen=True)
 class Delivery:
-    """One record a consumer received, with where it came from."""
+    """One record a consumer received, with where it came from and whether it is the mesh's:
+    ``verdict`` is "ok", "forged" (``why`` says how) or "unverified" (no delivery key); a
+    forged record's ``record`` is None when it does not even decode."""
 
-    record: dict
+    record: dict | None
     headers: dict[str, bytes]
     topic: str
     partition: int
     offset: int
-    schema: schemas.RecordSchema
+    schema: schemas.RecordSchema | None
+    verdict: str = OK
+    why: str | None = None
+
+
+VERIFY_MODES = ("report", "drop", "raise", "off")
 
 
 class ConsumerConnector:
-    """Reads the delivery topic of one contract and decodes its records.
+    """Reads the delivery topic of one contract, checks and decodes its records.
 
     The delivery schema comes from the contract (the product schema after the contract's
-    duties); the connector also knows every schema shipped with citymesh.
+    duties); the connector also knows every schema shipped with citymesh. Every record is
+    checked (streams/delivery.py) with the contract's delivery key (``delivery_key``, else
+    the consumer's file in ``keys_dir``), and every batch seal with the public key its
+    operator registered in cm.control.participants. ``verify``: "report" (default) passes every record on with its
+    verdict and logs and counts what fails; "drop" leaves out forged records; "raise" raises
+    ForgedDelivery on the first; "off" checks nothing.
     """
 
     def __init__(self, participant_id: str, contract_id: str, client_config: dict,
                  group_id: str | None = None, from_beginning: bool = True,
-                 session_timeout_ms: int = 6000, contract: dict | None = None):
+                 session_timeout_ms: int = 6000, contract: dict | None = None, verify: str = "report",
+                 delivery_key: bytes | None = None, keys_dir=None):
+        if verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {', '.join(VERIFY_MODES)}, not {verify!r}")
         self.participant_id = participant_id
         self.contract_id = contract_id
         self.topic = topics.delivery(contract_id)
+        self.verify = verify
         self.registry = schemas.Registry(schemas.load(n) for n in schemas.available())
         if contract is None:
             contract = read_table(client_config, topics.CONTROL_CONTRACTS).get(contract_id)
@@ -257,6 +287,13 @@ class ConsumerConnector:
                 raise NotAllowed(f"contract {contract_id} is not held by {participant_id}")
             if contract.get("delivery_schema_json"):
                 self.registry.add(schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"])))
+        self.verifier = None
+        if verify != "off":
+            if delivery_key is None and keys_dir is not None:
+                delivery_key = keyring.delivery_keys(keys_dir, participant_id).get(contract_id)
+            if delivery_key is None:
+                log.warning("no delivery key for contract %s: its records cannot be verified", contract_id)
+            self.verifier = DeliveryVerifier(contract_id, delivery_key, lambda: _operators(client_config))
         self._consumer = Consumer({
             **client_config,
             "group.id": group_id or f"{participant_id}.{contract_id}",
@@ -274,9 +311,26 @@ class ConsumerConnector:
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
                 raise RuntimeError(f"consume error on {self.topic}: {msg.error()}")
-            schema, record = self.registry.decode(msg.value())
+            verdict, why = self.verifier.check(msg) if self.verifier is not None else (OK, None)
+            if verdict == FORGED:
+                action = {"report": "passed", "drop": "dropped", "raise": "raised"}[self.verify]
+                RECEIVED.labels(self.contract_id, verdict, action).inc()
+                log.warning("%s[%d]@%d is not a delivery of the mesh for %s: %s (%s)", msg.topic(), msg.partition(),
+                            msg.offset(), self.contract_id, why, action)
+                if self.verify == "raise":
+                    raise ForgedDelivery(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: {why}")
+                if self.verify == "drop":
+                    continue
+            else:
+                RECEIVED.labels(self.contract_id, verdict, "passed").inc()
+            try:
+                schema, record = self.registry.decode(msg.value())
+            except (schemas.SchemaError, ValueError, EOFError, IndexError):
+                if verdict != FORGED:
+                    raise
+                schema, record = None, None
             out.append(Delivery(record, envelope.headers_dict(msg.headers()), msg.topic(), msg.partition(),
-                                msg.offset(), schema))
+                                msg.offset(), schema, verdict, why))
         return out
 
     def __iter__(self) -> Iterator[Delivery]:
@@ -291,3 +345,9 @@ class ConsumerConnector:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _operators(client_config: dict) -> dict[str, str]:
+    """Participant id -> registered public key of every OPERATOR (who may sign batch seals)."""
+    return {pid: p.get("public_key") for pid, p in read_table(client_config, topics.CONTROL_PARTICIPANTS).items()
+            if "OPERATOR" in (p.get("roles") or [])}

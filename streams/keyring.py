@@ -131,3 +131,31 @@ def mesh_secret(keys_dir: Path) -> bytes:
         finally:
             os.unlink(tmp)
     return path.read_bytes()
+
+
+def delivery_keys_path(keys_dir: Path, consumer_id: str) -> Path:
+    """Where a consumer's delivery keys are kept: contract id -> key of its deliveries' tags
+    (streams/delivery.py). `citymesh apply` writes it; the operator hands it to the consumer."""
+    return Path(keys_dir) / "deliveries" / f"{check_id('participant', consumer_id)}.json"
+
+
+def delivery_keys(keys_dir: Path, consumer_id: str) -> dict[str, bytes]:
+    """A consumer's delivery keys by contract ({} when it has none here)."""
+    path = delivery_keys_path(keys_dir, consumer_id)
+    try:
+        return {cid: bytes.fromhex(k) for cid, k in json.loads(path.read_text()).items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, AttributeError) as exc:
+        raise KeyringError(f"{path}: malformed delivery keys ({exc})") from None
+
+
+def save_delivery_keys(keys_dir: Path, consumer_id: str, keys: dict[str, bytes]) -> None:
+    """Replace a consumer's delivery keys (mode 0600, written atomically)."""
+    path = delivery_keys_path(keys_dir, consumer_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps({cid: k.hex() for cid, k in sorted(keys.items())}, indent=2))
+    os.replace(tmp, path)

@@ -127,12 +127,30 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
         report.unchanged[topic] = len(entries) - len(changed)
     if producer.flush(30):
         raise RuntimeError("control records were not acknowledged within 30 s")
+    if keys_dir is not None:
+        write_delivery_keys(topo, keys_dir)
     if with_acls:
         bindings = acl_bindings(topo)
         for fut in admin.create_acls(bindings).values():
             fut.result()
         report.acls = len(bindings)
     return report
+
+
+def write_delivery_keys(topo: Topology, keys_dir: Path) -> None:
+    """Each consumer's keys of its contracts' delivery tags (streams/delivery.py), derived from
+    the mesh's master secret, into <keys_dir>/deliveries/<consumer>.json for the operator to hand over."""
+    from policy_enforcer import derive_contract_key
+    from policy_enforcer.provenance import delivery_key
+    from streams import keyring
+    master = keyring.mesh_secret(keys_dir)
+    by_consumer: dict[str, dict[str, bytes]] = {}
+    for c in topo.contracts:
+        by_consumer.setdefault(c.consumer, {})[c.id] = delivery_key(derive_contract_key(master, c.id))
+    for consumer, keys in by_consumer.items():
+        held = keyring.delivery_keys(keys_dir, consumer)
+        if any(held.get(cid) != k for cid, k in keys.items()):
+            keyring.save_delivery_keys(keys_dir, consumer, {**held, **keys})
 
 
 def acl_bindings(topo: Topology, principal_prefix: str = "User:", runner_principal: str = "User:citymesh-runner"

@@ -1,6 +1,6 @@
 """The enforcement runner's chain of stages: the path of one partition's slice of a batch.
 
-    admission → replay → ingress → rules → contracts → sinks
+    admission → replay → ingress → rules → contracts → seal → sinks
 
 Read the files in this order to follow a record:
 
@@ -13,6 +13,8 @@ Read the files in this order to follow a record:
 - rules.py       operator rules on the admitted records: hits become Alerts
 - contracts.py   every ACTIVE contract's compiled plan, then its quota: whole delivery
                  records, and one BATCH compliance event per contract
+- seal.py        each delivery's tag, and on the last of each contract's batch the
+                 operator's signed seal: what a consumer verifies (streams/delivery.py)
 - sinks.py       writes what the stages decided: dead letters, deliveries, alerts, and the
                  REJECT events; skips what a crashed runner already wrote (the fence)
 

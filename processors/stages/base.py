@@ -37,7 +37,7 @@ class PartitionSlice:
     rejected: list = field(default_factory=list)    # refused by admission (processors.stages.admission.Rejected)
     dead: list = field(default_factory=list)        # DeadLetter, from limits and the breaker
     alerts: list = field(default_factory=list)      # (alert record, subject, source offset)
-    deliveries: list = field(default_factory=list)  # (ActivePlan, BatchResult)
+    deliveries: list = field(default_factory=list)  # (ActivePlan, BatchResult, its BATCH event or None)
     events: list = field(default_factory=list)      # compliance events (dicts in the ComplianceEvent schema)
 
     @property

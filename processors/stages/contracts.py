@@ -1,9 +1,9 @@
 """The contracts stage: every ACTIVE contract's compiled plan on the admitted records.
 
 Each plan hands over whole delivery records (policy_enforcer Plan.deliver: payload, key,
-headers, timestamp), then the contract's quota (processors/limiting.py) may take some back;
-one BATCH compliance event per contract and slice counts every decision and carries the
-digest of what was delivered. What the plans share (the decoded records, the provenance
+headers), then the contract's quota (processors/limiting.py) may take some back; one BATCH
+compliance event per contract and slice counts every decision (the seal stage adds the
+digest of what was delivered). What the plans share (the decoded records, the provenance
 plaintext) is built once per slice (SourceBatch). Contract changes arrive at batch
 boundaries through `apply`, which the runner calls with the offsets they take effect from.
 """
@@ -18,6 +18,7 @@ from typing import Callable
 import policy_enforcer
 from schemas.headers import SOURCE_REF
 from streams import envelope, topics
+from streams.envelope import Tagger
 
 from .. import evidence, metrics
 from ..limiting import Limiting
@@ -34,6 +35,9 @@ class ActivePlan:
     plan: policy_enforcer.Plan
     topic: str
     partitions: int
+
+    def __post_init__(self) -> None:
+        self.tagger = Tagger(self.plan.delivery_key)  # the deliveries' tags (processors/stages/seal.py)
 
     @property
     def contract_id(self) -> str:
@@ -100,22 +104,18 @@ class Contracts(Stage):
             result = ap.plan.deliver(batch, s.now_ms)
             quota = (lim.quota(s.p, part, ap.contract_id, s.now_ms, result.records, batch.records, first, last,
                                s.events) if part is not None and part.quotas else None)
-            digest = evidence.BatchDigest()
-            add = digest.add
-            for payload, offset in zip(result.records, offsets):
-                if payload is not None:
-                    add(offset, payload)
             counts = dict(result.counts)
             if quota and "drop:quota" in quota:
                 counts["drop:quota"] = quota["drop:quota"]
                 counts[policy_enforcer.DELIVER] -= quota["drop:quota"]
                 if not counts[policy_enforcer.DELIVER]:
                     del counts[policy_enforcer.DELIVER]
-            if counts:
-                s.events.append(evidence.batch_event(
-                    s.now_ms, self.product_id, self.provider_id, ap.contract_id, ap.contract["version"],
-                    ap.contract["consumer_id"], self.raw_topic, s.p, first, last, counts, digest.hexdigest(), None))
+            event = evidence.batch_event(
+                s.now_ms, self.product_id, self.provider_id, ap.contract_id, ap.contract["version"],
+                ap.contract["consumer_id"], self.raw_topic, s.p, first, last, counts, None, None) if counts else None
+            if event is not None:
+                s.events.append(event)
             for key, n in counts.items():
                 decision, _, rule = key.partition(":")
                 metrics.DECISIONS.labels(self.product_id, ap.contract_id, decision, rule).inc(n)
-            s.deliveries.append((ap, result))
+            s.deliveries.append((ap, result, event))

@@ -65,7 +65,7 @@ class Sinks(Stage):
                     metrics.REJECTED.labels(self.product_id, rule).inc()
         # deliveries: whole records from the contracts stage
         raw_produce = self.producer.produce
-        for ap, result in s.deliveries:
+        for ap, result, _ in s.deliveries:
             topic, q = ap.topic, p % ap.partitions
             written_to = fence.outputs.get(topic, -1) if fence is not None else -1
             ts = s.now_ms  # the batch's processing time: nothing of the record, the same for every contract
