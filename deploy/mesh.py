@@ -94,7 +94,29 @@ def status(settings: Settings) -> int:
     finally:
         counter.close()
     _limits_status(settings.client_config(bootstrap))
+    _runner_status(settings)
     return 0
+
+
+def _runner_status(settings: Settings) -> None:
+    """What each runner last said about itself (processors/status.py): progress, start-overs
+    after broker trouble, records it set aside as poison or as too large to write."""
+    from processors import status as process_status
+    rows = []
+    for name, st in process_status.read_all(settings.state_dir).items():
+        if not name.startswith("runner-"):
+            continue
+        line = f"  {name:<28} {st.get('consumed', 0):>10} consumed"
+        if st.get("start_overs"):
+            line += f", {st['start_overs']} start-over(s), last: {st.get('last_error')}"
+        quarantined = st.get("quarantined") or []
+        if quarantined:
+            line += f", {len(quarantined)} record(s) quarantined: " + "; ".join(
+                f"p{q['partition']}@{q['offset']} {q['rule']}" for q in quarantined[-3:])
+        rows.append(line)
+    if rows:
+        print("runners:")
+        print("\n".join(rows))
 
 
 def _limits_status(client: dict) -> None:

@@ -55,3 +55,25 @@ def contract_change_event(now_ms: int, product: str, provider: str, contract: di
         "reason": f"{previous_state or 'ABSENT'} -> {contract['state']}", "counts": {}, "source_topic": topic,
         "source_partition": None, "first_offset": min(from_offsets.values()) if from_offsets else None,
         "last_offset": None, "digest": None, "trace_id": None, "details": {"from_offsets": offsets}}
+
+
+def quarantine_event(now_ms: int, product: str, provider: str, topic: str, partition: int, offset: int, rule: str,
+                     reason: str, last_offset: int | None = None) -> dict:
+    """A record (or, with `last_offset`, a partition from `offset` on) set aside by the runner
+    because it could not be processed or written, with why."""
+    return {
+        "event_id": event_id("quarantine", product, partition, offset, rule),
+        "time_ms": now_ms, "kind": "QUARANTINE", "product_id": product, "provider_id": provider,
+        "contract_id": None, "contract_version": None, "consumer_id": None, "rule": rule, "reason": reason,
+        "counts": {rule: 1}, "source_topic": topic, "source_partition": partition, "first_offset": offset,
+        "last_offset": offset if last_offset is None else last_offset, "digest": None, "trace_id": None,
+        "details": {}}
+
+
+def runner_alert(now_ms: int, product: str, rule: str, severity: str, subject: str, message: str, topic: str,
+                 partition: int, offset: int, evidence: dict[str, str] | None = None) -> dict:
+    """An Alert the runner raises about its own work (not an operator rule's hit)."""
+    return {"alert_id": event_id("runner-alert", product, rule, subject, partition, offset), "time_ms": now_ms,
+            "rule_id": rule, "severity": severity, "product_id": product, "subject": subject, "message": message,
+            "evidence": evidence or {}, "source_topic": topic, "source_partition": partition, "source_offset": offset,
+            "escalated": False, "incident_id": None, "first_seen_ms": now_ms, "last_seen_ms": now_ms, "count": 1}

@@ -19,6 +19,9 @@ BREAKER_STATE_VALUE = {"CLOSED": 0, "HALF_OPEN": 1, "OPEN": 2}
 QUARANTINED = Counter("citymesh_breaker_quarantined_total",
                       "Raw records sent to the dead-letter topic unprocessed while the provider's breaker was open",
                       ["product"])
+QUARANTINED_RECORDS = Counter("citymesh_runner_quarantined_total",
+                              "Raw records set aside to the dead-letter topic because they could not be processed "
+                              "or written (rule quarantine:poison or quarantine:unwritable)", ["product", "rule"])
 RATELIMIT_THROTTLED = Counter("citymesh_ratelimit_throttled_total",
                               "Times an ingress limit paused a partition (back-pressure)", ["product"])
 RATELIMIT_PAUSED = Gauge("citymesh_ratelimit_paused_partitions", "Source partitions paused by an ingress limit",

@@ -27,20 +27,22 @@ import signal
 import time
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 import schemas
 from streams import keyring, topics
+from streams.admin import max_message_bytes
 from streams.control import read_table
 from streams.settings import Settings, get_settings
 
-from . import limiting, metrics
+from . import evidence, limiting, metrics, status
 from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_PARTITION, H_SRC_TOPIC,
                       FenceReader, PartitionFence, clear_position, compliance_partition)
 from .partition_state import PartitionStates
-from .stages import PartitionSlice, Stage
+from .stages import DeadLetter, PartitionSlice, Stage
 from .stages.admission import DEFAULT_MAX_BYTES, Admission
-from .stages.contracts import ActivePlan, Contracts
+from .stages.contracts import RULE_UNWRITABLE, ActivePlan, Contracts
 from .stages.ingress import Ingress
 from .stages.replay import Replay
 from .stages.rules import Rules
@@ -61,6 +63,7 @@ PRODUCER_CONFIG = {
 
 
 FETCH_WAIT_MS = 10
+RULE_POISON = "quarantine:poison"
 
 
 class DeliveryFailed(RuntimeError):
@@ -87,7 +90,12 @@ class Runner:
         # one delivery callback for every record this producer writes (outputs, dead letters,
         # compliance events, partition state): a failure anywhere fails the batch (_flush), and
         # a producer-wide callback costs less per record than one passed to each produce()
-        self.producer = Producer({**client_config, **PRODUCER_CONFIG, "on_delivery": self._on_delivery})
+        dlq = topics.dead_letter(provider, product_id)
+        # the largest record the broker takes, so nothing is ever written that it refuses
+        # (stages/contracts.py and stages/sinks.py keep every output within it)
+        max_bytes = max_message_bytes(AdminClient(client_config), dlq)
+        self.producer = Producer({**client_config, **PRODUCER_CONFIG, "message.max.bytes": max(max_bytes, 1_000_000),
+                                  "on_delivery": self._on_delivery})
         self.consumer = Consumer({
             **client_config, "group.id": group_id or f"citymesh-runner.{product_id}",
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
@@ -106,14 +114,15 @@ class Runner:
             product_id, provider, self.raw_topic, self._n_partitions(self.raw_topic), entry.get("event_time_field"),
             limiting.ingress_terms(participants.get(provider),
                                    sum(1 for e in catalog.values() if e["provider_id"] == provider)))
-        self.contracts = Contracts(entry, keyring.mesh_secret(keys_dir), self.limiting, self._n_partitions)
-        self.sinks = Sinks(product_id, provider, self.raw_topic, topics.dead_letter(provider, product_id),
-                           self.producer, self._produce, self._n_partitions)
+        self.contracts = Contracts(entry, keyring.mesh_secret(keys_dir), self.limiting, self._n_partitions, max_bytes)
+        self.sinks = Sinks(product_id, provider, self.raw_topic, dlq, self.producer, self._produce, self._n_partitions,
+                           max_bytes)
         # operator rules -> cm.alerts, in the same pass as the contracts
         self.alerts = Rules(client_config, product_id, schema, self.raw_topic, entry.get("event_time_field"),
                             self.fence_reader)
         # the chain a partition's slice of a batch goes through (processors/stages/__init__.py)
         self.replay = Replay(product_id, entry.get("event_time_window_ms"))
+        # (the stages that decide, then the one that writes)
         self.chain: list[Stage] = [
             Admission(product_id, provider, schema, keyring.load(keys_dir, provider), max_record_bytes),
             self.replay,
@@ -123,6 +132,8 @@ class Runner:
             Seal(_operator_signer(keys_dir, participants)),
             self.sinks,
         ]
+        self.decide = self.chain[:-1]
+        self.quarantined: list[dict] = []  # records set aside as poison by this instance (for `status`)
         # what keeps per-partition state (snapshot/restore), persisted with the offsets
         self.stateful = [self.limiting, self.replay]
         self.fences: dict[int, PartitionFence] = {}
@@ -320,18 +331,75 @@ class Runner:
         metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
         return len(msgs)
 
+    def _slice(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, emitted) -> PartitionSlice:
+        return PartitionSlice(p, msgs, now_ms, fence, emitted, [
+            (H_SRC_TOPIC, self.raw_topic.encode()), (H_SRC_PARTITION, str(p).encode()),
+            (H_BATCH_FIRST, str(msgs[0].offset()).encode()), (H_BATCH_LAST, str(msgs[-1].offset()).encode()),
+            (H_BATCH_NOW, str(now_ms).encode())])
+
     def _process(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, events_out: list,
                  already_emitted) -> None:
         """One partition's slice of a batch through the chain; compliance events already
-        written before a crash (`already_emitted` ids) are not queued again."""
-        first, last = msgs[0].offset(), msgs[-1].offset()
-        s = PartitionSlice(p, msgs, now_ms, fence, already_emitted, [
-            (H_SRC_TOPIC, self.raw_topic.encode()), (H_SRC_PARTITION, str(p).encode()),
-            (H_BATCH_FIRST, str(first).encode()), (H_BATCH_LAST, str(last).encode()),
-            (H_BATCH_NOW, str(now_ms).encode())])
-        for stage in self.chain:
-            stage.process(s)
-        events_out += [(p, ev, s.batch_headers) for ev in s.events if ev["event_id"] not in already_emitted]
+        written before a crash (`already_emitted` ids) are not queued again.
+
+        A record no stage can take (a stage raises on it: a bug, or input nobody foresaw) must
+        not stall its partition: the stages that decide run again record by record from the
+        state the slice started with, and the record that still raises is quarantined to the
+        dead-letter topic with an event and an alert (deterministically: a replay after a
+        crash quarantines it again, with the same ids). Broker trouble is not the record's
+        fault and goes up as it is."""
+        s = self._slice(p, msgs, now_ms, fence, already_emitted)
+        before = self._snapshot(p)
+        try:
+            for stage in self.decide:
+                stage.process(s)
+        except BROKER_TROUBLE:
+            raise
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.exception("partition %d: a stage failed on offsets %d..%d; going through them one by one", p,
+                          msgs[0].offset(), msgs[-1].offset())
+            self._restore(p, before)
+            for m in msgs:
+                self._process_alone(p, m, now_ms, fence, events_out, already_emitted)
+            return
+        self._write(s, events_out)
+
+    def _process_alone(self, p: int, m, now_ms: int, fence, events_out: list, already_emitted) -> None:
+        s = self._slice(p, [m], now_ms, fence, already_emitted)
+        before = self._snapshot(p)
+        try:
+            for stage in self.decide:
+                stage.process(s)
+        except BROKER_TROUBLE:
+            raise
+        except Exception as exc:  # noqa: BLE001 - this record is the poison
+            self._restore(p, before)
+            reason = f"{type(exc).__name__}: {exc}"[:500]
+            log.error("partition %d: offset %d quarantined, no stage can take it: %s", p, m.offset(), reason)
+            metrics.QUARANTINED_RECORDS.labels(self.product_id, RULE_POISON).inc()
+            s = self._slice(p, [m], now_ms, fence, already_emitted)
+            s.dead.append(DeadLetter(m, m.offset(), RULE_POISON, reason))
+            s.events.append(evidence.quarantine_event(now_ms, self.product_id, self.limiting.provider,
+                                                      self.raw_topic, p, m.offset(), RULE_POISON, reason))
+            s.alerts.append((evidence.runner_alert(now_ms, self.product_id, RULE_POISON, "HIGH",
+                                                   f"{self.product_id}:{p}",
+                                                   f"record at offset {m.offset()} quarantined: {reason}",
+                                                   self.raw_topic, p, m.offset()),
+                             f"{self.product_id}:{p}".encode(), m.offset()))
+        self._write(s, events_out)
+
+    def _write(self, s: PartitionSlice, events_out: list) -> None:
+        self.sinks.process(s)
+        self.quarantined += [{"partition": s.p, "offset": d.offset, "rule": d.rule, "reason": d.reason}
+                             for d in s.dead if d.rule in (RULE_POISON, RULE_UNWRITABLE)]
+        events_out += [(s.p, ev, s.batch_headers) for ev in s.events if ev["event_id"] not in s.emitted]
+
+    def _snapshot(self, p: int) -> dict:
+        return {obj.name: obj.snapshot(p) for obj in self.stateful}
+
+    def _restore(self, p: int, states: dict) -> None:
+        for obj in self.stateful:
+            obj.restore(p, states.get(obj.name) or {})
 
     def _write_events(self, events_out: list) -> None:
         schema = schemas.load("ComplianceEvent")
@@ -461,17 +529,31 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     last_lag = 0.0
+    health = {"product": args.product, "started_ms": int(time.time() * 1000), "consumed": 0, "fenced": 0,
+              "start_overs": 0, "last_error": None, "quarantined": []}
+
+    def report() -> None:
+        """Progress to the log and to `citymesh status` (processors/status.py)."""
+        runner.update_lag()
+        log.info("progress: %d records consumed, %d outputs fenced", runner.consumed, runner.fenced)
+        health.update(consumed=health["consumed"] + runner.consumed - health.get("_seen", 0),
+                      fenced=runner.fenced, quarantined=runner.quarantined[-20:])
+        health["_seen"] = runner.consumed
+        status.write(settings.state_dir, f"runner-{args.product}", {k: v for k, v in health.items()
+                                                                      if not k.startswith("_")})
+
     try:
         while runner is not None:
             try:
                 while not (runner._stopping or stopping):
                     runner.step()
                     if time.monotonic() - last_lag > 5:
-                        runner.update_lag()
-                        log.info("progress: %d records consumed, %d outputs fenced", runner.consumed, runner.fenced)
+                        report()
                         last_lag = time.monotonic()
                 return 0
             except BROKER_TROUBLE as exc:
+                health.update(start_overs=health["start_overs"] + 1, last_error=f"{type(exc).__name__}: {exc}"[:500],
+                              last_error_ms=int(time.time() * 1000), _seen=0)
                 # Start over in-process exactly as a restarted runner would (fresh clients, rejoin
                 # the group, resume from the committed offsets behind the fences) instead of
                 # exiting and leaving the product unenforced until someone restarts the process.

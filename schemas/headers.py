@@ -15,6 +15,8 @@ Mesh-internal topics (dead letters, compliance events, alerts), read by the prov
 operator and the regulator, carry the source position in clear:
   cm.src.topic, cm.src.partition, cm.src.offset, cm.batch.first, cm.batch.last,
   cm.batch.now, cm.event.id, cm.rule, cm.reason
+and a dead letter too large to copy carries a reference to the record instead of it:
+  cm.payload.bytes, cm.payload.sha256
 """
 
 PARTICIPANT = "cm.participant"
@@ -38,6 +40,8 @@ BATCH_NOW = "cm.batch.now"
 EVENT_ID = "cm.event.id"
 RULE = "cm.rule"
 REASON = "cm.reason"
+PAYLOAD_BYTES = "cm.payload.bytes"
+PAYLOAD_SHA256 = "cm.payload.sha256"
 ORIGIN = "cm.origin"
 
 

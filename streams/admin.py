@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+
+KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # Apache Kafka's message.max.bytes default
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,23 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int =
     for s in specs:
         result.setdefault(s.name, "exists")
     return result
+
+
+def max_message_bytes(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> int:
+    """The largest record batch the broker takes into `topic`: the topic's max.message.bytes,
+    else the brokers' message.max.bytes, else Apache Kafka's default (a broker that does not
+    describe its configuration, as the embedded one, gets the default: what every broker takes)."""
+    resources = [ConfigResource(ConfigResource.Type.TOPIC, topic)]
+    try:
+        brokers = admin.list_topics(timeout=timeout_s).brokers
+        resources += [ConfigResource(ConfigResource.Type.BROKER, str(b)) for b in sorted(brokers)[:1]]
+        for key, res in zip(("max.message.bytes", "message.max.bytes"), resources):
+            entry = admin.describe_configs([res], request_timeout=timeout_s)[res].result().get(key)
+            if entry is not None and entry.value and str(entry.value).isdigit():
+                return int(entry.value)
+    except KafkaException:
+        pass
+    return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
 
 
 class TopicCounter:

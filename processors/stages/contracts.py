@@ -22,9 +22,12 @@ from streams.envelope import Tagger
 
 from .. import evidence, metrics
 from ..limiting import Limiting
-from .base import PartitionSlice, Stage
+from .base import DeadLetter, PartitionSlice, Stage
 
 log = logging.getLogger("citymesh.runner")
+
+RULE_UNWRITABLE = "quarantine:unwritable"
+HEADER_ALLOWANCE = 16_384  # what a delivery's headers and its record batch may add to the payload
 
 
 @dataclass
@@ -52,13 +55,15 @@ class ActivePlan:
 class Contracts(Stage):
     name = "contracts"
 
-    def __init__(self, product: dict, master_secret: bytes, limiting: Limiting, n_partitions: Callable[[str], int]):
+    def __init__(self, product: dict, master_secret: bytes, limiting: Limiting, n_partitions: Callable[[str], int],
+                 max_record_bytes: int):
         self.product = product  # the product's catalog record
         self.product_id, self.provider_id = product["product_id"], product["provider_id"]
         self.raw_topic = product["raw_topic"]
         self.master_secret = master_secret
         self.limiting = limiting
         self.n_partitions = n_partitions
+        self.max_payload = max_record_bytes - HEADER_ALLOWANCE  # what the broker takes, less the headers
         self.plans: dict[str, ActivePlan] = {}
 
     # ---- contract changes, at batch boundaries --------------------------------------------
@@ -105,6 +110,7 @@ class Contracts(Stage):
             quota = (lim.quota(s.p, part, ap.contract_id, s.now_ms, result.records, batch.records, first, last,
                                s.events) if part is not None and part.quotas else None)
             counts = dict(result.counts)
+            self._unwritable(s, ap, result, counts)
             if quota and "drop:quota" in quota:
                 counts["drop:quota"] = quota["drop:quota"]
                 counts[policy_enforcer.DELIVER] -= quota["drop:quota"]
@@ -119,3 +125,20 @@ class Contracts(Stage):
                 decision, _, rule = key.partition(":")
                 metrics.DECISIONS.labels(self.product_id, ap.contract_id, decision, rule).inc(n)
             s.deliveries.append((ap, result, event))
+
+    def _unwritable(self, s: PartitionSlice, ap: ActivePlan, result, counts: dict) -> None:
+        """A delivery larger than the broker takes would fail its batch on every retry: its
+        record is quarantined to the dead-letter topic instead (as a reference), counted."""
+        limit = self.max_payload
+        for i, (payload, g) in enumerate(zip(result.records, s.good)):
+            if payload is not None and len(payload) > limit:
+                result.records[i] = None
+                counts[policy_enforcer.DELIVER] -= 1
+                counts[RULE_UNWRITABLE] = counts.get(RULE_UNWRITABLE, 0) + 1
+                metrics.QUARANTINED_RECORDS.labels(self.product_id, RULE_UNWRITABLE).inc()
+                if all(d.offset != g.offset for d in s.dead):
+                    s.dead.append(DeadLetter(g.msg, g.offset, RULE_UNWRITABLE,
+                                             f"its output to {ap.topic} ({len(payload)} bytes) is larger than the "
+                                             f"broker takes ({limit} bytes with headers)"))
+        if not counts.get(policy_enforcer.DELIVER, 1):
+            del counts[policy_enforcer.DELIVER]

@@ -118,7 +118,7 @@ class Replay(Stage):
 
     def snapshot(self, p: int) -> dict | None:
         seen = self.seen.get(p)
-        return {"producers": seen} if seen else None
+        return {"producers": {k: list(v) for k, v in seen.items()}} if seen else None
 
     def restore(self, p: int, state: dict) -> None:
         self.seen[p] = {k: list(v) for k, v in state.get("producers", {}).items()}
