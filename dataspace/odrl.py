@@ -133,7 +133,7 @@ def instant(ms: int) -> dict:
     return {"@value": dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z", "@type": "xsd:dateTime"}
 
 
-def _from_instant(v: Any, path: str) -> int:
+def from_instant(v: Any, path: str) -> int:
     if isinstance(v, dict):
         t = _term(v.get("@type", ""), path + ".@type").removeprefix(XSD).removeprefix("xsd:")
         if t != "dateTime" or set(v) - {"@value", "@type"}:
@@ -335,7 +335,7 @@ def _constraint_from_odrl(c: Any, path: str) -> tuple[str, Any]:
         rule: dict[str, Any] = {"type": "validity"}
         for p, _, op, right in parts:
             _want(op, ("gteq", "lteq"), p, "dateTime")
-            rule["not_before_ms" if op == "gteq" else "not_after_ms"] = _from_instant(right, p + ".rightOperand")
+            rule["not_before_ms" if op == "gteq" else "not_after_ms"] = from_instant(right, p + ".rightOperand")
         return "constraint", rule
     if family == "event_time":
         rule = {"type": "event_time", "field": field}
@@ -350,7 +350,7 @@ def _constraint_from_odrl(c: Any, path: str) -> tuple[str, Any]:
                 rule["max_age_s"] = age
             else:
                 _want(op, ("gteq", "lteq"), p, left)
-                rule["not_before_ms" if op == "gteq" else "not_after_ms"] = _from_instant(right, p + ".rightOperand")
+                rule["not_before_ms" if op == "gteq" else "not_after_ms"] = from_instant(right, p + ".rightOperand")
         return "constraint", rule
     # geofence
     rule = {"type": "geofence"}
