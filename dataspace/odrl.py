@@ -130,7 +130,7 @@ def instant(ms: int) -> dict:
         dt = _EPOCH + timedelta(milliseconds=ms)
     except OverflowError:
         raise OdrlError(f"instant {ms} ms is outside the years 1-9999 that xsd:dateTime can name") from None
-    return {"@value": dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z", "@type": "xsd:dateTime"}
+    return {"@value": dt.isoformat(timespec="milliseconds").replace("+00:00", "Z"), "@type": "xsd:dateTime"}
 
 
 def from_instant(v: Any, path: str) -> int:
