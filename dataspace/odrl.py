@@ -58,6 +58,10 @@ _PROHIBITION_ACTIONS = {"onward_transfer": "distribute", "commercial_resale": "s
                         "re_identification": "cm:reIdentification", "cross_border_transfer": "cm:crossBorderTransfer",
                         "ai_training": "cm:aiTraining", "data_linkage": "cm:dataLinkage"}
 _GEO_PARTS = {"lat_field": "cm:latField", "lon_field": "cm:lonField"}
+_POLICY_KEYS = {"@context", "@id", "@type", "uid", "target", "assigner", "assignee", "timestamp", "profile",
+                "permission", "prohibition"}
+# the profile's own policy properties: a description, and what a catalog offer says about its template
+_CM_POLICY_KEYS = {"description", "template", "params", "autoAccept", "pricePer1000"}
 KNOWN_LEFT_OPERANDS = ("purpose", "dateTime", "spatial", "cm:fields", "cm:field/<name>", "cm:eventTime/<name>",
                        "cm:eventAge/<name>", "cm:latField", "cm:lonField")
 
@@ -408,6 +412,11 @@ def from_odrl(odrl: Any, path: str = "offer") -> dict:
     if "obligation" in odrl:
         raise OdrlError("policy-level obligations are not in the citymesh profile: the mesh fulfils the duties of "
                         "its permission (permission[0].duty)", path + ".obligation")
+    unknown = [k for k in odrl if k not in _POLICY_KEYS
+               and k.removeprefix("cm:").removeprefix(CM) not in _CM_POLICY_KEYS]
+    if unknown:
+        raise OdrlError(f"policy key(s) {sorted(unknown)} cannot be enforced (citymesh profile: "
+                        f"{', '.join(sorted(_POLICY_KEYS))}, cm:{', cm:'.join(sorted(_CM_POLICY_KEYS))})", path)
     profile = odrl.get("profile")
     profiles = profile if isinstance(profile, list) else [profile] if profile is not None else []
     for i, p in enumerate(profiles):

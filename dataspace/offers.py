@@ -115,6 +115,11 @@ def catalog(provider_id: str, products: list[dict], dsp_url: str) -> dict:
     return out
 
 
+def _enforced(policy: dict) -> dict:
+    """What of a policy the mesh enforces (its description is prose)."""
+    return {k: v for k, v in canonical(policy).items() if k != "description"}
+
+
 def _in_range(value: Any, rng: dict) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
@@ -146,7 +151,7 @@ def reviewers(product: dict, offer: dict, policy: dict, params: dict | None) -> 
     outside = [p for p in purposes if p not in accepted]
     if outside:
         return manual, f"purpose(s) {outside} are not accepted automatically (accepted: {accepted})"
-    if canonical(_with_purposes(policy, offered)) != canonical(rendered):
+    if _enforced(_with_purposes(policy, offered)) != _enforced(rendered):
         return manual, "the requested policy is not the offer's template with these parameters"
     return [], "inside the offer's auto-accept ranges"
 
