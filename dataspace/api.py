@@ -302,18 +302,20 @@ def create_app(plane: ControlPlane) -> FastAPI:
             return JSONResponse({"code": exc.code, "reason": [str(exc)]}, exc.status)
 
     def waited(table: str, key: str, caller: str, wait_s: float, until: str | None) -> dict:
+        """A process of the caller's (an operator sees every negotiation), after waiting up to
+        `wait_s` for one of the `until` states."""
+        def visible() -> dict:
+            r = plane.store.get(table, key)
+            if r is None or caller not in (r["consumer_id"], r["provider_id"]) and not (
+                    table == topics.CONTROL_NEGOTIATIONS and plane.is_operator(caller)):
+                raise NotFound(f"no process {key!r} for {caller}")
+            return r
+
+        visible()
         states = set((until or "").split(",")) - {""}
-
-        def rec() -> dict | None:
-            return plane.store.get(table, key)
-
         if wait_s > 0 and states:
-            plane.store.wait_for(lambda: (rec() or {}).get("state") in states, min(wait_s, 60.0))
-        r = rec()
-        if r is None or caller not in (r["consumer_id"], r["provider_id"]) and not (
-                table == topics.CONTROL_NEGOTIATIONS and plane.is_operator(caller)):
-            raise NotFound(f"no process {key!r} for {caller}")
-        return view(r)
+            plane.store.wait_for(lambda: (plane.store.get(table, key) or {}).get("state") in states, wait_s)
+        return view(visible())
 
     @app.get("/api/health", tags=["api"], summary="200 once the control topics are loaded")
     def health():
