@@ -201,10 +201,10 @@ class Server(ThreadingHTTPServer):
 URL_FILE = "dashboard.url"
 
 
-def wait_for_url(state_dir, timeout_s: float, newer_than: float = 0.0) -> str | None:
-    """The address a starting dashboard wrote to <state_dir>/dashboard.url (what `up` prints);
-    a file older than `newer_than` (epoch s) is a dead dashboard's and is ignored."""
-    f = Path(state_dir) / URL_FILE
+def wait_for_url(state_dir, timeout_s: float, newer_than: float = 0.0, name: str = URL_FILE) -> str | None:
+    """The address a starting HTTP process wrote to <state_dir>/<name> (dashboard.url, dsp.url: what
+    `up` prints); a file older than `newer_than` (epoch s) is a dead process's and is ignored."""
+    f = Path(state_dir) / name
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if f.exists() and f.stat().st_mtime >= newer_than - 1 and f.read_text().strip():
