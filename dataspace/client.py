@@ -17,7 +17,9 @@ from streams import keyring
 from streams.settings import Settings
 
 from .identity import API_AUDIENCE, issue_token
-from .server import URL_FILE
+
+
+URL_FILE = "dsp.url"  # <state_dir>/dsp.url: where a running control plane listens (dataspace/server.py writes it)
 
 
 class ApiError(Exception):

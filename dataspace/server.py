@@ -21,10 +21,10 @@ import uvicorn
 from streams.settings import get_settings
 
 from .api import create_app
+from .client import URL_FILE
 from .plane import ControlPlane
 
 log = logging.getLogger("citymesh.dataspace")
-URL_FILE = "dsp.url"
 
 
 def parse_listen(value: str) -> tuple[str, int]:

@@ -55,7 +55,7 @@ def up(settings: Settings, topology_path: str) -> int:
         print(f"dashboard: {wait_for_url(settings.state_dir, 15, state.started_ms / 1000) or 'http://' + settings.dashboard_listen + '/'}")
     if "dataspace" in state.processes:
         from dashboard.server import wait_for_url
-        from dataspace.server import URL_FILE
+        from dataspace.client import URL_FILE
         url = wait_for_url(settings.state_dir, 30, state.started_ms / 1000, URL_FILE)
         print(f"dataspace (DSP): {url}/dsp/<participant>   management API: {url}/api" if url else
               f"dataspace: not answering yet; see {settings.state_dir / 'logs' / 'dataspace.log'}")
@@ -114,7 +114,7 @@ def status(settings: Settings, as_json: bool = False) -> int:
 def _addresses(settings: Settings) -> dict[str, str]:
     """The HTTP addresses the running processes wrote: dashboard, DSP base URL, management API."""
     from dashboard.server import URL_FILE as DASHBOARD_URL
-    from dataspace.server import URL_FILE as DSP_URL
+    from dataspace.client import URL_FILE as DSP_URL
     out = {}
     dashboard = settings.state_dir / DASHBOARD_URL
     if dashboard.exists():

@@ -9,6 +9,7 @@ import httpx
 
 from tests.dashboard.harness import spawn, stop, wait_log
 from tests.dashboard.harness import env_for
+from tests.dataspace.conftest import mesh  # noqa: F401 - the dataspace city and its control plane
 
 
 def snapshot_reviews(url: str) -> list[dict]:
