@@ -21,7 +21,7 @@ from . import messages, offers
 from .errors import DataspaceError, InvalidMessage, InvalidTransition, NotFound
 from .identity import sign_agreement, verify_agreement
 from .odrl import canonical, from_odrl, to_odrl
-from .plane import ControlPlane, SendFailed, blank, dumps, new_pid, now_ms
+from .plane import ControlPlane, SendFailed, blank, dumps, new_pid, now_ms, still_pending
 from .provider import ACK_WAIT_S, SIGNATURE
 from .state import negotiation_next, transfer_next
 
@@ -116,7 +116,10 @@ class ConsumerSide:
             self._update(topics.CONTROL_NEGOTIATIONS, cpid, state="TERMINATED", reason=str(exc)[:1000])
             raise _relay(exc) from None
         messages.check(ack, "ContractNegotiation")
-        return self._update(topics.CONTROL_NEGOTIATIONS, cpid, provider_pid=ack["providerPid"])
+        with self.plane.lock:  # the agreement may have arrived already and named the provider's pid
+            rec = self.store.get(topics.CONTROL_NEGOTIATIONS, cpid)
+            return rec if rec["provider_pid"] else self._update(topics.CONTROL_NEGOTIATIONS, cpid,
+                                                                provider_pid=ack["providerPid"])
 
     def terminate_negotiation(self, consumer: str, cpid: str, reason: str | None) -> dict:
         rec = self._mine(topics.CONTROL_NEGOTIATIONS, consumer, cpid)
@@ -152,7 +155,9 @@ class ConsumerSide:
             raise _relay(exc) from None
         messages.check(ack, "TransferProcess")
         with self.plane.lock:  # the start may have arrived already and named the provider's pid
-            return self._update(topics.CONTROL_TRANSFERS, cpid, provider_pid=ack["providerPid"])
+            rec = self.store.get(topics.CONTROL_TRANSFERS, cpid)
+            return rec if rec["provider_pid"] else self._update(topics.CONTROL_TRANSFERS, cpid,
+                                                                provider_pid=ack["providerPid"])
 
     def transfer_action(self, consumer: str, cpid: str, action: str, reason: str | None = None) -> dict:
         if action not in TRANSFER_ACTIONS:
@@ -200,8 +205,10 @@ class ConsumerSide:
     def on_agreement(self, consumer: str, caller: str, cpid: str, message: dict) -> dict:
         with self.plane.lock:
             rec = self._callback(topics.CONTROL_NEGOTIATIONS, consumer, caller, cpid, message)
-            state = negotiation_next(rec["state"], "ContractAgreementMessage", "P")
             agreement = message["agreement"]
+            if rec["state"] in ("AGREED", "VERIFIED", "FINALIZED") and rec["agreement_id"] == agreement.get("@id"):
+                return rec  # a re-sent agreement (our ACK was lost): already taken
+            state = negotiation_next(rec["state"], "ContractAgreementMessage", "P")
             expected = {"assigner": rec["provider_id"], "assignee": consumer,
                         "target": offers.dataset_id(rec["product_id"])}
             for key, value in expected.items():
@@ -234,7 +241,7 @@ class ConsumerSide:
                                                                 f"{rec['provider_pid']}/agreement/verification", msg)
         with self.plane.lock:
             current = self.store.get(topics.CONTROL_NEGOTIATIONS, rec["negotiation_id"])
-            if current["revision"] == rec["revision"]:
+            if still_pending(current, rec):
                 self.store.put(topics.CONTROL_NEGOTIATIONS, rec["negotiation_id"], {
                     **current, "state": "VERIFIED", "pending": None, "attempts": 0, "updated_ms": now_ms()})
 
@@ -245,6 +252,8 @@ class ConsumerSide:
                             != "VERIFY", ACK_WAIT_S)
         with self.plane.lock:
             rec = self._callback(topics.CONTROL_NEGOTIATIONS, consumer, caller, cpid, message)
+            if rec["state"] == "FINALIZED":
+                return rec  # re-sent
             state = negotiation_next(rec["state"], "FINALIZED", "P")
             return self.store.put(topics.CONTROL_NEGOTIATIONS, cpid, {**rec, "state": state, "updated_ms": now_ms()})
 
@@ -266,6 +275,9 @@ class ConsumerSide:
     def on_transfer(self, consumer: str, caller: str, cpid: str, message: dict) -> dict:
         with self.plane.lock:
             rec = self._callback(topics.CONTROL_TRANSFERS, consumer, caller, cpid, message)
+            if (rec["state"], message["@type"]) in (("STARTED", "TransferStartMessage"),
+                                                    ("SUSPENDED", "TransferSuspensionMessage")):
+                return rec  # re-sent
             state = transfer_next(rec["state"], message["@type"], "P")
             update = {"state": state, "provider_pid": message["providerPid"], "updated_ms": now_ms()}
             if message.get("dataAddress") is not None:

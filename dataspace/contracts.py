@@ -48,7 +48,7 @@ def contract_id_for(consumer_id: str, product_id: str, agreement_id: str) -> str
 class ContractDesk:
     def __init__(self, store: ControlStore, client_config: dict, replication: int = 1):
         self.store = store
-        self.client_config = client_config
+        self.admin = AdminClient(client_config)
         self.replication = replication
 
     def set_state(self, agreement: dict, state: ContractState) -> dict:
@@ -58,9 +58,8 @@ class ContractDesk:
         if product is None:
             raise LookupError(f"product {agreement['product_id']} left the catalog")
         if state == ContractState.agreed:
-            ensure_topics(AdminClient(self.client_config),
-                          [delivery_topic_spec(agreement["contract_id"], product["partitions"],
-                                               product["retention_ms"])], self.replication)
+            ensure_topics(self.admin, [delivery_topic_spec(agreement["contract_id"], product["partitions"],
+                                                           product["retention_ms"])], self.replication)
         spec = ContractSpec(id=agreement["contract_id"], product=agreement["product_id"],
                             consumer=agreement["consumer_id"], purposes=list(agreement["purposes"]),
                             template=agreement["template"], policy=json.loads(agreement["policy_json"]), state=state,

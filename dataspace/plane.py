@@ -46,6 +46,12 @@ def new_pid() -> str:
     return f"urn:uuid:{uuid.uuid4()}"
 
 
+def still_pending(current: dict | None, rec: dict) -> bool:
+    """Whether a process record still waits to send what `rec` (an earlier read) was to send: other
+    fields (a pid learnt meanwhile) may have changed, the state and the pending message not."""
+    return current is not None and current["state"] == rec["state"] and current["pending"] == rec["pending"]
+
+
 def blank(schema_name: str, **fields) -> dict:
     """A record of `schema_name` with every field at its default, then `fields`."""
     out = {f["name"]: f.get("default") for f in schemas.load(schema_name).definition["fields"]}
@@ -174,7 +180,7 @@ class ControlPlane:
                         ", giving up" if final else "", exc)
             with self.lock:
                 current = self.store.get(table, key[1])
-                if current is None or current["revision"] != rec["revision"]:
+                if not still_pending(current, rec):
                     return  # it moved on meanwhile (e.g. the counter-party terminated it)
                 update = {"attempts": attempts, "reason": str(exc)[:1000]}
                 if final:

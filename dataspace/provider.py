@@ -23,7 +23,7 @@ from .contracts import CONTRACT_STATE_OF_TRANSFER, contract_id_for
 from .errors import InvalidMessage, InvalidTransition, NotFound, OdrlError
 from .identity import sign_agreement, verify_agreement
 from .odrl import PROFILE, from_instant, from_odrl, instant, to_odrl
-from .plane import ControlPlane, blank, dumps, new_pid, now_ms
+from .plane import ControlPlane, blank, dumps, new_pid, now_ms, still_pending
 from .state import FINAL, negotiation_next, transfer_next
 
 log = logging.getLogger("citymesh.dataspace.provider")
@@ -145,8 +145,10 @@ class ProviderSide:
                             ACK_WAIT_S)
         with self.plane.lock:
             rec = self._mine(provider, caller, pid, message)
-            state = negotiation_next(rec["state"], "ContractAgreementVerificationMessage", "C")
             signature = message.get(SIGNATURE)
+            if rec["state"] in ("VERIFIED", "FINALIZED") and rec["consumer_signature_json"] == dumps(signature):
+                return negotiation_ack(rec)  # a re-sent verification (its ACK was lost): already done
+            state = negotiation_next(rec["state"], "ContractAgreementVerificationMessage", "C")
             agreement = json.loads(rec["agreement_json"])
             key = self.store.public_key(rec["consumer_id"])
             if not isinstance(signature, dict) or key is None or not verify_agreement(key, agreement, signature):
@@ -211,7 +213,7 @@ class ProviderSide:
         signature = sign_agreement(self.plane.keyring(rec["provider_id"]), agreement)
         with self.plane.lock:
             current = self.store.get(topics.CONTROL_NEGOTIATIONS, rec["negotiation_id"])
-            if current["revision"] != rec["revision"]:
+            if not still_pending(current, rec):
                 raise InvalidTransition("the negotiation changed while its agreement was made")
             return self.store.put(topics.CONTROL_NEGOTIATIONS, rec["negotiation_id"], {
                 **current, "agreement_id": agreement_id, "agreement_json": dumps(agreement),
@@ -222,7 +224,7 @@ class ProviderSide:
     def _transition(self, rec: dict, message: str, update: dict | None = None) -> None:
         with self.plane.lock:
             current = self.store.get(topics.CONTROL_NEGOTIATIONS, rec["negotiation_id"])
-            if current["revision"] != rec["revision"]:
+            if not still_pending(current, rec):
                 return
             state = negotiation_next(current["state"], message, "P") if message else current["state"]
             self.store.put(topics.CONTROL_NEGOTIATIONS, rec["negotiation_id"],
@@ -358,7 +360,7 @@ class ProviderSide:
                             f"{rec['counterparty_address'].rstrip('/')}/transfers/{rec['consumer_pid']}/start", msg)
             with self.plane.lock:
                 current = self.store.get(topics.CONTROL_TRANSFERS, rec["transfer_id"])
-                if current["revision"] == rec["revision"]:
+                if still_pending(current, rec):
                     self.store.put(topics.CONTROL_TRANSFERS, rec["transfer_id"], {
                         **current, "state": "STARTED", "pending": None, "attempts": 0,
                         "data_address_json": dumps(address), "updated_ms": now_ms()})
