@@ -109,3 +109,14 @@ def test_bad_bodies_are_400_errors(module_mesh):
     resp = dsp_post(mesh.ring("logistics"), "nobody", mesh.server.url + "/dsp/nobody/catalog/request",
                     messages.envelope("CatalogRequestMessage"))
     assert resp.status_code == 404 and answer_ok(resp, "catalog")["code"] == "NOT_FOUND"
+
+
+def test_metrics_show_requests_and_processes(module_mesh):
+    import httpx
+    mesh = module_mesh
+    text = httpx.get(mesh.server.url + "/metrics", timeout=10).text
+    for series in ("citymesh_dsp_requests_total", "citymesh_dsp_request_seconds_bucket",
+                   "citymesh_dsp_messages_sent_total", "citymesh_dsp_negotiations", "citymesh_dsp_agreements"):
+        assert series in text, series
+    assert 'citymesh_dsp_requests_total{route="/dsp/{participant}/negotiations/request",status="400"}' in text
+    assert 'citymesh_dsp_negotiations{side="PROVIDER",state="REQUESTED"}' in text
