@@ -152,6 +152,16 @@ def create_app(plane: ControlPlane) -> FastAPI:
         except DataspaceError as exc:
             return JSONResponse(dsp_error(kind, exc, provider_pid, consumer_pid), exc.status)
 
+    def process_route(path: str, kind: str, message_type: str, tag: str, name: str,
+                      act: Callable[[str, str, str, dict], dict], side: str) -> None:
+        """POST <path> (with {participant} and {pid}): `act(participant, caller, pid, message)`
+        answers a DSP message about one process; `side` says whose pid the path names."""
+        async def handler(participant: str, pid: str, request: Request):
+            pids = {"provider_pid": pid} if side == "provider" else {"consumer_pid": pid}
+            return await dsp(request, kind, participant, lambda caller, m: act(participant, caller, pid, m),
+                             message_type, **pids)
+        app.post(path, tags=[tag], name=name, openapi_extra=body_doc(message_type))(handler)
+
     def body_doc(message_type: str) -> dict:
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
             "type": "object", "description": f"a DSP 2025-1 {message_type} "
@@ -215,14 +225,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
             ("events", "ContractNegotiationEventMessage", "event"),
             ("agreement/verification", "ContractAgreementVerificationMessage", "verification"),
             ("termination", "ContractNegotiationTerminationMessage", "terminate")):
-        def route(message_type=message_type, method=method):
-            async def handler(participant: str, pid: str, request: Request):
-                return await dsp(request, "negotiation", participant,
-                                 lambda caller, m: getattr(provider, method)(participant, caller, pid, m),
-                                 message_type, provider_pid=pid)
-            return handler
-        app.post(f"/dsp/{{participant}}/negotiations/{{pid}}/{path}", tags=["dsp negotiation"],
-                 name=f"negotiation_{method}", openapi_extra=body_doc(message_type))(route())
+        process_route(f"/dsp/{{participant}}/negotiations/{{pid}}/{path}", "negotiation", message_type,
+                      "dsp negotiation", f"negotiation_{method}", getattr(provider, method), "provider")
 
     # ---- DSP: transfers (provider) ------------------------------------------------------------
 
@@ -241,14 +245,8 @@ def create_app(plane: ControlPlane) -> FastAPI:
     transfer_paths = {"start": "TransferStartMessage", "completion": "TransferCompletionMessage",
                       "termination": "TransferTerminationMessage", "suspension": "TransferSuspensionMessage"}
     for path, message_type in transfer_paths.items():
-        def route(message_type=message_type):
-            async def handler(participant: str, pid: str, request: Request):
-                return await dsp(request, "transfer", participant,
-                                 lambda caller, m: provider.transfer_message(participant, caller, pid, m),
-                                 message_type, provider_pid=pid)
-            return handler
-        app.post(f"/dsp/{{participant}}/transfers/{{pid}}/{path}", tags=["dsp transfer"], name=f"transfer_{path}",
-                 openapi_extra=body_doc(message_type))(route())
+        process_route(f"/dsp/{{participant}}/transfers/{{pid}}/{path}", "transfer", message_type, "dsp transfer",
+                      f"transfer_{path}", provider.transfer_message, "provider")
 
     # ---- DSP: consumer callbacks -------------------------------------------------------------
 
@@ -269,26 +267,17 @@ def create_app(plane: ControlPlane) -> FastAPI:
                                        ("agreement", "ContractAgreementMessage", "on_agreement"),
                                        ("events", "ContractNegotiationEventMessage", "on_event"),
                                        ("termination", "ContractNegotiationTerminationMessage", "on_termination")):
-        def route(message_type=message_type, method=method):
-            async def handler(participant: str, cpid: str, request: Request):
-                return await dsp(request, "negotiation", participant,
-                                 lambda caller, m: callback_ack(getattr(consumer, method)(participant, caller, cpid, m),
-                                                                "negotiation"),
-                                 message_type, consumer_pid=cpid)
-            return handler
-        app.post(f"/dsp/{{participant}}/callback/negotiations/{{cpid}}/{path}", tags=["dsp callback"],
-                 name=f"callback_{method}", openapi_extra=body_doc(message_type))(route())
+        def negotiation_callback(participant, caller, cpid, m, method=method):
+            return callback_ack(getattr(consumer, method)(participant, caller, cpid, m), "negotiation")
+        process_route(f"/dsp/{{participant}}/callback/negotiations/{{pid}}/{path}", "negotiation", message_type,
+                      "dsp callback", f"callback_{method}", negotiation_callback, "consumer")
+
+    def transfer_callback(participant, caller, cpid, m):
+        return callback_ack(consumer.on_transfer(participant, caller, cpid, m), "transfer")
 
     for path, message_type in transfer_paths.items():
-        def route(message_type=message_type):
-            async def handler(participant: str, cpid: str, request: Request):
-                return await dsp(request, "transfer", participant,
-                                 lambda caller, m: callback_ack(consumer.on_transfer(participant, caller, cpid, m),
-                                                                "transfer"),
-                                 message_type, consumer_pid=cpid)
-            return handler
-        app.post(f"/dsp/{{participant}}/callback/transfers/{{cpid}}/{path}", tags=["dsp callback"],
-                 name=f"callback_transfer_{path}", openapi_extra=body_doc(message_type))(route())
+        process_route(f"/dsp/{{participant}}/callback/transfers/{{pid}}/{path}", "transfer", message_type,
+                      "dsp callback", f"callback_transfer_{path}", transfer_callback, "consumer")
 
     # ---- management API ----------------------------------------------------------------------
 

@@ -110,16 +110,8 @@ class ConsumerSide:
                 policy_json=dumps(policy), offer_json=dumps(offer), created_ms=now_ms(), updated_ms=now_ms()))
         msg = messages.envelope("ContractRequestMessage", consumerPid=cpid, offer=offer,
                                 callbackAddress=self.plane.callback_url(consumer))
-        try:
-            ack = self.plane.send(consumer, provider, f"{self.plane.dsp_url(provider)}/negotiations/request", msg).json()
-        except SendFailed as exc:
-            self._update(topics.CONTROL_NEGOTIATIONS, cpid, state="TERMINATED", reason=str(exc)[:1000])
-            raise _relay(exc) from None
-        messages.check(ack, "ContractNegotiation")
-        with self.plane.lock:  # the agreement may have arrived already and named the provider's pid
-            rec = self.store.get(topics.CONTROL_NEGOTIATIONS, cpid)
-            return rec if rec["provider_pid"] else self._update(topics.CONTROL_NEGOTIATIONS, cpid,
-                                                                provider_pid=ack["providerPid"])
+        return self._open(topics.CONTROL_NEGOTIATIONS, consumer, provider, cpid, "negotiations", msg,
+                          "ContractNegotiation")
 
     def terminate_negotiation(self, consumer: str, cpid: str, reason: str | None) -> dict:
         rec = self._mine(topics.CONTROL_NEGOTIATIONS, consumer, cpid)
@@ -148,16 +140,20 @@ class ConsumerSide:
                 created_ms=now_ms(), updated_ms=now_ms()))
         msg = messages.envelope("TransferRequestMessage", consumerPid=cpid, agreementId=agreement_id,
                                 format=offers.FORMAT, callbackAddress=self.plane.callback_url(consumer))
+        return self._open(topics.CONTROL_TRANSFERS, consumer, provider, cpid, "transfers", msg, "TransferProcess")
+
+    def _open(self, table: str, consumer: str, provider: str, cpid: str, kind: str, msg: dict, ack_type: str) -> dict:
+        """Send the request that opens a process (its record already written) and learn the
+        provider's pid from the ACK, unless a callback that arrived first named it already."""
         try:
-            ack = self.plane.send(consumer, provider, f"{self.plane.dsp_url(provider)}/transfers/request", msg).json()
+            ack = self.plane.send(consumer, provider, f"{self.plane.dsp_url(provider)}/{kind}/request", msg).json()
         except SendFailed as exc:
-            self._update(topics.CONTROL_TRANSFERS, cpid, state="TERMINATED", reason=str(exc)[:1000])
+            self._update(table, cpid, state="TERMINATED", reason=str(exc)[:1000])
             raise _relay(exc) from None
-        messages.check(ack, "TransferProcess")
-        with self.plane.lock:  # the start may have arrived already and named the provider's pid
-            rec = self.store.get(topics.CONTROL_TRANSFERS, cpid)
-            return rec if rec["provider_pid"] else self._update(topics.CONTROL_TRANSFERS, cpid,
-                                                                provider_pid=ack["providerPid"])
+        messages.check(ack, ack_type)
+        with self.plane.lock:
+            rec = self.store.get(table, cpid)
+            return rec if rec["provider_pid"] else self._update(table, cpid, provider_pid=ack["providerPid"])
 
     def transfer_action(self, consumer: str, cpid: str, action: str, reason: str | None = None) -> dict:
         if action not in TRANSFER_ACTIONS:
