@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
@@ -21,6 +20,7 @@ from dataspace.api import create_app
 from dataspace.identity import API_AUDIENCE, connector_audience, issue_token
 from dataspace.plane import ControlPlane
 from streams import keyring
+from streams.http_server import Background, bind
 from tests.mesh_fixtures import EXAMPLES, City
 
 FIXTURES = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "dsp"
@@ -66,27 +66,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class ServerThread:
-    """uvicorn serving an ASGI app on 127.0.0.1 in a thread of the test process."""
+class ServerThread(Background):
+    """An ASGI app on 127.0.0.1 (a given or a free port) in a thread of the test process."""
 
     def __init__(self, app, port: int | None = None):
-        self.port = port or free_port()
+        super().__init__(app, bind("127.0.0.1", port or 0, fallback=False))
+        self.port = self.address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning",
-                                                    access_log=False))
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def start(self) -> "ServerThread":
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def stop(self) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
 
 
 @dataclass
