@@ -95,6 +95,31 @@ class DryRun(BaseModel):
                                                                         "topic (counts only: raw data stays hidden)")
 
 
+class Metered:
+    """Requests and their time per route template, as plain ASGI middleware (Starlette's
+    BaseHTTPMiddleware wraps every request in a task group of its own)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [500]
+
+        async def sending(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            name = getattr(scope.get("route"), "path", "unmatched")
+            metrics.REQUESTS.labels(name, str(status[0])).inc()
+            metrics.REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
+
+
 def create_app(plane: ControlPlane) -> FastAPI:
     provider = ProviderSide(plane)
     consumer = ConsumerSide(plane)
@@ -111,15 +136,7 @@ def create_app(plane: ControlPlane) -> FastAPI:
                               "the caller's participant key (aud: urn:citymesh:connector:<participant> for DSP, "
                               "urn:citymesh:api for the management API).")
 
-    @app.middleware("http")
-    async def count(request: Request, call_next):
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        metrics.REQUESTS.labels(name, str(response.status_code)).inc()
-        metrics.REQUEST_SECONDS.labels(name).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Metered)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 
+import httpx
 import pytest
 
 from dataspace import messages
@@ -13,8 +14,8 @@ from tests.dataspace.harness import dsp_get, dsp_post
 from tests.dataspace.test_spec_examples import answer_ok
 
 
-def request(mesh, callbacks, permission: list, offer: str = "logistics") -> dict:
-    return messages.envelope("ContractRequestMessage", consumerPid="urn:uuid:refusal", callbackAddress=callbacks.url,
+def request(mesh, callback_url: str, permission: list, offer: str = "logistics") -> dict:
+    return messages.envelope("ContractRequestMessage", consumerPid="urn:uuid:refusal", callbackAddress=callback_url,
                              offer={"@id": f"urn:citymesh:offer:{mesh.id('uav')}:{offer}", "@type": "Offer",
                                     "target": f"urn:citymesh:dataset:{mesh.id('uav')}", "permission": permission})
 
@@ -32,9 +33,10 @@ def purpose(*names):
     ({"leftOperand": "cm:field/height_agl_m", "operator": "lteq", "rightOperand": "high"}, "POLICY_NOT_ENFORCEABLE",
      "'high' is not a valid value for field 'height_agl_m'"),
 ])
-def test_constraints_the_mesh_cannot_enforce_are_refused_naming_the_rule(module_mesh, module_callbacks, constraint, code, words):
+def test_constraints_the_mesh_cannot_enforce_are_refused_naming_the_rule(module_mesh, module_callbacks, constraint,
+                                                                         code, words):
     mesh, callbacks = module_mesh, module_callbacks
-    msg = request(mesh, callbacks, [{"action": "use", "constraint": [purpose("route-planning"), constraint]}])
+    msg = request(mesh, callbacks.url, [{"action": "use", "constraint": [purpose("route-planning"), constraint]}])
     resp = dsp_post(mesh.ring("logistics"), mesh.id("skyway"), mesh.dsp_url("skyway") + "/negotiations/request", msg)
     assert resp.status_code == 400
     body = answer_ok(resp, "negotiation")
@@ -43,7 +45,7 @@ def test_constraints_the_mesh_cannot_enforce_are_refused_naming_the_rule(module_
 
 def test_a_request_without_purposes_is_refused(module_mesh, module_callbacks):
     mesh, callbacks = module_mesh, module_callbacks
-    msg = request(mesh, callbacks, [{"action": "use", "constraint": [
+    msg = request(mesh, callbacks.url, [{"action": "use", "constraint": [
         {"leftOperand": "cm:field/height_agl_m", "operator": "lteq", "rightOperand": {"@value": "100",
                                                                                       "@type": "xsd:integer"}}]}])
     resp = dsp_post(mesh.ring("logistics"), mesh.id("skyway"), mesh.dsp_url("skyway") + "/negotiations/request", msg)
@@ -52,7 +54,7 @@ def test_a_request_without_purposes_is_refused(module_mesh, module_callbacks):
 
 def test_an_invalid_state_transition_is_a_400(module_mesh, module_callbacks):
     mesh, callbacks = module_mesh, module_callbacks
-    msg = request(mesh, callbacks, [{"action": "use"}], offer="emergency")  # waits for review: stays REQUESTED
+    msg = request(mesh, callbacks.url, [{"action": "use"}], offer="emergency")  # waits for review: stays REQUESTED
     ack = answer_ok(dsp_post(mesh.ring("logistics"), mesh.id("skyway"),
                              mesh.dsp_url("skyway") + "/negotiations/request", msg), "negotiation")
     pid = ack["providerPid"]
@@ -87,7 +89,6 @@ def test_bad_tokens_get_a_401_error(module_mesh, case):
              "audience": lambda: issue_token(ring, connector_audience(mesh.id("logistics"))),
              "none": lambda: None,
              "long": lambda: issue_token(ring, connector_audience(mesh.id("skyway")), ttl_s=86400)}[case]()
-    import httpx
     resp = httpx.post(mesh.dsp_url("skyway") + "/catalog/request",
                       json=messages.envelope("CatalogRequestMessage", filter=[]),
                       headers={"Authorization": f"Bearer {token}"} if token else {})
@@ -99,7 +100,6 @@ def test_bad_tokens_get_a_401_error(module_mesh, case):
 
 def test_bad_bodies_are_400_errors(module_mesh):
     mesh = module_mesh
-    import httpx
     token = issue_token(mesh.ring("logistics"), connector_audience(mesh.id("skyway")))
     for body in (b"{not json", b"[]", b'{"@type": "ContractRequestMessage"}', "中文".encode()):
         resp = httpx.post(mesh.dsp_url("skyway") + "/negotiations/request", content=body,
@@ -112,11 +112,16 @@ def test_bad_bodies_are_400_errors(module_mesh):
 
 
 def test_metrics_show_requests_and_processes(module_mesh):
-    import httpx
     mesh = module_mesh
+    resp = dsp_post(mesh.ring("logistics"), mesh.id("skyway"), mesh.dsp_url("skyway") + "/negotiations/request", {})
+    assert resp.status_code == 400
     text = httpx.get(mesh.server.url + "/metrics", timeout=10).text
     for series in ("citymesh_dsp_requests_total", "citymesh_dsp_request_seconds_bucket",
                    "citymesh_dsp_messages_sent_total", "citymesh_dsp_negotiations", "citymesh_dsp_agreements"):
         assert series in text, series
     assert 'citymesh_dsp_requests_total{route="/dsp/{participant}/negotiations/request",status="400"}' in text
+    ack = dsp_post(mesh.ring("logistics"), mesh.id("skyway"), mesh.dsp_url("skyway") + "/negotiations/request",
+                   request(mesh, "http://127.0.0.1:9/cb", [{"action": "use"}], "emergency"))
+    assert ack.status_code == 201
+    text = httpx.get(mesh.server.url + "/metrics", timeout=10).text
     assert 'citymesh_dsp_negotiations{side="PROVIDER",state="REQUESTED"}' in text
