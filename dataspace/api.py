@@ -195,21 +195,15 @@ def create_app(plane: ControlPlane) -> FastAPI:
 
     @app.get("/.well-known/dspace-version", tags=["dsp"], summary="DSP versions of every hosted connector context")
     def dspace_version_all():
-        hosted = []
-        for p in sorted(plane.store.values(topics.CONTROL_PARTICIPANTS), key=lambda p: p["participant_id"]):
-            try:
-                plane.keyring(p["participant_id"])
-                hosted.append(p["participant_id"])
-            except NotFound:
-                continue
+        hosted = sorted(p["participant_id"] for p in plane.store.values(topics.CONTROL_PARTICIPANTS)
+                        if plane.hosts(p["participant_id"]))
         return versions(hosted) if hosted else JSONResponse({"protocolVersions": []}, 404)
 
     @app.get("/dsp/{participant}/.well-known/dspace-version", tags=["dsp"])
     def dspace_version(participant: str):
-        try:
-            plane.keyring(participant)
-        except NotFound as exc:
-            return JSONResponse({"code": exc.code, "reason": [str(exc)]}, 404)
+        if not plane.hosts(participant):
+            return JSONResponse({"code": NotFound.code, "reason": [f"participant {participant!r} has no connector "
+                                                                   "here"]}, 404)
         return versions([participant])
 
     # ---- DSP: catalog -----------------------------------------------------------------------

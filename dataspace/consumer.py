@@ -53,10 +53,11 @@ class ConsumerSide:
     # ---- management: what the consumer asks for ---------------------------------------------
 
     def catalogs(self, consumer: str) -> list[dict]:
-        """Every provider's catalog as this consumer sees it, asked over DSP."""
+        """The catalog of every provider with a connector context here, as this consumer sees
+        it, asked over DSP (a provider connected elsewhere is asked at its own connector)."""
         out = []
         for p in sorted(self.store.values(topics.CONTROL_PARTICIPANTS), key=lambda p: p["participant_id"]):
-            if "PROVIDER" not in p["roles"]:
+            if "PROVIDER" not in p["roles"] or not self.plane.hosts(p["participant_id"]):
                 continue
             try:
                 resp = self.plane.send(consumer, p["participant_id"],

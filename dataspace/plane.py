@@ -97,6 +97,14 @@ class ControlPlane:
             self._keys[participant_id] = ring
         return ring
 
+    def hosts(self, participant_id: str) -> bool:
+        """Whether this plane has a connector context for the participant (its keyring is here)."""
+        try:
+            self.keyring(participant_id)
+            return True
+        except NotFound:
+            return False
+
     def participant(self, participant_id: str) -> dict:
         p = self.store.get(topics.CONTROL_PARTICIPANTS, participant_id)
         if p is None:

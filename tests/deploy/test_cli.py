@@ -135,7 +135,7 @@ def test_up_with_citymesh_bootstrap_starts_no_broker(tmp_path, bootstrap):
         assert "dataspace (DSP): http://" in out and "management API: http://" in out
         status = json.loads(citymesh(env, "status", "--json").stdout)
         assert status["dsp"].endswith("/dsp") and status["api"].endswith("/api")
-        assert status["processes"]["dataspace"]["running"] and status["topics"]["cm.control.negotiations"] == 0
+        assert status["processes"]["dataspace"]["running"] and "cm.control.negotiations" in status["topics"]
         import httpx
         assert httpx.get(status["api"] + "/health", timeout=10).status_code == 200
         versions = httpx.get(status["dsp"].removesuffix("/dsp") + "/.well-known/dspace-version", timeout=10).json()
