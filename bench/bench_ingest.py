@@ -3,7 +3,9 @@
 - MAVLink: position frames/s in and records/s out (decode + merge + map + connector publish to
   the broker), against pymavlink parsing the same datagrams alone (goal: >= 20k updates/s);
 - Open311: POSTs/s through the endpoint to the broker, against the same POSTs to a bare
-  stdlib ThreadingHTTPServer that only answers 200 (the HTTP floor);
+  stdlib ThreadingHTTPServer that only answers 200 (the HTTP floor, and what the endpoint
+  was served by before it moved to the project's one HTTP stack) and to a bare FastAPI app
+  on uvicorn that only answers 200 (the floor of that stack);
 - CSV: rows/s through the NYC 311 mapping to the broker, against csv.DictReader alone.
 
 The benchmark process is pinned to one core (librdkafka's threads included) unless --all-cores.
@@ -26,6 +28,7 @@ from urllib.parse import urlencode
 
 from common import Timer, cluster, machine
 from confluent_kafka.admin import AdminClient
+from fastapi import FastAPI, Request, Response
 from pymavlink.dialects.v20 import common as mavlink
 
 import schemas
@@ -37,6 +40,7 @@ from streams.adapters.mavlink_udp import MavlinkDecoder
 from streams.adapters.open311_http import Open311Endpoint
 from streams.admin import TopicSpec, ensure_topics
 from streams.connectors import ProviderConnector
+from streams.http_server import Background, bind
 
 NYC = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "nyc311" / "311_nyc_sample.csv"
 
@@ -132,6 +136,19 @@ def bench_open311(conf: dict, keys: Path, posts: int) -> None:
     finally:
         bare.shutdown()
         bare.server_close()
+    floor = FastAPI()
+
+    @floor.post("/{path:path}")
+    async def answer(request: Request) -> Response:
+        await request.body()
+        return Response(b'[{"service_request_id":"1","service_notice":null,"account_id":null}]',
+                        media_type="application/json; charset=utf-8")
+
+    asgi = Background(floor, bind("127.0.0.1", 0)).start()
+    try:
+        stack = _post_all(*asgi.address, "/open311/v2/requests.json", bodies)
+    finally:
+        asgi.stop()
     conn, publish = connector(conf, keys, "bench-311", "tickets", "HotlineTicket")
     ep = Open311Endpoint(publish, "127.0.0.1", 0).start()
     try:
@@ -141,7 +158,9 @@ def bench_open311(conf: dict, keys: Path, posts: int) -> None:
         ep.stop()
     print(f"Open311  {posts:,} POSTs on one keep-alive connection")
     print(f"  baseline bare ThreadingHTTPServer            {base:>10,.0f} POSTs/s")
-    print(f"  endpoint -> ProviderConnector -> broker      {rate:>10,.0f} POSTs/s  ratio {rate / base:.2f}")
+    print(f"  baseline bare FastAPI app on uvicorn         {stack:>10,.0f} POSTs/s")
+    print(f"  endpoint -> ProviderConnector -> broker      {rate:>10,.0f} POSTs/s  ratio {rate / base:.2f} "
+          f"(to the uvicorn floor: {rate / stack:.2f})")
 
 
 def bench_csv(conf: dict, keys: Path, rows: int, tmp: Path) -> None:

@@ -7,6 +7,8 @@ What the dashboard reads, and why that grants it nothing extra:
   operator does not hold;
 - cm.alerts and cm.compliance: the mesh's operator-facing outputs (rule hits, decision
   evidence and counts), which the operator owns;
+- cm.control.negotiations: the DSP requests waiting for the operator's approval (审核),
+  which are the operator's to decide;
 - committed offsets of the runner groups against the raw topics' end offsets: metadata
   only (lag and throughput per runner); the probe fetch of streams.offsets reads one
   record per partition and discards it.
@@ -262,10 +264,18 @@ class Feeds:
         self.products: set[str] = set()
 
     def start(self) -> "Feeds":
-        """The broker/offsets reader first; it reads the control topics and starts the rest."""
+        """The broker/offsets reader first; it reads the control topics and starts the rest. The
+        review list needs no contract of the operator's, so its reader starts at once."""
         self.offsets = OffsetsFeed(self.model, self.client, self.stop, self._contracts, products=lambda: self.products)
         self.offsets.start()
+        self.reviews = TopicFeed("reviews", topics.CONTROL_NEGOTIATIONS, self.model, self.client, self.stop,
+                                 self._negotiation)
+        self.reviews.start()
         return self
+
+    def _negotiation(self, schema_name: str, record: dict, _written_ms) -> None:
+        if schema_name == "Negotiation":
+            self.model.negotiation(record)
 
     def _alert(self, schema_name: str, record: dict, written_ms: int | None) -> None:
         if schema_name == "Alert" and record["product_id"] in self.products:

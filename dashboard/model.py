@@ -101,6 +101,7 @@ class Model:
         self.runners: dict[str, dict] = {}       # product -> {lag, rate, committed, end, status, since_ms}
         self.feeds: dict[str, Feed] = {}
         self.info: dict = {}
+        self.reviews: dict[str, dict] = {}       # providerPid -> a DSP request waiting for the operator (审核)
         self._changed_drones: set[str] = set()
         self._changed: set[str] = set()          # panels to resend: alerts, hotline, mesh, feeds
 
@@ -239,6 +240,23 @@ class Model:
         rows.sort(key=lambda r: (-r["surge"], -r["total"]))
         return {"buckets": buckets, "rows": rows[:20]}
 
+    # -- the operator's review of DSP requests (cm.control.negotiations)
+    def negotiation(self, n: dict) -> None:
+        """A negotiation record: listed while it waits for the operator's approval, dropped after."""
+        waiting = n["side"] == "PROVIDER" and n["state"] == "REQUESTED" and "operator" in n["needs"]
+        with self.lock:
+            if waiting:
+                self.reviews[n["negotiation_id"]] = {
+                    "id": n["negotiation_id"], "product": n["product_id"], "offer": n["offer_id"].rsplit(":", 1)[-1],
+                    "consumer": n["consumer_id"], "provider": n["provider_id"], "purposes": n["purposes"],
+                    "needs": n["needs"], "why": n["reason"], "since_ms": n["created_ms"]}
+            elif self.reviews.pop(n["negotiation_id"], None) is None:
+                return
+            self._changed.add("reviews")
+
+    def _reviews_view(self) -> list[dict]:
+        return sorted(self.reviews.values(), key=lambda r: r["since_ms"])
+
     # -- mesh
     def compliance(self, e: dict) -> None:
         kind, contract = e["kind"], e.get("contract_id")
@@ -302,7 +320,7 @@ class Model:
             t = now_ms()
             return {"t": t, "info": self.info, "drones": [self._track(s) for s in self.drones],
                     "alerts": self._alerts_view(t), "hotline": self._hotline_view(), "mesh": self._mesh_view(),
-                    "feeds": [f.view() for f in self.feeds.values()]}
+                    "reviews": self._reviews_view(), "feeds": [f.view() for f in self.feeds.values()]}
 
     def _alerts_view(self, t: int) -> list[dict]:
         incs = sorted(self.incidents.values(), key=lambda i: (not i.is_open(t), -i.recv_ms))[:100]
@@ -327,6 +345,8 @@ class Model:
                 out["hotline"] = self._hotline_view()
             if "mesh" in self._changed:
                 out["mesh"] = self._mesh_view()
+            if "reviews" in self._changed:
+                out["reviews"] = self._reviews_view()
             if "info" in self._changed:
                 out["info"] = self.info
             if "feeds" in self._changed:

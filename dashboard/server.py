@@ -2,10 +2,10 @@
 
     python -m dashboard [--listen 127.0.0.1:8770] [--topology FILE]
 
-Why the standard library's ThreadingHTTPServer and server-sent events: the page needs one
-push channel (server → browser) and a handful of GETs; SSE is plain HTTP that browsers
-reconnect by themselves (the page then gets a fresh snapshot), and a thread per browser is
-nothing for an operations room. No framework, no new dependency.
+Why server-sent events: the page needs one push channel (server → browser) and a handful
+of GETs; SSE is plain HTTP that browsers reconnect by themselves (the page then gets a
+fresh snapshot). Served like every HTTP endpoint of the project (streams/http_server.py:
+FastAPI on uvicorn); each browser's feed is an asyncio queue the flusher thread fills.
 
 Why a flusher: drone updates arrive at up to thousands per second; sending each would cost
 the browser a handler call per record. The flusher drains the model every FLUSH_S and
@@ -16,19 +16,19 @@ panels changed; the page's render time per message stays flat with the fleet siz
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
-import queue
-import signal
 import threading
 import time
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlparse
 
+from fastapi import FastAPI, Query
+from fastapi.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
+from streams.http_server import bind, parse_listen, server
 from streams.settings import get_settings
 
 from . import geo, metrics
@@ -44,33 +44,46 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 
 
 class Hub:
-    """Fan-out of live-feed messages to every connected browser (one bounded queue each)."""
+    """Fan-out of live-feed messages to every connected browser: one bounded asyncio queue
+    each, filled from the flusher thread through the queue's event loop."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.clients: set[queue.Queue] = set()
+        self.clients: dict[asyncio.Queue, asyncio.AbstractEventLoop] = {}
 
-    def add(self) -> queue.Queue:
-        q: queue.Queue = queue.Queue(maxsize=200)
+    def add(self) -> asyncio.Queue:
+        q: asyncio.Queue = asyncio.Queue(maxsize=200)
         with self.lock:
-            self.clients.add(q)
+            self.clients[q] = asyncio.get_running_loop()
             metrics.CLIENTS.set(len(self.clients))
         return q
 
-    def remove(self, q: queue.Queue) -> None:
+    def remove(self, q: asyncio.Queue) -> None:
         with self.lock:
-            self.clients.discard(q)
+            self.clients.pop(q, None)
             metrics.CLIENTS.set(len(self.clients))
 
     def send(self, data: bytes) -> None:
         with self.lock:
-            clients = list(self.clients)
-        for q in clients:
-            try:
-                q.put_nowait(data)
-            except queue.Full:  # a browser that stopped reading: drop it, it reconnects to a snapshot
-                self.remove(q)
-                q.put(None) if q.empty() else None
+            clients = list(self.clients.items())
+        for q, loop in clients:
+            loop.call_soon_threadsafe(self._put, q, data)
+
+    def send_close(self) -> None:
+        """End every live feed (the browsers reconnect to whatever serves next)."""
+        with self.lock:
+            clients = list(self.clients.items())
+        for q, loop in clients:
+            loop.call_soon_threadsafe(self._put, q, None)
+
+    def _put(self, q: asyncio.Queue, data: bytes | None) -> None:
+        try:
+            q.put_nowait(data)
+        except asyncio.QueueFull:  # a browser that stopped reading: drop it, it reconnects to a snapshot
+            self.remove(q)
+            while not q.empty():
+                q.get_nowait()
+            q.put_nowait(None)
 
 
 def sse(event: str, payload) -> bytes:
@@ -109,113 +122,96 @@ class Dashboard:
                 metrics.MESSAGES.inc(len(self.hub.clients))
 
 
-def make_handler(app: Dashboard):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        server_version = "citymesh-dashboard"
+_STATIC_FILES = {"/": "index.html", "/index.html": "index.html", "/app.js": "app.js", "/style.css": "style.css"}
 
-        def log_message(self, fmt, *args) -> None:  # quiet: one line per GET would drown the log
-            log.debug("%s " + fmt, self.address_string(), *args)
 
-        def _send(self, status: int, body: bytes, ctype: str, extra: dict | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            for k, v in (extra or {}).items():
-                self.send_header(k, v)
-            self.end_headers()
-            self.wfile.write(body)
+def make_app(dash: Dashboard) -> FastAPI:
+    app = FastAPI(title="citymesh operations dashboard", docs_url=None, redoc_url=None)
 
-        def _json(self, obj, status: int = 200) -> None:
-            self._send(status, json.dumps(obj, ensure_ascii=False).encode(), "application/json; charset=utf-8")
+    def no_store(response: Response) -> Response:
+        response.headers["Cache-Control"] = "no-store"
+        return response
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            url = urlparse(self.path)
-            path = url.path
-            if path == "/events":
-                return self._events()
-            if path == "/metrics":
-                return self._send(200, generate_latest(), CONTENT_TYPE_LATEST)
-            if path == "/healthz":
-                return self._json({"ok": True})
-            if path == "/api/snapshot":
-                return self._json(app.model.snapshot_view())
-            if path == "/api/geo":
-                return self._json(app.layers)
-            if path.startswith("/api/drone/"):
-                rec = app.model.drone_record(unquote(path[len("/api/drone/"):]))
-                return self._json(rec or {"error": "unknown drone"}, 200 if rec else 404)
-            if path == "/evidence":
-                return self._evidence(parse_qs(url.query))
-            name = "index.html" if path in ("/", "/index.html") else path.lstrip("/")
-            f = (STATIC / name).resolve()
-            if f.parent == STATIC and f.is_file():
-                return self._send(200, f.read_bytes(), _TYPES.get(f.suffix, "application/octet-stream"))
-            self._send(404, b"not found\n", "text/plain")
+    @app.get("/events", include_in_schema=False)
+    async def events():
+        q = dash.hub.add()
 
-        def _evidence(self, q: dict) -> None:
-            alert_id, t = (q.get("id") or [""])[0], (q.get("t") or ["0"])[0]
-            if not app.ledger_url:
-                return self._json({"found": False, "error": "no ledger configured"}, 404)
-            from .evidence import lookup
+        async def stream():
             try:
-                out = lookup(app.ledger_url, alert_id, int(t))
-            except Exception as exc:  # noqa: BLE001 - the page shows why, the server carries on
-                out = {"found": False, "error": str(exc)}
-            self._json(out, 200 if out.get("found") else 404)
-
-        def _events(self) -> None:
-            q = app.hub.add()
-            try:
-                self.send_response(HTTPStatus.OK)
-                self.send_header("Content-Type", "text/event-stream")
-                self.send_header("Cache-Control", "no-store")
-                self.send_header("X-Accel-Buffering", "no")
-                self.end_headers()
-                self.wfile.write(b"retry: 1000\n\n" + sse("snapshot", app.model.snapshot_view()))
-                self.wfile.flush()
+                yield b"retry: 1000\n\n" + sse("snapshot", dash.model.snapshot_view())
                 while True:
                     try:
-                        data = q.get(timeout=KEEPALIVE_S)
-                    except queue.Empty:
+                        data = await asyncio.wait_for(q.get(), KEEPALIVE_S)
+                    except asyncio.TimeoutError:
                         data = b": keepalive\n\n"
                     if data is None:
                         return
-                    self.wfile.write(data)
-                    self.wfile.flush()
-            except (BrokenPipeError, ConnectionResetError, TimeoutError, OSError):
-                pass
+                    yield data
             finally:
-                app.hub.remove(q)
-                self.close_connection = True
+                dash.hub.remove(q)
 
-    return Handler
+        return StreamingResponse(stream(), media_type="text/event-stream",
+                                 headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
+    @app.get("/metrics", include_in_schema=False)
+    def prometheus():
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
+    @app.get("/healthz")
+    def healthz():
+        return no_store(JSONResponse({"ok": True}))
+
+    @app.get("/api/snapshot")
+    def snapshot():
+        return no_store(JSONResponse(dash.model.snapshot_view()))
+
+    @app.get("/api/geo")
+    def layers():
+        return no_store(JSONResponse(dash.layers))
+
+    @app.get("/api/drone/{serial}")
+    def drone(serial: str):
+        rec = dash.model.drone_record(serial)
+        return no_store(JSONResponse(rec or {"error": "unknown drone"}, 200 if rec else 404))
+
+    @app.get("/evidence")
+    async def evidence(id: str = Query(""), t: str = Query("0")):  # noqa: A002 - the page's query names
+        if not dash.ledger_url:
+            return no_store(JSONResponse({"found": False, "error": "no ledger configured"}, 404))
+        from .evidence import lookup
+
+        def find() -> dict:
+            try:
+                return lookup(dash.ledger_url, id, int(t))
+            except Exception as exc:  # noqa: BLE001 - the page shows why, the server carries on
+                return {"found": False, "error": str(exc)}
+
+        out = await run_in_threadpool(find)
+        return no_store(JSONResponse(out, 200 if out.get("found") else 404))
+
+    @app.get("/{name:path}", include_in_schema=False)
+    def static(name: str):
+        file = _STATIC_FILES.get("/" + name)
+        if file is None:
+            return Response(b"not found\n", 404, media_type="text/plain")
+        return no_store(FileResponse(STATIC / file, media_type=_TYPES[Path(file).suffix]))
+
+    return app
 
 
 URL_FILE = "dashboard.url"
 
 
-def wait_for_url(state_dir, timeout_s: float, newer_than: float = 0.0) -> str | None:
-    """The address a starting dashboard wrote to <state_dir>/dashboard.url (what `up` prints);
-    a file older than `newer_than` (epoch s) is a dead dashboard's and is ignored."""
-    f = Path(state_dir) / URL_FILE
+def wait_for_url(state_dir, timeout_s: float, newer_than: float = 0.0, name: str = URL_FILE) -> str | None:
+    """The address a starting HTTP process wrote to <state_dir>/<name> (dashboard.url, dsp.url: what
+    `up` prints); a file older than `newer_than` (epoch s) is a dead process's and is ignored."""
+    f = Path(state_dir) / name
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if f.exists() and f.stat().st_mtime >= newer_than - 1 and f.read_text().strip():
             return f.read_text().strip()
         time.sleep(0.1)
     return None
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    host, _, port = value.rpartition(":")
-    return (host or "127.0.0.1").strip("[]"), int(port)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,34 +229,28 @@ def main(argv: list[str] | None = None) -> int:
 
     bootstrap = settings.mesh_bootstrap()
     model = Model()
-    app = Dashboard(model, geo.load_layers(args.topology), ledger_url(settings))
-    host, port = parse_listen(args.listen)
-    try:
-        server = Server((host, port), make_handler(app))
-    except OSError as exc:  # the default port is taken (another mesh, a demo): serve anyway, say where
-        log.warning("cannot listen on %s (%s); picking a free port", args.listen, exc)
-        server = Server((host, 0), make_handler(app))
-    host, port = server.server_address[:2]
+    dash = Dashboard(model, geo.load_layers(args.topology), ledger_url(settings))
+    sock = bind(*parse_listen(args.listen))  # the default port taken (another mesh, a demo): a free one
+    host, port = sock.getsockname()[:2]
     url_file = Path(settings.state_dir) / URL_FILE
     url_file.parent.mkdir(parents=True, exist_ok=True)
     url_file.write_text(f"http://{host}:{port}/\n")
-    app.start()
+    dash.start()
     feeds = Feeds(model, settings.client_config(bootstrap), args.operator).start()
-    stop = threading.Event()
-
-    def _stop(*_a) -> None:
-        stop.set()
-        threading.Thread(target=server.shutdown, daemon=True).start()
-
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
     print(f"dashboard on http://{host}:{port}/ (metrics on http://{host}:{port}/metrics)", flush=True)
     log.info("dashboard on http://%s:%d/ reading %s", host, port, bootstrap)
+    web = server(make_app(dash))
+    original_exit = web.handle_exit
+
+    def handle_exit(sig, frame) -> None:  # SIGTERM/SIGINT: end the live feeds too, or shutdown waits for them
+        original_exit(sig, frame)
+        dash.hub.send_close()
+
+    web.handle_exit = handle_exit
     try:
-        server.serve_forever(poll_interval=0.5)
+        web.run(sockets=[sock])
     finally:
         feeds.close()
-        app.stop()
-        server.server_close()
+        dash.stop()
         url_file.unlink(missing_ok=True)
     return 0

@@ -6,6 +6,15 @@
   citymesh status                    processes, broker, topics with record counts
   citymesh apply FILE                validate a topology file and make the cluster match it
   citymesh catalog | contracts       what the control topics hold
+  citymesh catalog --as ID           the DSP catalog a participant sees (datasets and their offers)
+  citymesh negotiate PRODUCT OFFER --as ID [--param K=V] [--purpose P] [--policy FILE]
+                                     ask the provider for an offer over DSP; waits for the agreement
+  citymesh negotiations --as ID [--waiting]      a participant's negotiations (--waiting: its decisions)
+  citymesh decide NEGOTIATION approve|reject --as ID [--reason TEXT]   the provider's or the operator's review
+  citymesh agreements --as ID        finalized agreements the participant is party to
+  citymesh transfer start AGREEMENT --as ID      start the stream: prints the data address
+  citymesh transfer suspend|resume|terminate TRANSFER --as ID
+  citymesh transfers --as ID         a participant's transfer processes
   citymesh publish PRODUCT --as ID [FILE|-]
                                      publish JSON-lines records as a provider (file or stdin)
   citymesh import PRODUCT FILE... --as ID --mapping nyc311|hotline12345|FILE
@@ -84,12 +93,146 @@ def cmd_apply(args, settings: Settings) -> int:
 
 
 def cmd_catalog(args, settings: Settings) -> int:
+    if args.as_participant:
+        return _dsp_catalog(args, settings)
     from streams import topics
     from streams.control import read_table
     table = read_table(_client(settings), topics.CONTROL_CATALOG)
     _print_table([[p["product_id"], p["provider_id"], p["schema_name"], p["classification"], p["partitions"],
                    p["raw_topic"], p["name"]] for p in table.values()],
                  ["product", "provider", "schema", "class", "parts", "raw topic", "name"])
+    return 0
+
+
+def _connector(settings: Settings, participant: str):
+    from dataspace.client import ApiError, ConnectorClient
+    from streams.keyring import KeyringError
+    try:
+        return ConnectorClient(settings, participant)
+    except (ApiError, KeyringError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _api(fn):
+    """Run a management-API call, turning its refusal into a one-line error."""
+    from dataspace.client import ApiError
+    try:
+        return fn()
+    except ApiError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
+def _dsp_catalog(args, settings: Settings) -> int:
+    conn = _connector(settings, args.as_participant)
+    rows = []
+    for catalog in _api(lambda: conn.call("GET", "/catalog")):
+        for ds in catalog.get("dataset", []):
+            for offer in ds["hasPolicy"]:
+                rows.append([ds["@id"].rsplit(":", 1)[-1], catalog["participantId"], ds["cm:classification"],
+                             offer["@id"].rsplit(":", 1)[-1], offer["cm:template"],
+                             "auto" if offer["cm:autoAccept"] else "review", offer["cm:pricePer1000"]["@value"],
+                             ds["dct:title"]])
+    _print_table(rows, ["product", "provider", "class", "offer", "template", "accept", "CNY/1k", "name"])
+    return 0
+
+
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def cmd_negotiate(args, settings: Settings) -> int:
+    params = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --param {item!r}: write KEY=VALUE (VALUE as JSON, e.g. decimals=2)")
+        params[key] = _value(value)
+    policy = None
+    if args.policy:
+        try:
+            policy = json.loads(Path(args.policy).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise SystemExit(f"error: {args.policy}: {exc}") from None
+    conn = _connector(settings, args.as_participant)
+    rec = _api(lambda: conn.call("POST", "/negotiations", {"product": args.product, "offer": args.offer,
+                                                           "params": params, "purposes": args.purpose,
+                                                           "policy": policy}))
+    print(f"negotiation {rec['negotiation_id']} with {rec['provider_id']}: {rec['state']}")
+    rec = _api(lambda: conn.wait("negotiations", rec["negotiation_id"], "FINALIZED,TERMINATED", args.wait))
+    if rec["state"] == "FINALIZED":
+        print(f"FINALIZED: agreement {rec['agreement_id']}")
+        print(f"start the stream: citymesh transfer start {rec['agreement_id']} --as {args.as_participant}")
+        return 0
+    if rec["state"] == "TERMINATED":
+        print(f"TERMINATED: {rec['reason']}")
+        return 1
+    print(f"still {rec['state']} after {args.wait:.0f} s (a request outside the offer's auto-accept ranges waits "
+          f"for the provider, and on important data for the operator); see `citymesh negotiations --as "
+          f"{args.as_participant}`")
+    return 0
+
+
+def cmd_negotiations(args, settings: Settings) -> int:
+    conn = _connector(settings, args.as_participant)
+    rows = _api(lambda: conn.call("GET", "/negotiations", waiting=str(args.waiting).lower()))
+    _print_table([[n["negotiation_id"], n["side"].lower(), n["state"], n["product_id"], n["offer_id"].rsplit(":", 1)[-1],
+                   n["consumer_id"], ",".join(n["needs"]) or "-", (n["reason"] or "")[:60]] for n in rows],
+                 ["negotiation", "side", "state", "product", "offer", "consumer", "waits for", "why"])
+    return 0
+
+
+def cmd_decide(args, settings: Settings) -> int:
+    conn = _connector(settings, args.as_participant)
+    rec = _api(lambda: conn.call("POST", f"/negotiations/{args.negotiation}/decision",
+                                 {"approve": args.decision == "approve", "reason": args.reason}))
+    print(f"{rec['negotiation_id']}: {rec['state']}" + (f", still waits for {', '.join(rec['needs'])}"
+                                                         if rec["needs"] else ""))
+    return 0
+
+
+def cmd_agreements(args, settings: Settings) -> int:
+    conn = _connector(settings, args.as_participant)
+    rows = _api(lambda: conn.call("GET", "/agreements"))
+    day = lambda ms: time.strftime("%Y-%m-%d %H:%M", time.gmtime(ms / 1000))  # noqa: E731
+    _print_table([[a["agreement_id"], a["product_id"], a["provider_id"], a["consumer_id"], a["contract_id"],
+                   ",".join(a["purposes"]), day(a["timestamp_ms"])] for a in rows],
+                 ["agreement", "product", "provider", "consumer", "contract", "purposes", "agreed (UTC)"])
+    return 0
+
+
+def cmd_transfers(args, settings: Settings) -> int:
+    conn = _connector(settings, args.as_participant)
+    rows = _api(lambda: conn.call("GET", "/transfers"))
+    _print_table([[t["transfer_id"], t["side"].lower(), t["state"], t["agreement_id"], t["contract_id"],
+                   (t["reason"] or "")[:50]] for t in rows],
+                 ["transfer", "side", "state", "agreement", "contract", "reason"])
+    return 0
+
+
+def cmd_transfer(args, settings: Settings) -> int:
+    conn = _connector(settings, args.as_participant)
+    if args.action == "start":
+        rec = _api(lambda: conn.call("POST", "/transfers", {"agreement": args.id}))
+        rec = _api(lambda: conn.wait("transfers", rec["transfer_id"], "STARTED,TERMINATED", args.wait))
+        print(f"transfer {rec['transfer_id']}: {rec['state']}" + (f" ({rec['reason']})" if rec["reason"] else ""))
+        if rec["state"] != "STARTED":
+            return 1
+        address = rec["data_address"]
+        props = {p["name"]: p["value"] for p in address["endpointProperties"]}
+        print(f"bootstrap:  {address['endpoint']}\ntopic:      {props['topic']}\n"
+              f"group:      {props['groupPrefix']}<any>   (security: {props['securityProtocol']}, auth: "
+              f"{props['authType']})")
+        if args.schema_out:
+            Path(args.schema_out).write_text(props["schema"] + "\n", encoding="utf-8")
+            print(f"schema:     {args.schema_out} (Avro single-object encoding; `citymesh tail {props['topic']}` "
+                  "decodes it)")
+        return 0
+    action = {"suspend": "suspend", "resume": "resume", "terminate": "terminate", "complete": "complete"}[args.action]
+    rec = _api(lambda: conn.call("POST", f"/transfers/{args.id}/{action}", {"reason": args.reason}))
+    print(f"transfer {rec['transfer_id']}: {rec['state']}")
     return 0
 
 
@@ -201,7 +344,7 @@ def cmd_down(args, settings: Settings) -> int:
 
 def cmd_status(args, settings: Settings) -> int:
     from .mesh import status
-    return status(settings)
+    return status(settings, args.json)
 
 
 def cmd_demo(args, settings: Settings) -> int:
@@ -216,11 +359,48 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--topology", default=str(EXAMPLE))
     s.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
-    sub.add_parser("status", help="processes, broker and topics").set_defaults(fn=cmd_status)
+    s = sub.add_parser("status", help="processes, broker, topics and HTTP addresses")
+    s.add_argument("--json", action="store_true", help="as JSON (keys: processes, dsp, api, dashboard, topics …)")
+    s.set_defaults(fn=cmd_status)
     s = sub.add_parser("apply", help="validate a topology file and apply it")
     s.add_argument("file")
     s.set_defaults(fn=cmd_apply)
-    sub.add_parser("catalog", help="list data products").set_defaults(fn=cmd_catalog)
+    s = sub.add_parser("catalog", help="list data products (--as ID: the DSP catalog that participant sees)")
+    s.add_argument("--as", dest="as_participant", help="ask the participant's connector over DSP")
+    s.set_defaults(fn=cmd_catalog)
+    s = sub.add_parser("negotiate", help="ask a provider for an offer over the Dataspace Protocol")
+    s.add_argument("product")
+    s.add_argument("offer", help="offer id (see `citymesh catalog --as ID`)")
+    s.add_argument("--as", dest="as_participant", required=True, help="the consumer's participant id")
+    s.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="a template parameter (JSON value)")
+    s.add_argument("--purpose", action="append", default=[], help="a declared purpose (default: the offer's)")
+    s.add_argument("--policy", help="a JSON policy document instead of the offer's template (always reviewed)")
+    s.add_argument("--wait", type=float, default=30, help="seconds to wait for the agreement (default 30)")
+    s.set_defaults(fn=cmd_negotiate)
+    s = sub.add_parser("negotiations", help="a participant's negotiations")
+    s.add_argument("--as", dest="as_participant", required=True)
+    s.add_argument("--waiting", action="store_true", help="only those waiting for this participant's decision")
+    s.set_defaults(fn=cmd_negotiations)
+    s = sub.add_parser("decide", help="approve or reject a request waiting for review (provider or operator)")
+    s.add_argument("negotiation")
+    s.add_argument("decision", choices=["approve", "reject"])
+    s.add_argument("--as", dest="as_participant", required=True)
+    s.add_argument("--reason")
+    s.set_defaults(fn=cmd_decide)
+    s = sub.add_parser("agreements", help="finalized agreements a participant is party to")
+    s.add_argument("--as", dest="as_participant", required=True)
+    s.set_defaults(fn=cmd_agreements)
+    s = sub.add_parser("transfers", help="a participant's transfer processes")
+    s.add_argument("--as", dest="as_participant", required=True)
+    s.set_defaults(fn=cmd_transfers)
+    s = sub.add_parser("transfer", help="start | suspend | resume | terminate a stream of an agreement")
+    s.add_argument("action", choices=["start", "suspend", "resume", "terminate", "complete"])
+    s.add_argument("id", help="agreement id (start) or transfer id")
+    s.add_argument("--as", dest="as_participant", required=True)
+    s.add_argument("--reason")
+    s.add_argument("--wait", type=float, default=30)
+    s.add_argument("--schema-out", help="start: write the delivery topic's Avro schema here")
+    s.set_defaults(fn=cmd_transfer)
     sub.add_parser("contracts", help="list contracts").set_defaults(fn=cmd_contracts)
     s = sub.add_parser("publish", help="publish JSON-lines records as a provider")
     s.add_argument("product")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from streams import keyring
@@ -52,6 +53,12 @@ def up(settings: Settings, topology_path: str) -> int:
     if "dashboard" in state.processes:  # the address it really bound (another may hold the default port)
         from dashboard.server import wait_for_url
         print(f"dashboard: {wait_for_url(settings.state_dir, 15, state.started_ms / 1000) or 'http://' + settings.dashboard_listen + '/'}")
+    if "dataspace" in state.processes:
+        from dashboard.server import wait_for_url
+        from dataspace.client import URL_FILE
+        url = wait_for_url(settings.state_dir, 30, state.started_ms / 1000, URL_FILE)
+        print(f"dataspace (DSP): {url}/dsp/<participant>   management API: {url}/api" if url else
+              f"dataspace: not answering yet; see {settings.state_dir / 'logs' / 'dataspace.log'}")
     print(f"the mesh is up: export CITYMESH_BOOTSTRAP={state.bootstrap}  (state in {MeshState.path(settings)})")
     return 0
 
@@ -73,15 +80,22 @@ def down(settings: Settings, quiet: bool = False) -> int:
     return 0
 
 
-def status(settings: Settings) -> int:
+def status(settings: Settings, as_json: bool = False) -> int:
     state = MeshState.load(settings)
     bootstrap = settings.bootstrap or (state.bootstrap if state else None)
     if state is None and not settings.bootstrap:
-        print("the mesh is down (no state in %s)" % MeshState.path(settings))
+        if as_json:
+            print(json.dumps({"up": False}))
+        else:
+            print("the mesh is down (no state in %s)" % MeshState.path(settings))
         return 1
+    if as_json:
+        return _status_json(settings, state, bootstrap)
     print(f"cluster: {bootstrap}{' (embedded)' if state and state.embedded else ''}")
     for name, pid in (state.processes.items() if state else []):
         print(f"  {name:<28} pid {pid:<8} {'running' if pid_alive(pid) else 'DEAD'}")
+    for name, url in _addresses(settings).items():
+        print(f"  {name:<28} {url}")
     try:
         wait_for_metadata(bootstrap, 3)
     except Exception as exc:
@@ -117,6 +131,40 @@ def _runner_status(settings: Settings) -> None:
     if rows:
         print("runners:")
         print("\n".join(rows))
+
+
+def _addresses(settings: Settings) -> dict[str, str]:
+    """The HTTP addresses the running processes wrote: dashboard, DSP base URL, management API."""
+    from dashboard.server import URL_FILE as DASHBOARD_URL
+    from dataspace.client import URL_FILE as DSP_URL
+    out = {}
+    dashboard = settings.state_dir / DASHBOARD_URL
+    if dashboard.exists():
+        out["dashboard"] = dashboard.read_text().strip()
+    dsp = settings.state_dir / DSP_URL
+    if dsp.exists():
+        base = dsp.read_text().strip()
+        out["dsp"] = f"{base}/dsp"
+        out["api"] = f"{base}/api"
+    return out
+
+
+def _status_json(settings: Settings, state: MeshState | None, bootstrap: str) -> int:
+    out = {"up": True, "cluster": bootstrap, "embedded": bool(state and state.embedded),
+           "processes": {name: {"pid": pid, "running": pid_alive(pid)}
+                         for name, pid in (state.processes.items() if state else [])},
+           **_addresses(settings)}
+    try:
+        wait_for_metadata(bootstrap, 3)
+        counter = TopicCounter(settings.client_config(bootstrap))
+        try:
+            out["topics"] = counter.counts()
+        finally:
+            counter.close()
+    except Exception as exc:  # noqa: BLE001 - reported, not raised: status must always answer
+        out["broker_error"] = str(exc)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    return 0 if "broker_error" not in out else 1
 
 
 def _limits_status(client: dict) -> None:

@@ -21,6 +21,8 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
     procs["compliance-app"] = python_module("processors.compliance_app", *_operator_contracts(topo))
     # the operations page, under the operator's own contracts (address: CITYMESH_DASHBOARD_LISTEN)
     procs["dashboard"] = python_module("dashboard", "--topology", str(topology_path))
+    # the Dataspace Protocol control plane: every participant's connector context and the management API
+    procs["dataspace"] = python_module("dataspace")
     for c in topo.contracts:  # HTTP push delivery for consumers that asked for it
         if c.push is not None:
             procs[f"webhook-{c.id}"] = python_module("processors.webhook", "--contract", c.id)

@@ -41,6 +41,12 @@ class Settings(BaseSettings):
                                                    "checkpoints; default the one OPERATOR in the topology")
     dashboard_listen: str = Field("127.0.0.1:8770", description="host:port of the operations dashboard "
                                                                 "(`citymesh up` starts it; port 0 picks one)")
+    dsp_listen: str = Field("127.0.0.1:8780", description="host:port of the dataspace control plane (DSP and the "
+                                                          "management API; `citymesh up` starts it; port 0 picks one)")
+    dsp_public_url: str | None = Field(None, description="the control plane's URL as other connectors reach it "
+                                                         "(callback addresses); default http://<listen address>")
+    api_url: str | None = Field(None, description="the management API the CLI talks to; default the address a "
+                                                  "running `citymesh up` recorded")
 
     @property
     def keyring_dir(self) -> Path:

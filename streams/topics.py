@@ -11,7 +11,13 @@ CONTROL_PARTICIPANTS = "cm.control.participants"
 CONTROL_CATALOG = "cm.control.catalog"
 CONTROL_CONTRACTS = "cm.control.contracts"
 CONTROL_RULES = "cm.control.rules"  # operator rules per product (schemas/OperatorRules.avsc)
-CONTROL_TOPICS = (CONTROL_PARTICIPANTS, CONTROL_CATALOG, CONTROL_CONTRACTS, CONTROL_RULES)
+# the dataspace control plane's state (dataspace/): one record per negotiation or transfer
+# and side (key = that side's process id), one per agreement (key = agreement id)
+CONTROL_NEGOTIATIONS = "cm.control.negotiations"  # schemas/Negotiation.avsc
+CONTROL_TRANSFERS = "cm.control.transfers"        # schemas/Transfer.avsc
+CONTROL_AGREEMENTS = "cm.control.agreements"      # schemas/Agreement.avsc
+CONTROL_TOPICS = (CONTROL_PARTICIPANTS, CONTROL_CATALOG, CONTROL_CONTRACTS, CONTROL_RULES,
+                  CONTROL_NEGOTIATIONS, CONTROL_TRANSFERS, CONTROL_AGREEMENTS)
 SHARED_TOPICS = (COMPLIANCE, ALERTS, USAGE)
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -21,12 +21,13 @@ from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, 
                                    ResourceType)
 
 import schemas
+from policy_enforcer import ProductTerms
 from streams import topics
 from streams.admin import COMPACTED, TopicSpec, ensure_topics
 from streams.control import read_table
 from streams.keyring import KeyringError, load as load_keyring
 
-from .models import Topology, to_ms
+from .models import ContractSpec, OfferSpec, Topology, to_ms
 from .policies import delivery_schema
 from .rules import rules_records
 
@@ -43,8 +44,32 @@ def topic_specs(topo: Topology) -> list[TopicSpec]:
         specs.append(TopicSpec(topics.partition_state(p.provider, p.id), p.partitions, COMPACTED))
     for c in topo.contracts:
         p = topo.product(c.product)
-        specs.append(TopicSpec(topics.delivery(c.id), p.partitions, {"retention.ms": p.retention}))
+        specs.append(delivery_topic_spec(c.id, p.partitions, p.retention))
     return specs
+
+
+def delivery_topic_spec(contract_id: str, partitions: int, retention_ms: int) -> TopicSpec:
+    """A contract's delivery topic: as many partitions as its product (the runner maps source
+    partition p to delivery partition p) and the product's retention."""
+    return TopicSpec(topics.delivery(contract_id), partitions, {"retention.ms": retention_ms})
+
+
+def contract_record(c: ContractSpec, provider_id: str, schema: schemas.RecordSchema,
+                    product: ProductTerms | None = None) -> dict:
+    """The cm.control.contracts record of one contract (updated_ms left at 0): what `apply`
+    writes for a topology's contracts and the dataspace control plane for a negotiated
+    agreement, so a runner cannot tell the two apart. `c.policy` is the resolved policy;
+    `product` what the catalog says about the product's key and identifier lineage."""
+    out_schema = delivery_schema(c, schema, product)
+    return {
+        "contract_id": c.id, "version": c.version, "product_id": c.product, "provider_id": provider_id,
+        "consumer_id": c.consumer, "purposes": list(c.purposes), "template": c.template,
+        "not_before_ms": to_ms(c.valid.not_before), "not_after_ms": to_ms(c.valid.not_after),
+        "state": c.state.value, "policy_json": json.dumps(c.policy, sort_keys=True, ensure_ascii=False),
+        "delivery_schema_json": json.dumps(out_schema.definition, sort_keys=True, ensure_ascii=False),
+        "push_json": c.push.model_dump_json() if c.push else None,
+        "quota_json": json.dumps(c.quota.terms(), sort_keys=True) if c.quota else None,
+        "price_per_1000_minor": c.price_per_1000_minor, "currency": c.currency, "updated_ms": 0}
 
 
 def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str, dict]]:
@@ -60,7 +85,8 @@ def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str
         participants[p.id] = {
             "participant_id": p.id, "name": p.name, "roles": [r.value.upper() for r in p.roles],
             "public_key": public_key, "credit_code": p.credit_code,
-            "limits_json": json.dumps(p.limits, sort_keys=True, ensure_ascii=False), "updated_ms": 0}
+            "limits_json": json.dumps(p.limits, sort_keys=True, ensure_ascii=False),
+            "memberships": list(p.memberships), "updated_ms": 0}
     catalog = {}
     for p in topo.products:
         schema = schemas.load(p.schema_name)
@@ -71,22 +97,20 @@ def control_records(topo: Topology, keys_dir: Path | None) -> dict[str, dict[str
             "key_field": p.key_field, "event_time_field": p.event_time_field,
             "event_time_window_ms": p.event_time_window, "description": p.description,
             "identifiers_json": json.dumps([i.terms().to_dict() for i in p.identifiers]) if p.identifiers else None,
+            "access_json": json.dumps(p.access_policy.terms(), sort_keys=True),
+            "offers_json": json.dumps([_offer_terms(o) for o in p.offers], sort_keys=True, ensure_ascii=False),
             "updated_ms": 0}
     contracts = {}
     for c in topo.contracts:
         p = topo.product(c.product)
-        out_schema = delivery_schema(c, schemas.load(p.schema_name), p.terms())
-        contracts[c.id] = {
-            "contract_id": c.id, "version": c.version, "product_id": c.product, "provider_id": p.provider,
-            "consumer_id": c.consumer, "purposes": list(c.purposes), "template": c.template,
-            "not_before_ms": to_ms(c.valid.not_before), "not_after_ms": to_ms(c.valid.not_after),
-            "state": c.state.value, "policy_json": json.dumps(c.policy, sort_keys=True, ensure_ascii=False),
-            "delivery_schema_json": json.dumps(out_schema.definition, sort_keys=True, ensure_ascii=False),
-            "push_json": c.push.model_dump_json() if c.push else None,
-            "quota_json": json.dumps(c.quota.terms(), sort_keys=True) if c.quota else None,
-            "price_per_1000_minor": c.price_per_1000_minor, "currency": c.currency, "updated_ms": 0}
+        contracts[c.id] = contract_record(c, p.provider, schemas.load(p.schema_name), p.terms())
     return {topics.CONTROL_PARTICIPANTS: participants, topics.CONTROL_CATALOG: catalog,
             topics.CONTROL_CONTRACTS: contracts, topics.CONTROL_RULES: rules_records(topo)}
+
+
+def _offer_terms(o: OfferSpec) -> dict:
+    return {"id": o.id, "template": o.template, "params": o.params, "price_per_1000_minor": o.price_per_1000_minor,
+            "auto_accept": o.auto_accept.model_dump() if o.auto_accept is not None else None}
 
 
 _SCHEMA_OF = {topics.CONTROL_PARTICIPANTS: "Participant", topics.CONTROL_CATALOG: "DataProduct",

@@ -13,7 +13,7 @@ from pydantic import ValidationError
 import schemas
 
 from .models import Topology, TopologyError
-from .policies import resolve_policy
+from .policies import resolve_offer, resolve_policy
 from .rules import check_operator_rules
 
 
@@ -101,6 +101,10 @@ def load_topology(path: str | Path) -> Topology:
             product = topo.product(c.product)
             c.policy = resolve_policy(c, schemas.load(product.schema_name), topo.geofences, ("contracts", i),
                                       product.terms())
+        for i, p in enumerate(topo.products):
+            for j, offer in enumerate(p.offers):
+                resolve_offer(offer, schemas.load(p.schema_name), topo.geofences, ("products", i, "offers", j),
+                              p.terms())
         check_operator_rules(topo)
     except TopologyError as exc:
         raise TopologyFileError(f"{_where(file, exc.path, lines, raw)}: {exc.message}") from None

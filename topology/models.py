@@ -89,6 +89,9 @@ class ParticipantSpec(_Entry):
     public_key: str | None = Field(None, description="Ed25519 public key, hex; filled from the keyring when absent")
     credit_code: str | None = None
     limits: dict[str, Any] = Field(default_factory=dict, description="ingress limits and breaker (limits_json)")
+    memberships: list[str] = Field(default_factory=list,
+                                   description="communities the operator attests (e.g. an industry alliance); "
+                                               "a product's access policy may admit a membership")
 
     _id = field_validator("id")(lambda v: check_id("participant", v))
 
@@ -119,6 +122,57 @@ class IdentifierSpec(_Entry):
         return Identifier(self.field, tuple(self.derived), tuple(self.appears_in))
 
 
+class AccessSpec(_Entry):
+    """Who sees a product in the catalog and may negotiate for it: a participant with one of
+    `roles`, one of `memberships`, or listed in `participants`."""
+
+    roles: list[Role] = Field(default_factory=list)
+    memberships: list[str] = Field(default_factory=list)
+    participants: list[str] = Field(default_factory=list)
+
+    def terms(self) -> dict:
+        """As the catalog record holds it (access_json)."""
+        return {"roles": [r.value.upper() for r in self.roles], "memberships": list(self.memberships),
+                "participants": list(self.participants)}
+
+
+# who may see a product when its entry gives no `access`: everyone for general data; the
+# operator and the regulator only for important and core data (GB/T 43697-2024)
+DEFAULT_ACCESS = {"general": AccessSpec(roles=list(Role)),
+                  "important": AccessSpec(roles=[Role.operator, Role.regulator]),
+                  "core": AccessSpec(roles=[Role.operator, Role.regulator])}
+
+
+class ParamRange(_Entry):
+    min: float | None = None
+    max: float | None = None
+
+
+class AutoAcceptSpec(_Entry):
+    """What the provider accepts without looking: `purposes` (default: the template's own),
+    and numeric template parameters within `params` ranges; every other parameter must be
+    the offer's own value."""
+
+    purposes: list[str] | None = None
+    params: dict[str, ParamRange] = Field(default_factory=dict)
+
+
+class OfferSpec(_Entry):
+    """A contract template a provider offers on a product (a DCAT dataset's ODRL offer)."""
+
+    id: str
+    template: str
+    params: dict[str, Any] = Field(default_factory=dict, description="the offer's parameters (geofences by name)")
+    auto_accept: AutoAcceptSpec | None = Field(None, description="absent: every request waits for the provider")
+    price_per_1000: Decimal = Field(Decimal(0), ge=0, description="CNY per 1,000 delivered records")
+
+    _id = field_validator("id")(lambda v: check_id("offer", v))
+
+    @property
+    def price_per_1000_minor(self) -> int:
+        return int((self.price_per_1000 * 100).to_integral_value())
+
+
 class ProductSpec(_Entry):
     id: str
     provider: str
@@ -133,6 +187,8 @@ class ProductSpec(_Entry):
     event_time_window: int | None = Field(None, description="ms; records whose event time is further than this "
                                                              "from the processing time are refused (e.g. 10m)")
     identifiers: list[IdentifierSpec] = Field(default_factory=list)
+    access: AccessSpec | None = Field(None, description="default: DEFAULT_ACCESS of the classification")
+    offers: list[OfferSpec] = Field(default_factory=list, description="contract templates negotiable over DSP")
 
     _id = field_validator("id")(lambda v: check_id("product", v))
     _window = field_validator("event_time_window", mode="before")(lambda v: None if v is None else duration_ms(v))
@@ -141,6 +197,10 @@ class ProductSpec(_Entry):
         """What every contract on this product obeys (policy_enforcer.ProductTerms)."""
         from policy_enforcer import ProductTerms
         return ProductTerms(self.key_field, self.event_time_field, tuple(i.terms() for i in self.identifiers))
+
+    @property
+    def access_policy(self) -> AccessSpec:
+        return self.access if self.access is not None else DEFAULT_ACCESS[self.classification.value]
     _retention = field_validator("retention", mode="before")(lambda v: duration_ms(v))
 
     @field_validator("schema_name")
@@ -298,6 +358,14 @@ class Topology(_Entry):
             if Role.provider not in owner.roles:
                 raise TopologyError(f"participant {p.provider!r} does not have the provider role",
                                     ("products", i, "provider"))
+            for j, name in enumerate(p.access.participants if p.access else []):
+                if self.participant(name) is None:
+                    raise TopologyError(f"unknown participant {name!r}", ("products", i, "access", "participants", j))
+            seen_offers: set[str] = set()
+            for j, o in enumerate(p.offers):
+                if o.id in seen_offers:
+                    raise TopologyError(f"duplicate offer id {o.id!r}", ("products", i, "offers", j, "id"))
+                seen_offers.add(o.id)
             fields = schemas.load(p.schema_name).field_names
             for attr in ("key_field", "event_time_field"):
                 value = getattr(p, attr)

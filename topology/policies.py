@@ -13,7 +13,7 @@ import copy
 import policy_enforcer
 from schemas import RecordSchema
 
-from .models import ContractSpec, TopologyError, to_ms
+from .models import ContractSpec, OfferSpec, TopologyError, to_ms
 
 _NULL_KEY = bytes(32)  # the output schema does not depend on the pseudonym key
 
@@ -33,6 +33,36 @@ def resolve_policy(contract: ContractSpec, schema: RecordSchema, geofences: dict
         raise TopologyError(str(exc), path + ("template" if contract.template else "policy",)) from None
     except KeyError as exc:
         raise TopologyError(f"unknown geofence {exc.args[0]!r}", path + ("policy",)) from None
+    return policy
+
+
+def resolve_offer(offer: OfferSpec, schema: RecordSchema, geofences: dict[str, dict], path: tuple,
+                  product: policy_enforcer.ProductTerms | None = None) -> dict:
+    """Replace geofence names in an offer's parameters by their GeoJSON, check that the
+    template renders a valid policy for the product and that auto-accepted ranges name
+    numeric parameters of the template; returns the rendered policy."""
+    template = policy_enforcer.TEMPLATES.get(offer.template)
+    if template is None:
+        raise TopologyError(f"unknown template {offer.template!r} (known: {', '.join(policy_enforcer.TEMPLATES)})",
+                            path + ("template",))
+    if schema.name not in template.schemas:
+        raise TopologyError(f"template {offer.template!r} is for {', '.join(template.schemas)}, not {schema.name}",
+                            path + ("template",))
+    try:
+        offer.params = _with_geofences(offer.params, geofences)
+    except KeyError as exc:
+        raise TopologyError(f"unknown geofence {exc.args[0]!r}", path + ("params",)) from None
+    try:
+        policy = policy_enforcer.render_template(offer.template, offer.params)
+        policy_enforcer.validate_policy(policy, schema, product)
+    except policy_enforcer.PolicyError as exc:
+        raise TopologyError(str(exc), path + ("params",)) from None
+    for name in (offer.auto_accept.params if offer.auto_accept else {}):
+        spec = template.params.get(name)
+        if spec is None or spec.kind not in ("int", "number"):
+            numeric = [k for k, v in template.params.items() if v.kind in ("int", "number")]
+            raise TopologyError(f"template {offer.template!r} has no numeric parameter {name!r} "
+                                f"(numeric: {', '.join(numeric)})", path + ("auto_accept", "params", name))
     return policy
 
 

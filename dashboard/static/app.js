@@ -7,7 +7,7 @@
 
 const STALE_MS = 10000;          // a drone without an update for this long is drawn grey
 const SILENT_MS = 10000;         // a feed without records for this long says "no data since"
-const FEED_LABELS = {broker: "代理 broker", alerts: "告警 alerts", compliance: "合规 compliance"};
+const FEED_LABELS = {broker: "代理 broker", alerts: "告警 alerts", compliance: "合规 compliance", reviews: "审核 reviews"};
 
 const S = {
   drones: new Map(),             // serial -> {lat, lon, h, hdg, spd, alert, seen}
@@ -169,6 +169,13 @@ function renderMesh(m) {
     || `<tr><td colspan="4" class="muted">无熔断事件 no breaker transitions</td></tr>`;
 }
 
+function renderReviews(list) {
+  $("review-count").textContent = list.length ? `${list.length} 待审核 waiting` : "";
+  $("review-rows").innerHTML = list.map((r) => `<tr><td title="${esc(r.id)}">${esc(r.consumer)}</td><td>${esc(r.product)} / ${esc(r.offer)}</td>
+    <td>${esc(r.purposes.join(", "))}</td><td>${esc(r.needs.join(" + "))}</td><td class="muted">${esc(r.why || "")}</td><td>${hms(r.since_ms)}</td></tr>`).join("")
+    || `<tr><td colspan="6" class="muted">无待审核的数据请求 no requests waiting for the operator</td></tr>`;
+}
+
 function renderHealth() {
   const now = serverNow(), chips = [];
   if (!S.connected) chips.push(["down", `仪表盘连接中断 dashboard link lost since ${hms(S.lostAt)}`]);
@@ -211,6 +218,7 @@ function apply(msg, full) {
   if (msg.alerts) renderAlerts(msg.alerts);
   if (msg.hotline) renderHotline(msg.hotline);
   if (msg.mesh) renderMesh(msg.mesh);
+  if (msg.reviews) renderReviews(msg.reviews);
   if (msg.feeds) { S.feeds = msg.feeds; renderHealth(); }
   draw();
   if (S.selected && msg.drones && msg.drones.some((x) => x[0] === S.selected) && Math.random() < 0.2) showDrone(S.selected);

@@ -14,30 +14,36 @@ An accepted POST becomes a HotlineTicket (channel OPEN311, generated order_no, c
 now, deadline from the service's deadline_days) handed to the sink *before* the answer is
 sent, so a 200 means the record is on its way to the raw topic. Refusals use the spec's
 error document with the HTTP status as code: 400 missing/invalid fields, 403 bad api_key
-(only when keys are configured), 404 unknown request or service, 503 sink unavailable.
+(when keys are configured), 404 unknown request or service, 413 body too large, 503 sink
+unavailable.
 
-stdlib `ThreadingHTTPServer`: one thread per connection is plenty for a hotline's rate
-(see bench/bench_ingest.py) and adds no dependency.
+Served like every HTTP endpoint of the project (streams/http_server.py: FastAPI, uvicorn).
+The process binds loopback by default; POSTs carry the spec's `api_key` (--api-key,
+--api-key-file or CITYMESH_OPEN311_API_KEYS), and an address other hosts can reach is
+refused without one.
 
-    python -m streams.adapters.open311_http --provider P --product tickets --listen 0.0.0.0:8311
+    python -m streams.adapters.open311_http --provider P --product tickets --api-key-file keys.txt
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import threading
 import time
 import uuid
 from collections import OrderedDict
 from datetime import datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 from zoneinfo import ZoneInfo
 
 import yaml
+from fastapi import FastAPI, Request, Response
+from starlette.concurrency import run_in_threadpool
 
+from ..http_server import Background, bind, is_loopback
 from . import open311
 from .base import Intake, Publish, common_parser, host_port, main_loop
 from .open311 import Open311Error
@@ -117,8 +123,7 @@ class Open311Endpoint:
         self._recent: OrderedDict[str, dict] = OrderedDict()
         self._lock = threading.Lock()
         self._host, self._port = host, port
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._server: Background | None = None
 
     @property
     def stats(self) -> dict[str, int]:
@@ -126,7 +131,7 @@ class Open311Endpoint:
 
     @property
     def address(self) -> tuple[str, int]:
-        return self._server.server_address[:2]
+        return self._server.address
 
     @property
     def url(self) -> str:
@@ -254,119 +259,134 @@ class Open311Endpoint:
 
     # ---- life cycle ------------------------------------------------------------------------
     def start(self) -> "Open311Endpoint":
-        self._server = ThreadingHTTPServer((self._host, self._port), _handler(self))
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, name="open311-http", daemon=True)
-        self._thread.start()
+        self._server = Background(_app(self), bind(self._host, self._port, fallback=False), "open311-http").start()
         log.info("Open311 GeoReport v2 endpoint on %s", self.url)
         return self
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(5)
+            self._server.stop()
 
 
-def _handler(endpoint: Open311Endpoint):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive: clients filing many requests reuse the connection
-        disable_nagle_algorithm = True  # headers and body are two writes: Nagle + delayed ACK = 40 ms each
-        server_version = "citymesh-open311/1"
+def _app(endpoint: Open311Endpoint) -> FastAPI:
+    """The GeoReport v2 routes; the format is the path's extension, errors the spec's document."""
+    app = FastAPI(title="citymesh Open311 GeoReport v2", docs_url=None, redoc_url=None)
+    prefix = endpoint.base_path + "/"
 
-        def log_message(self, fmt, *args):  # access log at debug level, not on stderr
-            log.debug("%s %s", self.address_string(), fmt % args)
+    def send(status: int, body: bytes, fmt: str) -> Response:
+        return Response(body, status, media_type=("application/json" if fmt == "json" else "text/xml")
+                        + "; charset=utf-8")
 
-        def _route(self):
-            url = urlsplit(self.path)
-            path = url.path
-            if not path.startswith(endpoint.base_path + "/"):
-                return None, None, None, "xml", url
-            m = ROUTE.match(path[len(endpoint.base_path):])
-            if not m:
-                fmt = "json" if path.endswith(".json") else "xml"
-                return None, None, None, fmt, url
-            return m.group(1), m.group(2), True, m.group(3), url
+    def error(exc: Open311Error, fmt: str) -> Response:
+        endpoint.intake.count({400: "bad_request", 403: "forbidden", 404: "not_found", 413: "too_large"}
+                              .get(exc.code, "unavailable"))
+        return send(exc.code, open311.render("errors", [{"code": exc.code, "description": exc.description}], fmt), fmt)
 
-        def _send(self, status: int, body: bytes, fmt: str) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ("application/json" if fmt == "json" else "text/xml") + "; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    def route(path: str) -> tuple[str | None, str | None, str]:
+        """(resource, id, format) of a GeoReport path; resource None when it names none."""
+        if not path.startswith(prefix):
+            return None, None, "xml"
+        m = ROUTE.match(path[len(endpoint.base_path):])
+        if not m:
+            return None, None, "json" if path.endswith(".json") else "xml"
+        return m.group(1), m.group(2), m.group(3)
 
-        def _error(self, exc: Open311Error, fmt: str) -> None:
-            endpoint.intake.count({400: "bad_request", 403: "forbidden", 404: "not_found", 413: "too_large"}
-                                  .get(exc.code, "unavailable"))
-            self._send(exc.code, open311.render("errors", [{"code": exc.code, "description": exc.description}], fmt), fmt)
+    def query(resource: str | None, ident: str | None, fmt: str, path: str, qs: str) -> Response:
+        try:
+            if resource is None:
+                raise Open311Error(404, f"no such resource: {path}")
+            q = parse_qs(qs, keep_blank_values=True)
+            if resource == "services" and ident is None:
+                body = open311.render("services", endpoint.services.rows(), fmt)
+            elif resource == "services":
+                s = endpoint.definition(ident)
+                body = open311.render_definition(s["service_code"], s["attributes"], fmt)
+            elif ident is None:
+                body = open311.render("requests", endpoint.find(q), fmt)
+            else:
+                body = open311.render("requests", [endpoint.get(ident)], fmt)
+        except Open311Error as exc:
+            return error(exc, fmt)
+        endpoint.intake.count("query")
+        return send(200, body, fmt)
 
-        def do_GET(self):
-            resource, ident, ok, fmt, url = self._route()
+    def create(body: bytes, ctype: str, fmt: str) -> Response:
+        try:
+            if ctype != "application/x-www-form-urlencoded":
+                raise Open311Error(400, f"Content-Type {ctype} not supported: send application/x-www-form-urlencoded")
             try:
-                if not ok:
-                    raise Open311Error(404, f"no such resource: {url.path}")
-                query = parse_qs(url.query, keep_blank_values=True)
-                if resource == "services" and ident is None:
-                    body = open311.render("services", endpoint.services.rows(), fmt)
-                elif resource == "services":
-                    s = endpoint.definition(ident)
-                    body = open311.render_definition(s["service_code"], s["attributes"], fmt)
-                elif ident is None:
-                    body = open311.render("requests", endpoint.find(query), fmt)
-                else:
-                    body = open311.render("requests", [endpoint.get(ident)], fmt)
-            except Open311Error as exc:
-                return self._error(exc, fmt)
-            endpoint.intake.count("query")
-            self._send(200, body, fmt)
-
-        def do_POST(self):
-            resource, ident, ok, fmt, url = self._route()
-            length = int(self.headers.get("Content-Length") or 0)
+                form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+            except UnicodeDecodeError:
+                raise Open311Error(400, "request body is not UTF-8") from None
             try:
-                if length > MAX_BODY:
-                    self.close_connection = True
-                    raise Open311Error(413, f"request body larger than {MAX_BODY} bytes")
-                body = self.rfile.read(length) if length else b""
-                if not ok or resource != "requests" or ident is not None:
-                    raise Open311Error(404, f"cannot POST to {url.path}; use {endpoint.base_path}/requests.{fmt}")
-                ctype = (self.headers.get("Content-Type") or "application/x-www-form-urlencoded").split(";")[0].strip()
-                if ctype != "application/x-www-form-urlencoded":
-                    raise Open311Error(400, f"Content-Type {ctype} not supported: send application/x-www-form-urlencoded")
-                try:
-                    form = parse_qs(body.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-                except UnicodeDecodeError:
-                    raise Open311Error(400, "request body is not UTF-8") from None
-                try:
-                    ticket = endpoint.submit(form)
-                except Open311Error:
-                    raise
-                except Exception as exc:  # the sink could not take it (broker down, ...)
-                    log.exception("could not publish the service request")
-                    raise Open311Error(503, f"the request could not be recorded, try again later ({exc.__class__.__name__})")
-            except Open311Error as exc:
-                return self._error(exc, fmt)
-            endpoint.intake.count("accepted")
-            self._send(200, open311.render("post", [{"service_request_id": ticket["order_no"],
-                                                     "service_notice": ticket["service_notice"],
-                                                     "account_id": ticket["account_id"]}], fmt), fmt)
+                ticket = endpoint.submit(form)
+            except Open311Error:
+                raise
+            except Exception as exc:  # the sink could not take it (broker down, ...)
+                log.exception("could not publish the service request")
+                raise Open311Error(503, f"the request could not be recorded, try again later "
+                                        f"({exc.__class__.__name__})") from None
+        except Open311Error as exc:
+            return error(exc, fmt)
+        endpoint.intake.count("accepted")
+        return send(200, open311.render("post", [{"service_request_id": ticket["order_no"],
+                                                  "service_notice": ticket["service_notice"],
+                                                  "account_id": ticket["account_id"]}], fmt), fmt)
 
-    return Handler
+    @app.get("/{path:path}", include_in_schema=False)
+    async def get(request: Request) -> Response:  # in-memory work: answered on the loop, no thread hop
+        resource, ident, fmt = route(request.url.path)
+        return query(resource, ident, fmt, request.url.path, request.url.query)
+
+    @app.post("/{path:path}", include_in_schema=False)
+    async def post(request: Request) -> Response:
+        resource, ident, fmt = route(request.url.path)
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            return error(Open311Error(413, f"request body larger than {MAX_BODY} bytes"), fmt)
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                return error(Open311Error(413, f"request body larger than {MAX_BODY} bytes"), fmt)
+        if resource != "requests" or ident is not None:
+            return error(Open311Error(404, f"cannot POST to {request.url.path}; use "
+                                           f"{endpoint.base_path}/requests.{fmt}"), fmt)
+        ctype = (request.headers.get("content-type") or "application/x-www-form-urlencoded").split(";")[0].strip()
+        # in the thread pool: a publish waits while librdkafka's queue is full (broker away), the loop must not
+        return await run_in_threadpool(create, body, ctype, fmt)
+
+    return app
+
+
+def api_keys(given: list[str], key_file: str | None) -> set[str]:
+    """--api-key values, the lines of --api-key-file and CITYMESH_OPEN311_API_KEYS (comma-separated)."""
+    keys = {k.strip() for k in given if k.strip()}
+    if key_file:
+        try:
+            keys |= {line.strip() for line in Path(key_file).read_text(encoding="utf-8").splitlines() if line.strip()}
+        except OSError as exc:
+            raise SystemExit(f"error: --api-key-file {key_file}: {exc.strerror}") from None
+    keys |= {k.strip() for k in os.environ.get("CITYMESH_OPEN311_API_KEYS", "").split(",") if k.strip()}
+    return keys
 
 
 def main(argv: list[str] | None = None) -> int:
     p = common_parser("Open311 GeoReport v2 endpoint publishing HotlineTickets")
-    p.add_argument("--listen", type=host_port, default=("0.0.0.0", 8311), help="HOST:PORT to bind")
+    p.add_argument("--listen", type=host_port, default=("127.0.0.1", 8311),
+                   help="HOST:PORT to bind (default loopback; another address needs an api_key)")
     p.add_argument("--services", default=str(DEFAULT_SERVICES), help="services config (YAML)")
-    p.add_argument("--api-key", action="append", default=[], help="accepted api_key (repeatable; none = open)")
+    p.add_argument("--api-key", action="append", default=[], help="an api_key accepted on POST (repeatable)")
+    p.add_argument("--api-key-file", help="accepted api_keys, one per line")
     p.add_argument("--base-path", default="/open311/v2")
     p.add_argument("--tz", default="Asia/Shanghai", help="time zone of the dates the endpoint returns")
     args = p.parse_args(argv)
+    keys = api_keys(args.api_key, args.api_key_file)
+    if not keys and not is_loopback(args.listen[0]):
+        raise SystemExit(f"error: --listen {args.listen[0]}:{args.listen[1]} is reachable from other hosts: give the "
+                         "api_keys POSTs must carry (--api-key, --api-key-file or CITYMESH_OPEN311_API_KEYS)")
     services = ServiceCatalog.load(args.services)
     return main_loop(args, lambda publish: Open311Endpoint(publish, *args.listen, services=services,
-                                                           api_keys=set(args.api_key), base_path=args.base_path,
-                                                           tz=args.tz))
+                                                           api_keys=keys, base_path=args.base_path, tz=args.tz))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def defined_metrics() -> set[str]:
     names = set()
-    for f in [*ROOT.glob("processors/**/*.py"), *ROOT.glob("streams/**/*.py"), *ROOT.glob("dashboard/*.py")]:
+    for f in [*ROOT.glob("processors/**/*.py"), *ROOT.glob("streams/**/*.py"), *ROOT.glob("dashboard/*.py"),
+              *ROOT.glob("dataspace/*.py")]:
         names |= set(re.findall(r'(?:Counter|Gauge|Histogram)\(\s*"(citymesh_[a-z_]+)"', f.read_text()))
     return {n.removesuffix("_total") for n in names}
 
@@ -29,4 +30,5 @@ def test_grafana_queries_only_real_series():
 def test_prometheus_scrapes_every_process_kind():
     cfg = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
     jobs = {j["job_name"] for j in cfg["scrape_configs"]}
-    assert {"citymesh-runner", "citymesh-ledger", "citymesh-dashboard", "citymesh-adapters"} <= jobs
+    assert {"citymesh-runner", "citymesh-ledger", "citymesh-dashboard", "citymesh-adapters",
+            "citymesh-dataspace"} <= jobs

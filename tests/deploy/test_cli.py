@@ -132,6 +132,14 @@ def test_up_with_citymesh_bootstrap_starts_no_broker(tmp_path, bootstrap):
         state = _state(tmp_path)
         assert not state["embedded"] and state["bootstrap"] == bootstrap and "broker" not in state["processes"]
         assert "uav-telemetry" in citymesh(env, "catalog").stdout
+        assert "dataspace (DSP): http://" in out and "management API: http://" in out
+        status = json.loads(citymesh(env, "status", "--json").stdout)
+        assert status["dsp"].endswith("/dsp") and status["api"].endswith("/api")
+        assert status["processes"]["dataspace"]["running"] and "cm.control.negotiations" in status["topics"]
+        import httpx
+        assert httpx.get(status["api"] + "/health", timeout=10).status_code == 200
+        versions = httpx.get(status["dsp"].removesuffix("/dsp") + "/.well-known/dspace-version", timeout=10).json()
+        assert {v["serviceId"] for v in versions["protocolVersions"]} >= {"skyway", "swift-logistics"}
     finally:
         citymesh(env, "down", check=False)
     assert not any(pid_alive(pid) for pid in state["processes"].values())

@@ -184,3 +184,17 @@ def test_a_malformed_services_config_names_the_file_and_field(tmp_path):
     bad.write_text("services:\n  - service_code: '01'\n    service_name: ok\n  - service_code: '02'\n")
     with pytest.raises(ValueError, match=r"services\.yaml: services\[1\]: field 'service_name' is required"):
         ServiceCatalog.load(bad)
+
+
+def test_the_process_binds_loopback_by_default_and_wants_keys_elsewhere(tmp_path):
+    import subprocess
+    import sys
+    from streams.adapters.open311_http import api_keys, main
+    with pytest.raises(SystemExit, match="reachable from other hosts"):
+        main(["--provider", "p", "--product", "t", "--listen", "0.0.0.0:0"])
+    key_file = tmp_path / "keys.txt"
+    key_file.write_text("k-1\n\nk-2\n")
+    assert api_keys(["k-0"], str(key_file)) == {"k-0", "k-1", "k-2"}
+    out = subprocess.run([sys.executable, "-m", "streams.adapters.open311_http", "--help"], capture_output=True,
+                         text=True, timeout=60).stdout
+    assert "default loopback" in out

@@ -1,0 +1,5 @@
+"""`python -m dataspace`: the dataspace control plane (see dataspace/server.py)."""
+
+from .server import main
+
+raise SystemExit(main())
