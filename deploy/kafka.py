@@ -149,6 +149,10 @@ class KafkaCluster:
                 "sasl.username": ADMIN_USER, "sasl.password": self.admin_password,
                 "ssl.ca.location": str(self.tls.ca_cert)}
 
+    def client_config(self, user: str, password: str) -> dict:
+        """librdkafka settings of any SCRAM user (a participant, a service)."""
+        return {**self.admin_config(), "sasl.username": user, "sasl.password": password}
+
     def _load_or_plan(self) -> tuple[str, bool]:
         """(cluster id, whether the storage still has to be formatted)."""
         if self._meta.exists():
