@@ -153,6 +153,10 @@ class KafkaCluster:
         """librdkafka settings of any SCRAM user (a participant, a service)."""
         return {**self.admin_config(), "sasl.username": user, "sasl.password": password}
 
+    def env(self, user: str, password: str) -> dict[str, str]:
+        """CITYMESH_* settings (streams/settings.py) that make a process log in as `user`."""
+        return sasl_env(self.bootstrap, self.tls.ca_cert, user, password)
+
     def _load_or_plan(self) -> tuple[str, bool]:
         """(cluster id, whether the storage still has to be formatted)."""
         if self._meta.exists():
@@ -258,7 +262,8 @@ class KafkaCluster:
         the bootstrap account's SCRAM credential."""
         runs = {p.node_id: subprocess.Popen(
             self._java(libs, p.node_id, "kafka.tools.StorageTool", "format", "--ignore-formatted",
-                       "--cluster-id", cluster_id, "--config", str(self.node_dir(p.node_id) / "server.properties"),
+                       f"--cluster-id={cluster_id}",  # one word: an id may start with "-"
+                       "--config", str(self.node_dir(p.node_id) / "server.properties"),
                        "--add-scram", f"{SCRAM}=[name={ADMIN_USER},password={self.admin_password}]"),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for p in self.ports}
         for node_id, run in runs.items():
@@ -350,6 +355,13 @@ class KafkaCluster:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def sasl_env(bootstrap: str, ca_cert: Path, user: str, password: str) -> dict[str, str]:
+    """The environment of a mesh process that logs in to Apache Kafka as `user` (SCRAM over TLS)."""
+    return {"CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_SECURITY_PROTOCOL": "SASL_SSL",
+            "CITYMESH_SASL_MECHANISM": SCRAM, "CITYMESH_SASL_USERNAME": user, "CITYMESH_SASL_PASSWORD": password,
+            "CITYMESH_SSL_CA_LOCATION": str(ca_cert)}
 
 
 def _free(port: int) -> bool:
