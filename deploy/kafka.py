@@ -364,6 +364,27 @@ def sasl_env(bootstrap: str, ca_cert: Path, user: str, password: str) -> dict[st
             "CITYMESH_SSL_CA_LOCATION": str(ca_cert)}
 
 
+def kcat_env(cache: Path | None = None) -> dict[str, str]:
+    """Environment for Debian's kcat against this engine. Debian 12's librdkafka (2.0.2) cannot log
+    in with SCRAM to Apache Kafka 4.x: it repeats the client nonce in its final SCRAM message and
+    Kafka 4 checks it strictly (fixed in librdkafka 2.6.1, confluentinc/librdkafka#4895). The
+    confluent-kafka wheel already installed ships a current librdkafka with the same C ABI: kcat
+    runs unchanged, loading that one (LD_LIBRARY_PATH to a directory that names it librdkafka.so.1)."""
+    import confluent_kafka
+    libs = sorted((Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs").glob("librdkafka*.so*"))
+    if not libs:
+        raise KafkaEngineError("the confluent-kafka wheel ships no librdkafka here; kcat needs librdkafka >= 2.6.1")
+    d = Path(cache or default_cache()) / "librdkafka"
+    d.mkdir(parents=True, exist_ok=True)
+    link = d / "librdkafka.so.1"
+    if not link.exists() or link.resolve() != libs[0].resolve():
+        tmp = d / f"librdkafka.so.1.{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(libs[0])
+        tmp.replace(link)
+    return {**os.environ, "LD_LIBRARY_PATH": str(d)}
+
+
 def _free(port: int) -> bool:
     import socket
     with socket.socket() as s:
