@@ -5,7 +5,9 @@
                                      create keys, apply the topology, start the mesh's processes
   citymesh down                      stop everything `up` started
   citymesh status                    processes, broker, topics with record counts
-  citymesh apply FILE                validate a topology file and make the cluster match it
+  citymesh apply FILE [--emit strimzi DIR]
+                                     validate a topology file and make the cluster match it (or write
+                                     Strimzi KafkaTopic/KafkaUser resources and runner Deployments)
   citymesh catalog | contracts       what the control topics hold
   citymesh publish PRODUCT --as ID   publish JSON-lines records as a provider (file or stdin)
   citymesh import PRODUCT FILE... --as ID --mapping nyc311|hotline12345|FILE
@@ -71,6 +73,17 @@ def cmd_keys(args, settings: Settings) -> int:
 def cmd_apply(args, settings: Settings) -> int:
     from topology.apply import apply
     topo = _load_topology(args.file)
+    if args.emit:
+        from .strimzi import EmitError, emit
+        kind, out_dir = args.emit
+        if kind != "strimzi":
+            raise SystemExit(f"error: --emit {kind}: only 'strimzi' is known")
+        try:
+            written = emit(topo, Path(out_dir), replicas=max(3, settings.replication_factor))
+        except EmitError as exc:
+            raise SystemExit(f"error: {args.file}: {exc}") from None
+        print("\n".join(f"{Path(out_dir) / name}: {n} resource(s)" for name, n in written.items()))
+        return 0
     report = apply(topo, _client(settings), settings.replication_factor, settings.keyring_dir, settings.apply_acls)
     created = sorted(t for t, s in report.topics.items() if s != "exists")
     print(f"topics: {len(report.topics)} ({len(created)} created or grown)")
@@ -199,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("status", help="processes, broker and topics").set_defaults(fn=cmd_status)
     s = sub.add_parser("apply", help="validate a topology file and apply it")
     s.add_argument("file")
+    s.add_argument("--emit", nargs=2, metavar=("strimzi", "DIR"),
+                   help="write Strimzi KafkaTopic/KafkaUser resources (same ACLs as apply) and runner Deployments "
+                        "to DIR instead of applying")
     s.set_defaults(fn=cmd_apply)
     sub.add_parser("catalog", help="list data products").set_defaults(fn=cmd_catalog)
     sub.add_parser("contracts", help="list contracts").set_defaults(fn=cmd_contracts)

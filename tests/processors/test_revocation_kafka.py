@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from deploy.broker import _die_with_parent
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
@@ -62,7 +63,7 @@ def test_revoked_consumer_is_refused_by_the_broker(tmp_path, kafka, unique):
             [sys.executable, "-m", "processors.runner", "--product", product, "--metrics-port", "0"], cwd=ROOT,
             env={**os.environ, **kafka.env(runner_user, password_of(keys, topo, runner_user)),
                  "CITYMESH_STATE_DIR": str(tmp_path / "state"), "CITYMESH_KEYS_DIR": str(keys), "PYTHONPATH": str(ROOT)},
-            stdout=log, stderr=subprocess.STDOUT)
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # no orphan if pytest dies
     stopping = threading.Event()
     errors: list[BaseException] = []
     refused: list[tuple[float, KafkaError]] = []
