@@ -128,7 +128,9 @@ def topology(products: dict[str, str]) -> str:
 
 
 def make_records(n: int, seed: int = 5) -> list[dict]:
-    fleet, out = FleetSimulator(drones=500, seed=seed, violators=0.1), []
+    # event times from now on: the provider stamps records with them, and Apache Kafka deletes
+    # records older than the raw topic's retention (1 d here) from the first segment check on
+    fleet, out = FleetSimulator(drones=500, seed=seed, violators=0.1, start_ms=int(time.time() * 1000)), []
     while len(out) < n:
         out += fleet.tick(1.0)
     return out[:n]

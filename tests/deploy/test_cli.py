@@ -50,6 +50,7 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
     try:
         out = citymesh(env, "up", "--topology", _topology(tmp_path)).stdout
         assert "embedded broker (Tansu)" in out and "the mesh is up" in out
+        assert "NO access control" in out  # said plainly: the quick engine enforces nothing at the broker
         state = _state(tmp_path)
         assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets",
                                       "source-skyway-ground-station", "source-hotline-open311", "ledger-sink",

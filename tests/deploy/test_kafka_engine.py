@@ -123,6 +123,8 @@ def test_up_kafka_secured_durable_across_down_and_up(tmp_path):
         assert " 0 change(s)," in out and " 0 credential(s) set" in out, out  # topics, records, grants kept
         admin = _admin(state_dir)
         assert citymesh(env, "contracts").stdout == contracts_before
+        status = citymesh(env, "status").stdout
+        assert "(Apache Kafka, started by up)" in status and f"{routes} " in status
         assert _committed(admin, f"citymesh-runner.{u}-uav", raw) == committed
         assert {(m.partition(), m.offset()) for m in read_topic(admin, routes)} == \
             {(m.partition(), m.offset()) for m in first}
