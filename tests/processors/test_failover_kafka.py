@@ -4,7 +4,8 @@ A provider publishes at 5,000 records/s through a runner; the node leading most 
 is SIGKILLed, later restarted, then the node leading most delivery partitions likewise. An
 independent consumer then finds every published record in the delivery topic exactly once:
 0 lost, 0 duplicated. The end-to-end latency (publish -> delivery written) during the
-failovers is reported (p50/p99/max), not asserted: a timed test would only measure the machine.
+failovers is reported (p50/p99/max; printed, and appended to test-output/failover-kafka.txt),
+not asserted: a timed test would only measure the machine.
 """
 
 from __future__ import annotations
@@ -141,11 +142,16 @@ def test_failover_loses_and_duplicates_nothing(tmp_path, kafka3, unique):
     sources = [(headers(m)["cm.src.partition"], headers(m)["cm.src.offset"]) for m in delivered]
     during = [lat for t, lat in latency if any(k <= t <= b + 5 for _, _, k, b in windows)]
     quiet = [lat for t, lat in latency if not any(k - 1 <= t <= b + 5 for _, _, k, b in windows)]
-    print(f"\nfailover at {RATE} records/s ({len(sent) / published_s:.0f}/s achieved), {len(sent)} published, {len(delivered)} delivered; "
+    report = (f"failover at {RATE} records/s ({len(sent) / published_s:.0f}/s achieved), {len(sent)} published, {len(delivered)} delivered; "
           + "; ".join(f"{t.split('.')[1]} leader node {v} killed, back after {b - k:.1f} s" for t, v, k, b in windows)
           + f"\nlatency during failover: p50 {percentile(during, .5) * 1000:.0f} ms, p99 "
           f"{percentile(during, .99) * 1000:.0f} ms, max {max(during) * 1000:.0f} ms ({len(during)} records); "
           f"otherwise p50 {percentile(quiet, .5) * 1000:.0f} ms, p99 {percentile(quiet, .99) * 1000:.0f} ms")
+    print("\n" + report)  # and kept where a CI run leaves it (test-output/ is not committed)
+    out = ROOT / "test-output"
+    out.mkdir(exist_ok=True)
+    with open(out / "failover-kafka.txt", "a") as fh:
+        fh.write(time.strftime("%Y-%m-%d %H:%M:%S ") + report + "\n")
     assert len(sent) > 5 * RATE
     assert not lost and not duplicated, (sum(lost.values()), sum(duplicated.values()))
     assert len(sources) == len(set(sources)) == len(sent)
