@@ -1,5 +1,7 @@
 # The two commands: `make demo` brings the mesh up on the embedded broker and runs the
-# demo; `make test` runs the test suite against a real broker. Both create .venv on first use.
+# demo; `make test` runs the test suite against real brokers (the embedded one and Apache
+# Kafka). Both create .venv on first use; `make test` also installs the system packages the
+# suite needs when they are missing (deploy/system-deps.sh).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -16,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/citymesh demo
 
 test: $(STAMP)
+	bash deploy/system-deps.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

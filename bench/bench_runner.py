@@ -16,12 +16,17 @@ Runners (b), (c) and (d) run as processes (`python -m processors.runner`), as in
 production; throughput is the raw records drained from a pre-published backlog divided by
 the time from the runner's partition assignment to its last commit.
 
-    .venv/bin/python bench/bench_runner.py [--records 200000] [--profile]
+    .venv/bin/python bench/bench_runner.py [--records 200000] [--profile] [--engine tansu|kafka]
+
+--engine kafka runs the same on one Apache Kafka node with SASL_SSL (SCRAM-SHA-512 over TLS) and
+the topology's ACLs: the provider publishes as itself, each runner logs in as its own service
+principal, the baseline loop as the operator's bootstrap account (the same SASL_SSL costs).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
@@ -32,8 +37,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import (Timer, apply_city, cluster, delivery_schema, machine, per_second, publish_fleet_paced,
-                    receive_latencies, tail_consumer)
+from common import (Timer, apply_city, cluster, delivery_schema, kafka_cluster, machine, per_second,
+                    publish_fleet_paced, receive_latencies, tail_consumer)
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
@@ -123,7 +128,9 @@ def topology(products: dict[str, str]) -> str:
 
 
 def make_records(n: int, seed: int = 5) -> list[dict]:
-    fleet, out = FleetSimulator(drones=500, seed=seed, violators=0.1), []
+    # event times from now on: the provider stamps records with them, and Apache Kafka deletes
+    # records older than the raw topic's retention (1 d here) from the first segment check on
+    fleet, out = FleetSimulator(drones=500, seed=seed, violators=0.1, start_ms=int(time.time() * 1000)), []
     while len(out) < n:
         out += fleet.tick(1.0)
     return out[:n]
@@ -229,8 +236,8 @@ def drained_at(conf: dict, group: str, topic: str, timeout_s: float = 300) -> fl
 
 
 def runner_rate(conf: dict, bootstrap: str, product: str, raw: str, n: int, state: Path, log: Path,
-                ) -> tuple[float, float]:
-    rp = RunnerProcess(product, bootstrap, state, log)
+                env: dict | None = None) -> tuple[float, float]:
+    rp = RunnerProcess(product, bootstrap, state, log, env)
     try:
         t0 = rp.wait_assigned()
         t1 = drained_at(conf, f"citymesh-runner.{product}", raw)
@@ -240,7 +247,7 @@ def runner_rate(conf: dict, bootstrap: str, product: str, raw: str, n: int, stat
 
 
 def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Path, rate: int = 10_000,
-            seconds: float = 10.0, warmup_s: float = 3.0, through_runner: bool = True,
+            seconds: float = 10.0, warmup_s: float = 3.0, through_runner: bool = True, env: dict | None = None,
             ) -> tuple[list[float], list[float]]:
     """ms from publish (record timestamp_ms = wall clock at publish) to a consumer's receive,
     in steady state: records published in the first `warmup_s` are not counted (a runner
@@ -249,7 +256,7 @@ def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Pa
 
     through_runner=False is the baseline: the same publisher and reader on the product's raw
     topic with no runner in the path, the broker's own publish -> receive latency."""
-    rp = RunnerProcess(product, bootstrap, state, log) if through_runner else None
+    rp = RunnerProcess(product, bootstrap, state, log, env) if through_runner else None
     contract_id = f"{product.removesuffix('-uav')}-c0"
     if through_runner:
         c, schema = tail_consumer(conf, topics.delivery(contract_id)), delivery_schema(conf, contract_id)
@@ -305,16 +312,31 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="also profile an in-process runner (5 contracts)")
     ap.add_argument("--latency-s", type=float, default=10.0)
+    ap.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
+                    help="kafka: one Apache Kafka node with SASL_SSL and ACLs (deploy/kafka.py)")
     args = ap.parse_args()
     n = args.records
     records = make_records(n)
-    with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
+    with contextlib.ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        secured = stack.enter_context(kafka_cluster(tmp)) if args.engine == "kafka" else None
+        bootstrap = secured.bootstrap if secured else stack.enter_context(cluster())
         state = tmp / "state"
-        conf = {"bootstrap.servers": bootstrap}
+        conf = secured.admin_config() if secured else {"bootstrap.servers": bootstrap}
         u = f"b{time.time_ns() % 10**6}"
         p1, p5, pl, pr, pp = f"{u}one", f"{u}five", f"{u}lat", f"{u}rawlat", f"{u}prof"
-        _, keys, conn = apply_city(conf, topology({p1: ONE, p5: ONE + MORE, pl: ONE, pr: ONE, pp: ONE + MORE}), tmp)
+        path, keys, conn = apply_city(conf, topology({p1: ONE, p5: ONE + MORE, pl: ONE, pr: ONE, pp: ONE + MORE}),
+                                      tmp, secured=secured)
+
+        def env(product: str) -> dict | None:
+            """The runner's own service principal on the secured engine."""
+            if secured is None:
+                return None
+            from topology.access import password_of, services
+            from topology.loader import load_topology
+            topo = load_topology(path)
+            user = services(topo)[f"runner-{product}"]
+            return secured.env(user, password_of(keys, topo, user))
         for p in (p1, p5) + ((pp,) if args.profile else ()):
             publish(conn, f"{p}-uav", records)
         raw1 = topics.raw("bench-skyway", f"{p1}-uav")
@@ -325,13 +347,14 @@ def main() -> None:
         log = tmp / "runner.log"
         rate_a = baseline(conf, raw1, f"bench.baseline-out.{u}", n)
         print(f"(a) {rate_a:,.0f}", flush=True)
-        rate_b, _ = runner_rate(conf, bootstrap, f"{p1}-uav", raw1, n, state, log)
+        rate_b, _ = runner_rate(conf, bootstrap, f"{p1}-uav", raw1, n, state, log, env(f"{p1}-uav"))
         print(f"(b) {rate_b:,.0f}", flush=True)
-        rate_c, rss_c = runner_rate(conf, bootstrap, f"{p5}-uav", raw5, n, state, log)
+        rate_c, rss_c = runner_rate(conf, bootstrap, f"{p5}-uav", raw5, n, state, log, env(f"{p5}-uav"))
         print(f"(c) {rate_c:,.0f} {rss_c:.0f} MB", flush=True)
         lats = {"raw": latency(conf, bootstrap, f"{pr}-uav", conn, state, log, seconds=args.latency_s,
                                through_runner=False),
-                "delivered": latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s)}
+                "delivered": latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s,
+                                     env=env(f"{pl}-uav"))}
         pct = {}
         for k, (lat, sent_at) in lats.items():
             print(f"{k}: {per_second(sent_at, lat)}", flush=True)
@@ -339,8 +362,11 @@ def main() -> None:
             pct[k] = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
         lat, q, qr = lats["delivered"][0], pct["delivered"], pct["raw"]
         size = len(schemas.load("UavTelemetry").encode(records[0]))
-        print(f"machine: {machine()}; broker: {'external' if 'CITYMESH_BOOTSTRAP' in os.environ else 'embedded Tansu'}")
-        print(f"command: .venv/bin/python bench/bench_runner.py --records {n}")
+        broker = ("Apache Kafka 4.1.1, one node, SASL_SSL (SCRAM-SHA-512) + ACLs" if secured else
+                  "external" if "CITYMESH_BOOTSTRAP" in os.environ else "embedded Tansu")
+        print(f"machine: {machine()}; broker: {broker}")
+        print(f"command: .venv/bin/python bench/bench_runner.py --records {n}"
+              + (" --engine kafka" if secured else ""))
         print(f"records: {n} UavTelemetry (~{size} B payload, 6 headers), 3 partitions, batch {BATCH}")
         print(f"(a) raw consume->produce, same bytes (baseline; batch {BATCH}, runner's producer settings, "
               f"src headers, flush per batch, async commit): {rate_a:>10,.0f} records/s")

@@ -25,6 +25,17 @@ def cluster():
         yield b.bootstrap
 
 
+@contextlib.contextmanager
+def kafka_cluster(tmp: Path):
+    """One secured Apache Kafka node (deploy/kafka.py: SCRAM over TLS, StandardAuthorizer) whose
+    data lives in tmp; yields the KafkaCluster (`admin_config()`, `client_config(user, pw)`, `env`)."""
+    from deploy.kafka import KafkaCluster
+    from streams import keyring, tls
+    files, _ = tls.ensure(tmp / "tls-keys")
+    with KafkaCluster(tmp / "kafka", files, keyring.new_password()) as kc:
+        yield kc
+
+
 def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
@@ -63,10 +74,11 @@ def publish_fleet_paced(conn, product: str, rate: float, seconds: float, drones:
     return sent
 
 
-def apply_city(conf: dict, text: str, tmp: Path, provider: str = "bench-skyway"):
+def apply_city(conf: dict, text: str, tmp: Path, provider: str = "bench-skyway", secured=None):
     """Write a benchmark's topology to tmp/bench.yaml, give every participant a key under
     tmp/state/keys and apply it; returns (the YAML's path, the keys folder, a connector of
-    `provider`). The path is for benchmarks that re-apply a changed topology."""
+    `provider`). The path is for benchmarks that re-apply a changed topology. `secured`: a
+    KafkaCluster, whose principals then get credentials and ACLs, the provider publishing as itself."""
     from streams import keyring
     from streams.connectors import ProviderConnector
     from topology.apply import apply
@@ -76,8 +88,9 @@ def apply_city(conf: dict, text: str, tmp: Path, provider: str = "bench-skyway")
     topo = load_topology(path)
     for part in topo.participants:
         keyring.create(keys, part.id)
-    apply(topo, conf, keys_dir=keys)
-    return path, keys, ProviderConnector(keyring.load(keys, provider), conf)
+    apply(topo, conf, keys_dir=keys, with_acls=secured is not None)
+    ring = keyring.load(keys, provider)
+    return path, keys, ProviderConnector(ring, secured.client_config(provider, ring.sasl_password) if secured else conf)
 
 
 def delivery_schema(conf: dict, contract_id: str):

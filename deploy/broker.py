@@ -46,8 +46,10 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
     libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def wait_for_metadata(bootstrap: str, timeout_s: float = 20.0, proc: subprocess.Popen | None = None) -> None:
-    """Block until the cluster answers a metadata request (or fail with the reason)."""
+def wait_for_metadata(bootstrap: str, timeout_s: float = 20.0, proc: subprocess.Popen | None = None,
+                      config: dict | None = None) -> None:
+    """Block until the cluster answers a metadata request (or fail with the reason); `config`:
+    the client settings to ask with (credentials of a secured cluster)."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     first = bootstrap.split(",")[0].rsplit(":", 1)
@@ -60,7 +62,7 @@ def wait_for_metadata(bootstrap: str, timeout_s: float = 20.0, proc: subprocess.
         except OSError as exc:
             last = exc
             time.sleep(0.02)
-    admin = AdminClient({"bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000})
+    admin = AdminClient({**(config or {}), "bootstrap.servers": bootstrap, "socket.connection.setup.timeout.ms": 1000})
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise BrokerError(f"broker exited with code {proc.returncode} before answering")

@@ -1,10 +1,13 @@
 """The `citymesh` command line.
 
-  citymesh up [--topology FILE]      start the embedded broker (unless CITYMESH_BOOTSTRAP), create keys,
-                                     apply the topology, start the mesh's processes
+  citymesh up [--topology FILE] [--engine tansu|kafka]
+                                     start the embedded broker or Apache Kafka (unless CITYMESH_BOOTSTRAP),
+                                     create keys, apply the topology, start the mesh's processes
   citymesh down                      stop everything `up` started
   citymesh status                    processes, broker, topics with record counts
-  citymesh apply FILE                validate a topology file and make the cluster match it
+  citymesh apply FILE [--emit strimzi DIR]
+                                     validate a topology file and make the cluster match it (or write
+                                     Strimzi KafkaTopic/KafkaUser resources and runner Deployments)
   citymesh catalog | contracts       what the control topics hold
   citymesh catalog --as ID           the DSP catalog a participant sees (datasets and their offers)
   citymesh negotiate PRODUCT OFFER --as ID [--param K=V] [--purpose P] [--policy FILE]
@@ -20,7 +23,8 @@
   citymesh import PRODUCT FILE... --as ID --mapping nyc311|hotline12345|FILE
                                      import CSV exports; bad rows reported by line number, good rows imported
   citymesh tail TOPIC [-n N] [-f]    decode and print the last records of a topic
-  citymesh keys [ID ...]             create keyrings (all participants of the topology by default)
+  citymesh keys [ID ...]             create keyrings (all participants of the topology by default), the CA
+                                     and the broker certificate
   citymesh contract dry-run ID --sample FILE | --from-topic N
                                      what the contract's consumer would receive, and why not; writes nothing
   citymesh audit verify | export --since T --until T --format csv|json
@@ -45,9 +49,9 @@ from streams.settings import Settings, get_settings
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "city.yaml"
 
 
-def _client(settings: Settings) -> dict:
-    from .state import resolve_bootstrap
-    return settings.client_config(resolve_bootstrap(settings))
+def _client(settings: Settings, as_participant: str | None = None) -> dict:
+    from .state import client_config
+    return client_config(settings, as_participant)
 
 
 def _print_table(rows: list[list], header: list[str]) -> None:
@@ -67,18 +71,31 @@ def _load_topology(path: str):
 
 
 def cmd_keys(args, settings: Settings) -> int:
-    from streams import keyring
+    from streams import keyring, tls
     ids = args.ids or [p.id for p in _load_topology(args.topology).participants]
     for pid in ids:
         ring, created = keyring.create(settings.keyring_dir, pid, rotate=args.rotate)
         print(f"{'created' if created else 'exists '}  {keyring.keyring_path(settings.keyring_dir, pid)}  "
               f"key {ring.key_id}  ed25519 {ring.public_key_hex[:16]}…")
+    files, created = tls.ensure(settings.keyring_dir, rotate=args.rotate and not args.ids)
+    print(f"{'created' if created else 'exists '}  {files.ca_cert} (CA), {files.broker_keystore} (broker, Apache Kafka)")
     return 0
 
 
 def cmd_apply(args, settings: Settings) -> int:
     from topology.apply import apply
     topo = _load_topology(args.file)
+    if args.emit:
+        from .strimzi import EmitError, emit
+        kind, out_dir = args.emit
+        if kind != "strimzi":
+            raise SystemExit(f"error: --emit {kind}: only 'strimzi' is known")
+        try:
+            written = emit(topo, Path(out_dir), replicas=max(3, settings.replication_factor))
+        except EmitError as exc:
+            raise SystemExit(f"error: {args.file}: {exc}") from None
+        print("\n".join(f"{Path(out_dir) / name}: {n} resource(s)" for name, n in written.items()))
+        return 0
     report = apply(topo, _client(settings), settings.replication_factor, settings.keyring_dir, settings.apply_acls)
     created = sorted(t for t, s in report.topics.items() if s != "exists")
     print(f"topics: {len(report.topics)} ({len(created)} created or grown)")
@@ -88,7 +105,8 @@ def cmd_apply(args, settings: Settings) -> int:
         print(f"{topic}: {len(keys)} written, {report.unchanged[topic]} unchanged"
               + (f" ({', '.join(keys)})" if keys else ""))
     if report.acls:
-        print(f"acls: {report.acls} bindings")
+        print(f"acls: {report.acls} held ({report.acls_created} created, {report.acls_deleted} removed); "
+              f"credentials set: {len(report.credentials)}, removed: {', '.join(report.credentials_deleted) or 'none'}")
     return 0
 
 
@@ -257,7 +275,7 @@ def cmd_publish(args, settings: Settings) -> int:
     ring = keyring.load(settings.keyring_dir, args.as_participant)
     src = sys.stdin if args.file in (None, "-") else open(args.file, encoding="utf-8")
     bad = 0
-    with ProviderConnector(ring, _client(settings)) as conn:
+    with ProviderConnector(ring, _client(settings, args.as_participant)) as conn:
         conn.route(args.product)
         for lineno, line in enumerate(src, 1):
             if not line.strip():
@@ -334,7 +352,7 @@ def cmd_usage(args, settings: Settings) -> int:
 
 def cmd_up(args, settings: Settings) -> int:
     from .mesh import up
-    return up(settings, args.topology)
+    return up(settings, args.topology, args.engine)
 
 
 def cmd_down(args, settings: Settings) -> int:
@@ -357,6 +375,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     s = sub.add_parser("up", help="start the mesh (embedded broker unless CITYMESH_BOOTSTRAP)")
     s.add_argument("--topology", default=str(EXAMPLE))
+    s.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
+                   help="tansu: the embedded broker, quick, no access control (default); kafka: Apache Kafka "
+                        "(KRaft, fetched through Maven), SCRAM over TLS, ACLs from the topology, data kept across down/up")
     s.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
     s = sub.add_parser("status", help="processes, broker, topics and HTTP addresses")
@@ -364,6 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(fn=cmd_status)
     s = sub.add_parser("apply", help="validate a topology file and apply it")
     s.add_argument("file")
+    s.add_argument("--emit", nargs=2, metavar=("strimzi", "DIR"),
+                   help="write Strimzi KafkaTopic/KafkaUser resources (same ACLs as apply) and runner Deployments "
+                        "to DIR instead of applying")
     s.set_defaults(fn=cmd_apply)
     s = sub.add_parser("catalog", help="list data products (--as ID: the DSP catalog that participant sees)")
     s.add_argument("--as", dest="as_participant", help="ask the participant's connector over DSP")

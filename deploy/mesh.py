@@ -14,10 +14,14 @@ from topology.loader import TopologyFileError, load_topology
 from . import supervisor
 from .broker import EmbeddedBroker, pid_alive, wait_for_metadata
 from .processes import mesh_processes
-from .state import MeshState
+from .state import MeshState, client_config
 
 
-def up(settings: Settings, topology_path: str) -> int:
+NO_ACCESS_CONTROL = ("NO access control: any client on this machine can read and write every topic "
+                     "(`citymesh up --engine kafka` runs Apache Kafka with SCRAM over TLS and ACLs from the topology)")
+
+
+def up(settings: Settings, topology_path: str, engine: str = "tansu") -> int:
     state = MeshState.load(settings)
     if state is not None and all(state.alive().values()):
         print(f"the mesh is already up ({state.bootstrap}); `citymesh down` first to restart it")
@@ -29,26 +33,35 @@ def up(settings: Settings, topology_path: str) -> int:
     except TopologyFileError as exc:
         raise SystemExit(f"error: {exc}") from None
     settings.state_dir.mkdir(parents=True, exist_ok=True)
+    for p in topo.participants:
+        keyring.create(settings.keyring_dir, p.id)
+    process_env: dict[str, dict] = {}
     if settings.bootstrap:
-        wait_for_metadata(settings.bootstrap, 30)
+        wait_for_metadata(settings.bootstrap, 30, config=settings.client_config())
         state = MeshState(settings.bootstrap, embedded=False, started_ms=int(time.time() * 1000))
+        client, with_acls = settings.client_config(), settings.apply_acls
+    elif engine == "kafka":
+        state, client, process_env = _start_kafka(settings, topo)
+        with_acls = True
     else:
         broker = EmbeddedBroker(settings.broker_host, settings.broker_port,
                                 log_path=settings.state_dir / "broker.log", detach=True).start()
         state = MeshState(broker.bootstrap, embedded=True, processes={"broker": broker.pid},
                           started_ms=int(time.time() * 1000))
         print(f"embedded broker (Tansu) pid {broker.pid} on {broker.bootstrap}")
+        print(NO_ACCESS_CONTROL)
+        client, with_acls = settings.client_config(state.bootstrap), False
     state.save(settings)
-    for p in topo.participants:
-        keyring.create(settings.keyring_dir, p.id)
-    report = apply(topo, settings.client_config(state.bootstrap), settings.replication_factor,
-                   settings.keyring_dir, settings.apply_acls)
-    print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)")
+    report = apply(topo, client, settings.replication_factor, settings.keyring_dir, with_acls)
+    print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)"
+          + (f", {report.acls} ACLs, {len(report.credentials)} credential(s) set" if with_acls else ""))
     env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
     for name, argv in mesh_processes(topo, topology_path).items():
-        proc = supervisor.spawn(argv, settings.state_dir / "logs" / f"{name}.log", detach=True, env=env)
+        proc = supervisor.spawn(argv, settings.state_dir / "logs" / f"{name}.log", detach=True,
+                                env={**env, **process_env.get(name, {})})
         state.processes[name] = proc.pid
-        print(f"started {name} pid {proc.pid}")
+        print(f"started {name} pid {proc.pid}" + (f" as {process_env[name]['CITYMESH_SASL_USERNAME']}"
+                                                  if name in process_env else ""))
     state.save(settings)
     if "dashboard" in state.processes:  # the address it really bound (another may hold the default port)
         from dashboard.server import wait_for_url
@@ -63,6 +76,26 @@ def up(settings: Settings, topology_path: str) -> int:
     return 0
 
 
+def _start_kafka(settings: Settings, topo) -> tuple[MeshState, dict, dict[str, dict]]:
+    """One Apache Kafka node whose data lives in <state>/kafka (so a later `up` finds it all again),
+    the TLS material and the operator's bootstrap account; each mesh process gets the settings of
+    its own service principal (topology/access.py), none runs as a super user."""
+    from streams import tls
+    from topology.access import password_of, services
+
+    from .kafka import ADMIN_USER, KafkaCluster
+    files, _ = tls.ensure(settings.keyring_dir)
+    cluster = KafkaCluster(settings.state_dir / "kafka", files,
+                           keyring.service_password(settings.keyring_dir, ADMIN_USER), detach=True).start()
+    print(f"Apache Kafka node pid {cluster.pid(1)} on {cluster.bootstrap} (KRaft; data in {cluster.data_dir}); "
+          f"access control on: SCRAM-SHA-512 over TLS, ACLs from the topology")
+    state = MeshState(cluster.bootstrap, embedded=True, processes={"broker": cluster.pid(1)},
+                      started_ms=int(time.time() * 1000), engine="kafka")
+    env = {name: cluster.env(user, password_of(settings.keyring_dir, topo, user))
+           for name, user in services(topo).items()}
+    return state, cluster.admin_config(), env
+
+
 def down(settings: Settings, quiet: bool = False) -> int:
     state = MeshState.load(settings)
     if state is None:
@@ -73,7 +106,8 @@ def down(settings: Settings, quiet: bool = False) -> int:
     order = {k: v for k, v in state.processes.items() if k != "broker"}
     if "broker" in state.processes:
         order["broker"] = state.processes["broker"]
-    for name in supervisor.stop(order):
+    # a Kafka node flushes its logs in a controlled shutdown: give it time before any SIGKILL
+    for name in supervisor.stop(order, timeout_s=30.0 if state.engine == "kafka" else 10.0):
         if not quiet:
             print(f"stopped {name}")
     MeshState.path(settings).unlink(missing_ok=True)
@@ -91,23 +125,25 @@ def status(settings: Settings, as_json: bool = False) -> int:
         return 1
     if as_json:
         return _status_json(settings, state, bootstrap)
-    print(f"cluster: {bootstrap}{' (embedded)' if state and state.embedded else ''}")
+    engine = {"kafka": " (Apache Kafka, started by up)", "tansu": " (embedded Tansu, no access control)"}
+    print(f"cluster: {bootstrap}{engine[state.engine] if state and state.embedded else ''}")
     for name, pid in (state.processes.items() if state else []):
         print(f"  {name:<28} pid {pid:<8} {'running' if pid_alive(pid) else 'DEAD'}")
     for name, url in _addresses(settings).items():
         print(f"  {name:<28} {url}")
+    client = client_config(settings)
     try:
-        wait_for_metadata(bootstrap, 3)
+        wait_for_metadata(bootstrap, 3, config=client)
     except Exception as exc:
         print(f"broker unreachable: {exc}")
         return 1
-    counter = TopicCounter(settings.client_config(bootstrap))
+    counter = TopicCounter(client)
     try:
         for topic, n in counter.counts().items():
             print(f"  {topic:<44} {n:>10} records")
     finally:
         counter.close()
-    _limits_status(settings.client_config(bootstrap))
+    _limits_status(client)
     _runner_status(settings)
     return 0
 

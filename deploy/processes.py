@@ -43,11 +43,7 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
 
 def _operator_contracts(topo: Topology) -> list[str]:
     """--uav-contract / --hotline-contract: the operator's own delivery contract of each kind ("none" if absent),
-    so the compliance app reads only what the operator may read."""
-    from topology.models import Role
-    found = {"UavTelemetry": "none", "HotlineTicket": "none"}
-    for c in topo.contracts:
-        consumer, product = topo.participant(c.consumer), topo.product(c.product)
-        if consumer and Role.operator in consumer.roles and found.get(product.schema_name) == "none":
-            found[product.schema_name] = c.id
-    return ["--uav-contract", found["UavTelemetry"], "--hotline-contract", found["HotlineTicket"]]
+    so the compliance app reads only what the operator may read (and its ACLs grant: topology/access.py)."""
+    from topology.access import operator_contracts
+    found = operator_contracts(topo)
+    return ["--uav-contract", found["UavTelemetry"] or "none", "--hotline-contract", found["HotlineTicket"] or "none"]

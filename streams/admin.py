@@ -60,6 +60,7 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int =
                 result[name] = "cannot-grow"
     for s in specs:
         result.setdefault(s.name, "exists")
+    _wait_for_leaders(admin, [n for n, st in result.items() if st in ("created", "grown")], timeout_s)
     return result
 
 
@@ -78,6 +79,23 @@ def max_message_bytes(admin: AdminClient, topic: str, timeout_s: float = 10.0) -
     except KafkaException:
         pass
     return KAFKA_DEFAULT_MAX_MESSAGE_BYTES
+
+
+def _wait_for_leaders(admin: AdminClient, names: list[str], timeout_s: float) -> None:
+    """Until every partition of these topics has a leader. Apache Kafka answers CreateTopics
+    before the new partitions have leaders; a read right after (the control tables) would get
+    NOT_LEADER_FOR_PARTITION."""
+    import time
+    deadline = time.monotonic() + timeout_s
+    waiting = set(names)
+    while waiting:
+        md = admin.list_topics(timeout=timeout_s).topics
+        waiting = {n for n in waiting if n not in md or md[n].error is not None or not md[n].partitions
+                   or any(p.leader < 0 for p in md[n].partitions.values())}
+        if waiting and time.monotonic() > deadline:
+            raise TimeoutError(f"topics without leaders after {timeout_s:.0f}s: {sorted(waiting)[:5]}")
+        if waiting:
+            time.sleep(0.05)
 
 
 class TopicCounter:

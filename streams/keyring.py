@@ -6,11 +6,17 @@ Each keyring holds two keys with different jobs:
   has the numbers: Ed25519 per record costs far more than the data plane can spend);
 - an Ed25519 key pair: the public half is registered in the topology (cm.control.participants)
   and signs what must be verifiable by third parties (ledger checkpoints, contract documents).
+
+It also holds the participant's password for the cluster (SASL/SCRAM-SHA-512 on Apache Kafka):
+`citymesh apply` creates the matching SCRAM credential through the admin API (topology/access.py).
+The mesh's own services (runners, ledger sink, ...) are no participants; their passwords live in
+`<keys>/services/<principal>.secret`, made the same way (`service_password`).
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import secrets
@@ -35,6 +41,7 @@ class Keyring:
     hmac_key: bytes
     ed25519_private: bytes  # raw 32-byte seed
     created_ms: int
+    sasl_password: str | None = None  # SCRAM password on the cluster (None: a keyring from before)
 
     @property
     def public_key_hex(self) -> str:
@@ -59,7 +66,7 @@ class Keyring:
     def generate(cls, participant_id: str) -> "Keyring":
         check_id("participant", participant_id)
         return cls(participant_id, secrets.token_hex(4), secrets.token_bytes(32), secrets.token_bytes(32),
-                   int(time.time() * 1000))
+                   int(time.time() * 1000), new_password())
 
     def to_json(self) -> str:
         return json.dumps({
@@ -69,6 +76,7 @@ class Keyring:
             "ed25519_private": self.ed25519_private.hex(),
             "ed25519_public": self.public_key_hex,
             "created_ms": self.created_ms,
+            "sasl_password": self.sasl_password,
         }, indent=2)
 
     @classmethod
@@ -76,7 +84,7 @@ class Keyring:
         try:
             d = json.loads(Path(path).read_text())
             return cls(d["participant_id"], d["key_id"], base64.b64decode(d["hmac_key"]),
-                       bytes.fromhex(d["ed25519_private"]), int(d["created_ms"]))
+                       bytes.fromhex(d["ed25519_private"]), int(d["created_ms"]), d.get("sasl_password"))
         except FileNotFoundError:
             raise KeyringError(f"{path}: no keyring; create it with `citymesh keys`") from None
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -87,18 +95,33 @@ def keyring_path(keys_dir: Path, participant_id: str) -> Path:
     return Path(keys_dir) / f"{check_id('participant', participant_id)}.json"
 
 
-def create(keys_dir: Path, participant_id: str, rotate: bool = False) -> tuple[Keyring, bool]:
-    """Create a participant's keyring unless it exists; returns (keyring, created)."""
-    path = keyring_path(keys_dir, participant_id)
-    if path.exists() and not rotate:
-        return Keyring.from_file(path), False
+def new_password() -> str:
+    """A SCRAM password: hex, so it needs no quoting in any config format (JAAS, kcat -X, format --add-scram)."""
+    return secrets.token_hex(24)
+
+
+def _write_private(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    ring = Keyring.generate(participant_id)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        fh.write(ring.to_json())
+        fh.write(text)
     os.replace(tmp, path)
+
+
+def create(keys_dir: Path, participant_id: str, rotate: bool = False) -> tuple[Keyring, bool]:
+    """Create a participant's keyring unless it exists; returns (keyring, created).
+
+    A keyring written before passwords existed gets one (its keys stay as they are)."""
+    path = keyring_path(keys_dir, participant_id)
+    if path.exists() and not rotate:
+        ring = Keyring.from_file(path)
+        if ring.sasl_password is None:
+            ring = dataclasses.replace(ring, sasl_password=new_password())
+            _write_private(path, ring.to_json())
+        return ring, False
+    ring = Keyring.generate(participant_id)
+    _write_private(path, ring.to_json())
     return ring, True
 
 
@@ -113,6 +136,15 @@ def load_all(keys_dir: Path) -> dict[str, Keyring]:
         ring = Keyring.from_file(path)
         out[ring.participant_id] = ring
     return out
+
+
+def service_password(keys_dir: Path, principal: str, rotate: bool = False) -> str:
+    """The cluster password of one of the mesh's own services (a runner, the ledger sink ...),
+    created on first use; `principal` is its SCRAM user name (topology/access.py)."""
+    path = Path(keys_dir) / "services" / f"{principal}.secret"
+    if rotate or not path.exists():
+        _write_private(path, new_password())
+    return path.read_text().strip()
 
 
 def mesh_secret(keys_dir: Path) -> bytes:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 
 def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 10.0
@@ -22,9 +22,9 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
     Uses `consumer`'s assignment for the probe fetch and leaves it unassigned."""
     out: dict[tuple[str, int], tuple[int, int]] = {}
     probe = []
+    deadline = time.monotonic() + timeout_s
     for tp in partitions:
-        lo, hi = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition), timeout=timeout_s,
-                                                cached=False)
+        lo, hi = _watermarks(consumer, TopicPartition(tp.topic, tp.partition), deadline)
         out[(tp.topic, tp.partition)] = (lo, hi)
         if hi > lo:
             probe.append(TopicPartition(tp.topic, tp.partition, hi - 1))
@@ -32,7 +32,6 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
         return out
     consumer.assign(probe)
     waiting = {(tp.topic, tp.partition) for tp in probe}
-    deadline = time.monotonic() + timeout_s
     while waiting and time.monotonic() < deadline:
         for m in consumer.consume(1000, 0.2):
             waiting.discard((m.topic(), m.partition()))
@@ -42,3 +41,19 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
             out[key] = (out[key][0], cached[1])
     consumer.unassign()
     return out
+
+
+_MOVING = (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE, KafkaError.UNKNOWN_TOPIC_OR_PART)
+
+
+def _watermarks(consumer: Consumer, tp: TopicPartition, deadline: float) -> tuple[int, int]:
+    """ListOffsets, retried while the error is retriable: Apache Kafka answers NOT_LEADER for a
+    moment after a topic is created, or while a partition moves to a new leader."""
+    while True:
+        try:
+            return consumer.get_watermark_offsets(tp, timeout=max(0.5, deadline - time.monotonic()), cached=False)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in _MOVING) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)

@@ -1,7 +1,12 @@
-"""Session fixtures: one real Kafka-protocol broker for the whole test run.
+"""Session fixtures: real brokers, each started once for the whole test run.
 
-With CITYMESH_BOOTSTRAP set the suite runs against that cluster (e.g. Apache Kafka) and
-starts nothing; otherwise it starts the embedded Tansu broker once and stops it at the end.
+`bootstrap` / `client_config`: with CITYMESH_BOOTSTRAP set the suite runs against that cluster
+and starts nothing; otherwise it starts the embedded Tansu broker once and stops it at the end.
+
+`kafka` (one node) and `kafka3` (three nodes, replication 3, min.insync.replicas=2): Apache
+Kafka in KRaft mode with SCRAM over TLS and the StandardAuthorizer (deploy/kafka.py), for what
+only it has (ACLs, SASL, durability, failover). Started on first use, shared by every test
+marked `kafka`; a missing JRE or Maven fails those tests (`make test` installs both).
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ import uuid
 import pytest
 
 from deploy.broker import EmbeddedBroker
+from deploy.kafka import KafkaCluster
+from streams import keyring, tls
 from streams.settings import Settings
 
 
@@ -42,3 +49,25 @@ def unique() -> str:
 @pytest.fixture
 def settings(tmp_path, bootstrap) -> Settings:
     return Settings(bootstrap=bootstrap, state_dir=tmp_path / "state")
+
+
+def _kafka_cluster(tmp_path_factory, nodes: int):
+    d = tmp_path_factory.mktemp(f"kafka{nodes}")
+    files, _ = tls.ensure(d / "keys")
+    cluster = KafkaCluster(d / "kafka", files, keyring.new_password(), nodes=nodes).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    """One secured Apache Kafka node; `kafka.admin_config()` is the operator's bootstrap account."""
+    yield from _kafka_cluster(tmp_path_factory, 1)
+
+
+@pytest.fixture(scope="session")
+def kafka3(tmp_path_factory):
+    """Three secured Apache Kafka nodes (combined broker + controller), for failover."""
+    yield from _kafka_cluster(tmp_path_factory, 3)

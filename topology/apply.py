@@ -4,9 +4,10 @@ Creates the topics of DESIGN.md's data flow (raw, dead-letter and delivery topic
 product and contract; the shared compliance, alert and usage topics; the compacted control
 topics), then writes participants, catalog and contracts to the control topics, but only
 the entries that changed, so a second apply of the same file writes nothing. On a
-production cluster with an authorizer (CITYMESH_APPLY_ACLS=true) it also creates the ACLs
-that let each provider write only its raw topics and each consumer read only its delivery
-topics.
+cluster with an authorizer (Apache Kafka; CITYMESH_APPLY_ACLS=true) it also gives every
+participant and mesh service its SCRAM credential and exactly the ACLs topology/access.py
+derives: grants the new topology takes away go before the control records are written (a
+revoked consumer loses read access in the step that stops its delivery), new ones after.
 """
 
 from __future__ import annotations
@@ -17,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from confluent_kafka import Producer
-from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, AdminClient, ResourcePatternType,
-                                   ResourceType)
+from confluent_kafka.admin import AdminClient
 
 import schemas
 from policy_enforcer import ProductTerms
@@ -27,6 +27,7 @@ from streams.admin import COMPACTED, TopicSpec, ensure_topics
 from streams.control import read_table
 from streams.keyring import KeyringError, load as load_keyring
 
+from .access import AccessSync
 from .models import ContractSpec, OfferSpec, Topology, to_ms
 from .policies import delivery_schema
 from .rules import rules_records
@@ -126,7 +127,11 @@ class ApplyReport:
     topics: dict[str, str] = field(default_factory=dict)
     written: dict[str, list[str]] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
-    acls: int = 0
+    acls: int = 0  # grants the cluster holds for the mesh's principals after apply
+    acls_created: int = 0
+    acls_deleted: int = 0
+    credentials: list[str] = field(default_factory=list)  # SCRAM credentials set (new or rotated)
+    credentials_deleted: list[str] = field(default_factory=list)  # of participants removed from the topology
 
     @property
     def changes(self) -> int:
@@ -138,6 +143,12 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
     report = ApplyReport()
     admin = AdminClient(client_config)
     report.topics = ensure_topics(admin, topic_specs(topo), replication)
+    access = None
+    if with_acls:
+        if keys_dir is None:
+            raise ValueError("apply with ACLs needs the keys directory: participants' passwords live in their keyrings")
+        access = AccessSync(topo, admin, keys_dir)
+        access.revoke()
     desired = control_records(topo, keys_dir)
     producer = Producer({**client_config, "enable.idempotence": True, "acks": "all"})
     now = int(time.time() * 1000)
@@ -153,11 +164,10 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
         raise RuntimeError("control records were not acknowledged within 30 s")
     if keys_dir is not None:
         write_delivery_keys(topo, keys_dir)
-    if with_acls:
-        bindings = acl_bindings(topo)
-        for fut in admin.create_acls(bindings).values():
-            fut.result()
-        report.acls = len(bindings)
+    if access is not None:
+        access.grant()
+        report.acls, report.acls_created, report.acls_deleted = len(access.desired), access.created, access.deleted
+        report.credentials, report.credentials_deleted = access.credentials_set, access.credentials_deleted
     return report
 
 
@@ -175,31 +185,3 @@ def write_delivery_keys(topo: Topology, keys_dir: Path) -> None:
         held = keyring.delivery_keys(keys_dir, consumer)
         if any(held.get(cid) != k for cid, k in keys.items()):
             keyring.save_delivery_keys(keys_dir, consumer, {**held, **keys})
-
-
-def acl_bindings(topo: Topology, principal_prefix: str = "User:", runner_principal: str = "User:citymesh-runner"
-                 ) -> list[AclBinding]:
-    """Least privilege from the topology: providers write their raw topics, consumers read their
-    delivery topics (and use their own consumer groups), the runner reads raw and writes the rest."""
-    allow, lit, pre = AclPermissionType.ALLOW, ResourcePatternType.LITERAL, ResourcePatternType.PREFIXED
-    out = []
-
-    def acl(principal, rtype, name, pattern, op):
-        out.append(AclBinding(rtype, name, pattern, principal, "*", op, allow))
-
-    for p in topo.products:
-        who = principal_prefix + p.provider
-        acl(who, ResourceType.TOPIC, topics.raw(p.provider, p.id), lit, AclOperation.WRITE)
-        acl(who, ResourceType.TOPIC, topics.raw(p.provider, p.id), lit, AclOperation.DESCRIBE)
-        acl(who, ResourceType.TOPIC, topics.CONTROL_CATALOG, lit, AclOperation.READ)
-    for c in topo.contracts:
-        who = principal_prefix + c.consumer
-        acl(who, ResourceType.TOPIC, topics.delivery(c.id), lit, AclOperation.READ)
-        acl(who, ResourceType.GROUP, f"{c.consumer}.", pre, AclOperation.READ)
-        acl(who, ResourceType.TOPIC, topics.CONTROL_CONTRACTS, lit, AclOperation.READ)
-    acl(runner_principal, ResourceType.TOPIC, "cm.raw.", pre, AclOperation.READ)
-    for prefix in ("cm.dlv.", "cm.dlq.", "cm.compliance", "cm.alerts", "cm.usage"):
-        acl(runner_principal, ResourceType.TOPIC, prefix, pre, AclOperation.WRITE)
-    acl(runner_principal, ResourceType.TOPIC, "cm.control.", pre, AclOperation.READ)
-    acl(runner_principal, ResourceType.GROUP, "citymesh-", pre, AclOperation.READ)
-    return out

@@ -50,6 +50,7 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
     try:
         out = citymesh(env, "up", "--topology", _topology(tmp_path)).stdout
         assert "embedded broker (Tansu)" in out and "the mesh is up" in out
+        assert "NO access control" in out  # said plainly: the quick engine enforces nothing at the broker
         state = _state(tmp_path)
         assert state["embedded"] and {"broker", "runner-uav-telemetry", "runner-hotline-tickets",
                                       "source-skyway-ground-station", "source-hotline-open311", "ledger-sink",
@@ -148,10 +149,11 @@ def test_up_with_citymesh_bootstrap_starts_no_broker(tmp_path, bootstrap):
 def test_keys_and_a_bad_topology_file(tmp_path):
     env = _env(tmp_path, None)
     out = citymesh(env, "keys").stdout
-    assert out.count("created") == 8
-    assert out.count("exists") == 0 and citymesh(env, "keys").stdout.count("exists") == 8
+    assert out.count("created") == 8 + 1  # the participants, then the CA and broker certificate
+    assert out.count("exists") == 0 and citymesh(env, "keys").stdout.count("exists") == 8 + 1
     ring = json.loads((tmp_path / "state" / "keys" / "skyway.json").read_text())
-    assert len(bytes.fromhex(ring["ed25519_public"])) == 32
+    assert len(bytes.fromhex(ring["ed25519_public"])) == 32 and len(ring["sasl_password"]) == 48
+    assert oct((tmp_path / "state" / "keys" / "tls" / "broker.pem").stat().st_mode & 0o777) == "0o600"
     assert oct((tmp_path / "state" / "keys" / "skyway.json").stat().st_mode & 0o777) == "0o600"
     bad = tmp_path / "bad.yaml"
     bad.write_text((ROOT / "examples" / "city.yaml").read_text().replace("consumer: anxin-insurance", "consumer: ghost"))

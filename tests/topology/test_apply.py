@@ -4,13 +4,14 @@ and a second apply of the same file changes nothing."""
 import json
 
 from confluent_kafka import Consumer, TopicPartition
-from confluent_kafka.admin import AclOperation, AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 import schemas
 from streams import topics
 from streams.control import read_table
 from tests.mesh_fixtures import city_yaml
-from topology.apply import acl_bindings, apply
+from topology.access import grants
+from topology.apply import apply
 from topology.loader import load_topology
 
 
@@ -76,14 +77,13 @@ def test_a_change_is_written_once_and_grows_partitions(tmp_path, client_config, 
 def test_acls_grant_least_privilege(tmp_path, unique):
     f = tmp_path / "city.yaml"
     f.write_text(city_yaml(unique))
-    bindings = acl_bindings(load_topology(f))
     by_principal = {}
-    for b in bindings:
-        by_principal.setdefault(b.principal, []).append((b.name, b.operation))
-    provider = by_principal[f"User:{unique}-skyway"]
-    assert (topics.raw(f"{unique}-skyway", f"{unique}-uav"), AclOperation.WRITE) in provider
-    assert not any(op == AclOperation.READ and name.startswith("cm.dlv.") for name, op in provider)
-    logistics = by_principal[f"User:{unique}-logistics"]
-    assert (topics.delivery(f"{unique}-routes"), AclOperation.READ) in logistics
-    assert (topics.delivery(f"{unique}-regulator"), AclOperation.READ) not in logistics
+    for g in grants(load_topology(f)):
+        by_principal.setdefault(g.user, []).append((g.name, g.operation))
+    provider = by_principal[f"{unique}-skyway"]
+    assert (topics.raw(f"{unique}-skyway", f"{unique}-uav"), "Write") in provider
+    assert not any(op == "Read" and name.startswith("cm.dlv.") for name, op in provider)
+    logistics = by_principal[f"{unique}-logistics"]
+    assert (topics.delivery(f"{unique}-routes"), "Read") in logistics
+    assert (topics.delivery(f"{unique}-regulator"), "Read") not in logistics
     assert not any(name.startswith("cm.raw.") for name, _ in logistics)

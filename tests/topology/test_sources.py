@@ -16,6 +16,16 @@ def test_example_sources_become_adapter_processes():
     assert "streams.adapters.open311_http" in procs["source-hotline-open311"]
 
 
+def test_every_mesh_process_has_its_own_principal():
+    """`up --engine kafka` logs each process in as its own service principal (topology/access.py)."""
+    from topology.access import services
+    topo = load_topology(EXAMPLES / "city.yaml")
+    principals = services(topo)
+    assert set(principals) == set(mesh_processes(topo, "city.yaml"))
+    assert len(set(principals.values())) == len(principals)
+    assert principals["runner-uav-telemetry"] == "sz-data-bureau.runner.uav-telemetry"
+
+
 @pytest.mark.parametrize("change,message", [
     (("type: open311-http", "type: fax"), "unknown source type 'fax'"),
     (("    type: open311-http           # Open311 GeoReport v2: POST /open311/v2/requests.json\n    product: hotline-tickets",
