@@ -39,6 +39,7 @@ def city(p: str) -> str:
     rules = copy.deepcopy(next(e for e in yaml.safe_load((ROOT / "examples" / "city.yaml").read_text())
                                ["operator_rules"] if e["product"] == "uav-telemetry"))
     rules["product"] = f"{p}-uav"
+    rules["fold"] = False  # one alert per hit: the latency of every hit is what is measured
     text = topology({p: ONE}).replace("geofences:\n", f"geofences:\n  uas-zones: {{file: {ZONES}}}\n", 1)
     return text + yaml.safe_dump({"operator_rules": [rules]}, sort_keys=False)
 

@@ -166,7 +166,8 @@ class Model:
             inc = self.incidents.get(key)
             first = a.get("first_seen_ms") or a["time_ms"]
             last = a.get("last_seen_ms") or a["time_ms"]
-            if inc is None or (not inc.is_open(t) and phase != "closed"):
+            ended = phase in ("closed", "cleared")  # the app's incident closed / the runner's episode cleared
+            if inc is None or (not inc.is_open(t) and not ended):
                 inc = self.incidents[key] = Incident(key, a["rule_id"], a["severity"], a["product_id"], a["subject"],
                                                      a["message"], first, last, 0, a["alert_id"])
             if a.get("escalated"):
@@ -178,7 +179,7 @@ class Model:
             inc.severity = max(inc.severity, a["severity"], key=_severity_rank)
             inc.message, inc.alert_id, inc.recv_ms = a["message"], a["alert_id"], t
             inc.source = a.get("source_topic")
-            inc.closed = phase == "closed"
+            inc.closed = ended
             inc.alert_time_ms = a["time_ms"]
             self._recount_subject(a["subject"], now_ms())
             self._changed.add("alerts")

@@ -135,7 +135,7 @@ class Runner:
         self.decide = self.chain[:-1]
         self.quarantined: list[dict] = []  # records set aside as poison by this instance (for `status`)
         # what keeps per-partition state (snapshot/restore), persisted with the offsets
-        self.stateful = [self.limiting, self.replay]
+        self.stateful = [self.limiting, self.replay, self.alerts]
         self.fences: dict[int, PartitionFence] = {}
         self._recover: set[int] = set()
         self._carry: dict[int, list] = {}

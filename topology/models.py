@@ -310,6 +310,15 @@ class ContractSpec(_Entry):
         return int((self.price_per_1000 * 100).to_integral_value())
 
 
+class FoldSpec(_Entry):
+    """How an operator rule's repeated hits on one subject become one episode of alerts."""
+
+    remind_every: int = Field(60_000, gt=0, description="ms; at most one reminder this often while it lasts")
+    clear_after: int = Field(30_000, gt=0, description="ms without a hit after which the episode is cleared")
+
+    _durations = field_validator("remind_every", "clear_after", mode="before")(lambda v: duration_ms(v))
+
+
 class OperatorRulesSpec(_Entry):
     """The operator's watch list over one product (policy_enforcer/rules.py has the rule format).
 
@@ -320,6 +329,15 @@ class OperatorRulesSpec(_Entry):
     product: str
     rules: list[dict[str, Any]] = Field(default_factory=list)
     authorisations: dict[str, list[str]] = Field(default_factory=dict)
+    fold: FoldSpec | bool = Field(True, description="fold repeated hits (policy_enforcer/alert_fold.py); "
+                                                      "false: one alert per hit")
+
+    def fold_terms(self) -> dict:
+        """As the rules record holds it (fold_json)."""
+        if self.fold is False:
+            return {"off": True}
+        f = self.fold if isinstance(self.fold, FoldSpec) else FoldSpec()
+        return {"remind_every_ms": f.remind_every, "clear_after_ms": f.clear_after}
 
 
 def _path_of(dotted: str) -> tuple:

@@ -89,5 +89,5 @@ def rules_records(topo: Topology) -> dict[str, dict]:
             "product_id": entry.product, "rules_json": json.dumps(entry.rules, sort_keys=True, ensure_ascii=False),
             "zones_json": json.dumps(zones, sort_keys=True, ensure_ascii=False),
             "authorisations_json": json.dumps(by_operator(entry.authorisations), sort_keys=True, ensure_ascii=False),
-            "updated_ms": 0}
+            "fold_json": json.dumps(entry.fold_terms(), sort_keys=True), "updated_ms": 0}
     return out

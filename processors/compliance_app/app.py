@@ -146,8 +146,8 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
                 log.warning("skipping a record on %s that is not an Alert: %s", cfg.alerts_topic, exc)
                 continue
             metrics.ALERTS.labels(alert["rule_id"], alert["severity"]).inc()
-            if alert["escalated"]:
-                continue  # our own incident updates
+            if alert["escalated"] or alert["rule_id"] in logic.APP_RULES:
+                continue  # our own incident updates, surges and lost links: already what escalation makes
             key = logic.incident_key(alert)
             state, escalate = logic.step_incident(incidents.get(key), alert, _now_ms(), escalate_ms, quiet_ms)
             incidents[key] = state

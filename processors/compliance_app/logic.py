@@ -23,23 +23,27 @@ def incident_key(alert: dict) -> str:
 
 def step_incident(state: dict | None, alert: dict, recv_ms: int, escalate_ms: int, quiet_ms: int
                   ) -> tuple[dict, bool]:
-    """Fold one hit into the incident of its (product, rule, subject); True when it escalates now.
+    """Fold one alert into the incident of its (product, rule, subject); True when it escalates now.
 
-    Time is the hit's own time (alert.time_ms), so a replayed stream gives the same incidents.
-    A hit more than `quiet_ms` after the previous one starts a new incident. An incident
-    escalates once, when its hits span at least `escalate_ms`.
+    An alert stands for `count` hits from `first_seen_ms` to `last_seen_ms` (the runner folds
+    repeated hits: policy_enforcer/alert_fold.py; one hit when they are absent). Time is the
+    hits' own time, so a replayed stream gives the same incidents. Hits starting more than
+    `quiet_ms` after the incident's last one start a new incident. An incident escalates once,
+    when its hits span at least `escalate_ms`.
     """
     t = alert["time_ms"]
-    if state is None or t - state["last_seen_ms"] > quiet_ms:
+    # a folded alert (policy_enforcer/alert_fold.py) stands for `count` hits over its span
+    first, last = alert.get("first_seen_ms") or t, alert.get("last_seen_ms") or t
+    if state is None or first - state["last_seen_ms"] > quiet_ms:
         state = {"incident_id": det_id("incident", incident_key(alert), t), "first_seen_ms": t, "last_seen_ms": t,
                  "count": 0, "escalated": False, "rule_id": alert["rule_id"], "severity": alert["severity"],
                  "product_id": alert["product_id"], "subject": alert["subject"], "message": alert["message"],
                  "evidence": dict(alert.get("evidence") or {})}
     else:
         state = dict(state)
-    state["count"] += 1
-    state["last_seen_ms"] = max(state["last_seen_ms"], t)
-    state["first_seen_ms"] = min(state["first_seen_ms"], t)
+    state["count"] += alert.get("count", 1) if alert.get("count") is not None else 1
+    state["last_seen_ms"] = max(state["last_seen_ms"], last)
+    state["first_seen_ms"] = min(state["first_seen_ms"], first)
     state["recv_ms"] = recv_ms
     state["evidence"] = dict(alert.get("evidence") or state["evidence"])  # the latest values that broke it
     escalate = not state["escalated"] and state["last_seen_ms"] - state["first_seen_ms"] >= escalate_ms

@@ -27,6 +27,11 @@ margin), so it stays short even when p has raised no alert for a long time.
 Alert.time_ms is the record's event time (the product's event_time_field) when it has one,
 else the batch's processing time: the compliance app folds hits into incidents by time_ms, so
 incidents follow what happened in the air, and a replay yields the same alerts.
+
+Repeated hits of one rule on one subject are folded into episodes (raised, a reminder at most
+every `remind_every`, cleared after `clear_after` without a hit; policy_enforcer/alert_fold.py),
+configured per product by the rules' `fold` (off: one alert per hit). The episodes are this
+stage's per-partition state, persisted with the offsets, so a replay folds the same way.
 """
 
 from __future__ import annotations
@@ -40,9 +45,11 @@ from prometheus_client import Counter
 
 import policy_enforcer
 import schemas
+from policy_enforcer.alert_fold import REMINDER, AlertFold, Folded, FoldTerms
 from policy_enforcer.rules import RuleSet, alert_record, compile_rules
 from streams import topics
 
+from ..evidence import event_id
 from ..fencing import FenceReader
 from .base import PartitionSlice, Stage
 
@@ -127,7 +134,9 @@ class Rules(Stage):
         self._feed = RulesFeed(client_config, product_id)
         self.rules: RuleSet | None = None
         self._fenced: dict[int, set[str]] = {}  # source partition -> ids written before a restart
-        self._pending: dict[int, tuple] = {}  # source partition -> recover() arguments, while no rules
+        self._pending: dict[int, int] = {}  # source partition -> committed offset, while no rules
+        self._folds: dict[int, AlertFold] = {}  # source partition -> its episodes of hits
+        self.fold_terms = FoldTerms()
         md = self._feed._consumer.list_topics(topics.ALERTS, timeout=10).topics.get(topics.ALERTS)
         if md is None or md.error is not None:
             raise SystemExit(f"topic {topics.ALERTS} does not exist; apply the topology first")
@@ -137,6 +146,10 @@ class Rules(Stage):
         self._install(self._feed.initial())
 
     def _install(self, rec: dict | None) -> None:
+        self.fold_terms = FoldTerms.from_dict(json.loads(rec.get("fold_json") or "{}") if rec and not
+                                              rec.get("tombstone") else None)
+        for fold in self._folds.values():  # episodes under way go on with the new terms
+            fold.terms = self.fold_terms
         try:
             self.rules = compile_record(rec, self.schema)
         except (policy_enforcer.PolicyError, ValueError, KeyError) as exc:  # applied rules are validated; be safe
@@ -147,13 +160,15 @@ class Rules(Stage):
     def revoke(self, p: int) -> None:
         self._fenced.pop(p, None)
         self._pending.pop(p, None)
+        self._folds.pop(p, None)
 
     def assign(self, p: int, committed: int) -> None:
         """Collect the ids of alerts a previous owner of source partition p wrote beyond `committed`.
 
         With no rules there is nothing to raise again, so nothing to look for (the scan of the
         alerts topic is a start-up cost of every runner): it is done when rules arrive."""
-        self.revoke(p)
+        self._fenced.pop(p, None)
+        self._pending.pop(p, None)
         if self.rules is None:
             self._pending[p] = committed
             return
@@ -169,8 +184,9 @@ class Rules(Stage):
             log.warning("partition %d: %d alert(s) already written before the restart will be skipped", p, len(ids))
 
     def process(self, s: PartitionSlice) -> None:
-        """An Alert for every rule hit on the admitted records of one partition slice, except
-        those a crashed owner already wrote."""
+        """The alerts of the rule hits on the admitted records of one partition slice, folded
+        per rule and subject (policy_enforcer/alert_fold.py), except those a crashed owner
+        already wrote."""
         rec = self._feed.poll()
         if rec is not None:
             self._install(rec)
@@ -180,20 +196,52 @@ class Rules(Stage):
         if p in self._pending:  # rules came after the partition did
             self.assign(p, self._pending[p])
         hits = rules.evaluate([g.record for g in good], s.now_ms)
-        if not hits:
-            return
-        etf, src = self.event_time_field, self.raw_topic
+        etf = self.event_time_field
+        times = [g.record.get(etf) or s.now_ms for g in good] if etf else [s.now_ms] * len(good)
+        folded = self._fold(p).fold(hits, times)
         fenced_ids = self._fenced.get(p, ())
-        for h in hits:
-            g = good[h.index]
-            t = g.record.get(etf) if etf else None
-            alert = alert_record(h, self.product_id, t if t is not None else s.now_ms, src, p, g.offset)
+        for f in folded:
+            g = good[f.at]
+            alert = self._alert_of(f, p, g.offset)
             if alert["alert_id"] in fenced_ids:
                 self.fenced += 1
                 continue
-            ALERTS_RAISED.labels(self.product_id, h.rule_id, h.severity).inc()
-            s.alerts.append((alert, h.subject.encode(), g.offset))
+            ALERTS_RAISED.labels(self.product_id, f.key[0], alert["severity"]).inc()
+            s.alerts.append((alert, f.key[1].encode(), g.offset))
             self.raised += 1
+
+    def _alert_of(self, f: Folded, p: int, offset: int) -> dict:
+        src = self.raw_topic
+        if f.hit is not None:
+            alert = alert_record(f.hit, self.product_id, f.time_ms, src, p, offset)
+            if f.phase == REMINDER:
+                alert["message"] = f"still ({f.count} hit(s) since the last alert): {alert['message']}"
+        else:
+            rule, subject = f.key
+            alert = {"alert_id": event_id("alert-cleared", self.product_id, rule, subject, src, p, offset),
+                     "time_ms": f.time_ms, "rule_id": rule, "severity": f.severity, "product_id": self.product_id,
+                     "subject": subject, "evidence": {},
+                     "message": f"cleared: no {rule} hit on {subject} for "
+                                f"{self.fold_terms.clear_after_ms // 1000} s (the last at {f.last_seen_ms})",
+                     "source_topic": src, "source_partition": p, "source_offset": offset, "escalated": False,
+                     "incident_id": None}
+        alert["evidence"] = {**alert["evidence"], "phase": f.phase}
+        alert.update(count=f.count, first_seen_ms=f.first_seen_ms, last_seen_ms=f.last_seen_ms)
+        return alert
+
+    def _fold(self, p: int) -> AlertFold:
+        fold = self._folds.get(p)
+        if fold is None:
+            fold = self._folds[p] = AlertFold(self.fold_terms)
+        return fold
+
+    # the folding state goes with the offsets (processors/partition_state.py)
+    def snapshot(self, p: int) -> dict | None:
+        fold = self._folds.get(p)
+        return fold.snapshot() if fold is not None else None
+
+    def restore(self, p: int, state: dict) -> None:
+        self._fold(p).restore(state)
 
     def close(self) -> None:
         self._feed.close()

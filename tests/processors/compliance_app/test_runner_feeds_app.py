@@ -38,7 +38,9 @@ def test_runner_alerts_escalate_once_and_usage_equals_deliveries(app):
     tmp = app.log.parent
     # the app's city, plus operator rules on its UAV product
     path = tmp / "city-rules.yaml"
-    path.write_text(city_yaml(u) + yaml.safe_dump({"operator_rules": [{"product": f"{u}-uav", "rules": RULES}]}))
+    # one alert per hit (fold: false): the app's own escalation of a hit stream is what this tests
+    path.write_text(city_yaml(u) + yaml.safe_dump({"operator_rules": [{"product": f"{u}-uav", "rules": RULES,
+                                                                        "fold": False}]}))
     apply(load_topology(path), client, keys_dir=tmp / "keys")
     runner = Runner(f"{u}-uav", client, tmp / "keys")
     assert runner.alerts.rules is not None
