@@ -8,8 +8,10 @@ find the offending line in a YAML file without reading a stack trace.
 
 from __future__ import annotations
 
+from schemas.errors import CitymeshError
 
-class PolicyError(ValueError):
+
+class PolicyError(ValueError, CitymeshError):
     """A policy, template or contract that cannot be compiled; the message names the path."""
 
     def __init__(self, message: str, path: str | None = None):

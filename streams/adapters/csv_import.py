@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 import schemas
+from schemas.errors import CitymeshError
 
 from .base import Intake, Publish, common_parser, connect, serve_metrics
 
@@ -59,11 +60,11 @@ TRUE = {"1", "true", "yes", "y", "t", "是", "√"}
 FALSE = {"0", "false", "no", "n", "f", "否", ""}
 
 
-class MappingError(ValueError):
+class MappingError(ValueError, CitymeshError):
     """The mapping file is malformed; the message names the file and the field."""
 
 
-class RowError(ValueError):
+class RowError(ValueError, CitymeshError):
     """One row cannot become a record; the message is the reason reported with its line."""
 
 
