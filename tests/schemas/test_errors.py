@@ -50,3 +50,19 @@ def test_every_error_is_a_citymesh_error(name):
 ])
 def test_errors_keep_their_standard_base(name, base):
     assert issubclass(ERRORS[name], base)
+
+
+def test_documents_are_refused_in_one_path_style():
+    """Policies, operator rules and CSV mappings name the path inside the document the same way."""
+    from policy_enforcer import PolicyError
+    from schemas.errors import PathError
+    from streams.adapters.csv_import import MappingError
+
+    policy = PolicyError("unknown duty 'encrypt'", "policy.duties[2].type")
+    mapping = MappingError("expected a mapping of file value -> field value", "fields.status.map", "nyc311.yaml")
+    assert isinstance(policy, PathError) and isinstance(mapping, PathError)
+    assert str(policy) == "policy.duties[2].type: unknown duty 'encrypt'"
+    assert str(mapping) == "nyc311.yaml: fields.status.map: expected a mapping of file value -> field value"
+    assert (mapping.source, mapping.path, mapping.detail) == ("nyc311.yaml", "fields.status.map",
+                                                              "expected a mapping of file value -> field value")
+    assert str(PolicyError("master_secret must be at least 16 bytes")) == "master_secret must be at least 16 bytes"
