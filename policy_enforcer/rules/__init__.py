@@ -78,7 +78,7 @@ def _evidence_message(template: str, evidence: dict[str, str], rule_id: str) -> 
 
 # ---- checks of a rule's own keys (pydantic validators with the messages authors see) --------
 
-def field_name(v: Any, info: ValidationInfo) -> str:
+def _check_field_name(v: Any, info: ValidationInfo) -> str:
     """A key naming a schema field: a non-empty string (checked against the schema later)."""
     if not isinstance(v, str) or not v:
         raise ValueError(f"{info.field_name} is required")
@@ -103,7 +103,7 @@ def _check_message(v: Any) -> Any:
     return v
 
 
-FieldName = Annotated[str, BeforeValidator(field_name)]
+FieldName = Annotated[str, BeforeValidator(_check_field_name)]
 
 
 @dataclass
@@ -121,7 +121,7 @@ class RuleContext:
     def __post_init__(self):
         self.types = field_types(self.schema)
 
-    def field(self, name: str, path: str, numeric: bool = False, text: bool = False) -> str:
+    def check_field(self, name: str, path: str, numeric: bool = False, text: bool = False) -> str:
         """``name`` if the schema has it (a number / a text, when asked); else PolicyError at ``path``."""
         ft = self.types.get(name)
         if ft is None:
@@ -142,7 +142,7 @@ class OperatorRule(Block):
 
     id: str
     severity: Annotated[str, BeforeValidator(_check_severity)] = "MEDIUM"
-    subject: Annotated[str | None, BeforeValidator(field_name)] = None
+    subject: Annotated[str | None, BeforeValidator(_check_field_name)] = None
     when: Annotated[dict | None, BeforeValidator(_check_when)] = None
     message: Annotated[str | None, BeforeValidator(_check_message)] = None
     _subject: str = PrivateAttr("")
@@ -153,10 +153,10 @@ class OperatorRule(Block):
         subject = self.subject if "subject" in self.model_fields_set else default
         if subject is None:
             raise PolicyError("subject is required", f"{path}.subject")
-        self._subject = ctx.field(subject, f"{path}.subject")
+        self._subject = ctx.check_field(subject, f"{path}.subject")
         when = []
         for name, values in (self.when or {}).items():
-            ctx.field(name, f"{path}.when.{name}")
+            ctx.check_field(name, f"{path}.when.{name}")
             if not isinstance(values, list) or not values:
                 raise PolicyError(f"when.{name} must be a non-empty list", f"{path}.when.{name}")
             ft = ctx.types[name]

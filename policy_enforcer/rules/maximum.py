@@ -38,7 +38,7 @@ class MaxRule(OperatorRule):
 
     def check(self, ctx: RuleContext, path: str) -> None:
         super().check(ctx, path)
-        ctx.field(self.field, f"{path}.field", numeric=True)
+        ctx.check_field(self.field, f"{path}.field", numeric=True)
 
     def compile(self, ctx: RuleContext) -> Scan:
         field, limit = self.field, self.max

@@ -38,9 +38,9 @@ class OverdueRule(OperatorRule):
 
     def check(self, ctx: RuleContext, path: str) -> None:
         super().check(ctx, path)
-        ctx.field(self.deadline_field, f"{path}.deadline_field", numeric=True)
-        ctx.field(self.status_field, f"{path}.status_field")
-        ctx.field(self.completed_field, f"{path}.completed_field")
+        ctx.check_field(self.deadline_field, f"{path}.deadline_field", numeric=True)
+        ctx.check_field(self.status_field, f"{path}.status_field")
+        ctx.check_field(self.completed_field, f"{path}.completed_field")
 
     def compile(self, ctx: RuleContext) -> Scan:
         deadline_f, status_f, completed_f = self.deadline_field, self.status_field, self.completed_field

@@ -19,7 +19,7 @@ class PiiRule(OperatorRule):
 
     def check(self, ctx: RuleContext, path: str) -> None:
         super().check(ctx, path)
-        ctx.field(self.field, f"{path}.field", text=True)
+        ctx.check_field(self.field, f"{path}.field", text=True)
 
     def compile(self, ctx: RuleContext) -> Scan:
         field = self.field

@@ -20,7 +20,7 @@ class RequiredRule(OperatorRule):
 
     def check(self, ctx: RuleContext, path: str) -> None:
         super().check(ctx, path)
-        ctx.field(self.field, f"{path}.field")
+        ctx.check_field(self.field, f"{path}.field")
 
     def compile(self, ctx: RuleContext) -> Scan:
         field = self.field

@@ -113,12 +113,12 @@ class ZoneRule(OperatorRule):
         super().check(ctx, path)
         zones = zone_set(ctx, self.zones, f"{path}.zones")
         self._zones = tuple(z for z in zones if z.restriction in self.restrictions)
-        ctx.field(self.height_field, f"{path}.height_field", numeric=True)
+        ctx.check_field(self.height_field, f"{path}.height_field", numeric=True)
         if any(z.msl for z in self._zones):
-            ctx.field(self.msl_field, f"{path}.msl_field", numeric=True)
-        ctx.field(self.operator_field, f"{path}.operator_field")
+            ctx.check_field(self.msl_field, f"{path}.msl_field", numeric=True)
+        ctx.check_field(self.operator_field, f"{path}.operator_field")
         for name in ("lat", "lon"):
-            ctx.field(name, path, numeric=True)
+            ctx.check_field(name, path, numeric=True)
 
     def compile(self, ctx: RuleContext) -> Scan:
         zones = self._zones

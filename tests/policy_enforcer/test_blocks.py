@@ -13,7 +13,7 @@ import pytest
 from enforcer_samples import KEY, NOW_MS, UAV, uav
 
 from policy_enforcer import DELIVER, DROP, REJECT, ContractTerms, PolicyError, compile_plan, validate_policy
-from policy_enforcer.blocks import Compiling, PolicyCheck, StrictStr
+from policy_enforcer.blocks import Compiling, PolicyCheck, StrictStr, discover
 from policy_enforcer.constraints import CONSTRAINTS, CompiledConstraint, Constraint
 from policy_enforcer.duties import DUTIES, FieldDuty, FieldOutput, FieldSlot
 from policy_enforcer.rules import RULES, FieldName, OperatorRule, RuleContext, Scan, compile_rules
@@ -62,7 +62,7 @@ class MinRule(OperatorRule):
 
     def check(self, ctx: RuleContext, path: str) -> None:
         super().check(ctx, path)
-        ctx.field(self.field, f"{path}.field", numeric=True)
+        ctx.check_field(self.field, f"{path}.field", numeric=True)
 
     def compile(self, ctx: RuleContext) -> Scan:
         field, low = self.field, self.min
@@ -149,6 +149,29 @@ def test_an_operator_rule_type_defined_in_one_class_fires_and_is_checked(registe
         compile_rules([{"id": "x", "type": "min", "field": "battery_pct", "max": 3}], UAV)
     with pytest.raises(PolicyError, match=r"^rules\[0\] \(x\).field: field 'uin' is nullable string, not a number"):
         compile_rules([{"id": "x", "type": "min", "field": "uin", "min": 3}], UAV)
+
+
+def test_a_module_in_a_block_package_is_all_it_takes(registered, tmp_path, monkeypatch):
+    """What each block package's __init__ does with its folder: every module in it is imported
+    and registers itself, so a new type is one new file."""
+    package = tmp_path / "more_duties"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "upper.py").write_text(
+        "from typing import Literal\n"
+        "from policy_enforcer.blocks import StrictStr\n"
+        "from policy_enforcer.duties import DUTIES, FieldDuty\n\n"
+        "@DUTIES.register\n"
+        "class UpperDuty(FieldDuty):\n"
+        "    \"\"\"Upper-case a text.\"\"\"\n"
+        "    type: Literal['upper']\n"
+        "    field: StrictStr\n\n"
+        "    def compile_field(self, slot, ctx):\n"
+        "        return self.output(slot, slot.call('{v}.upper()'), 'upper-cased', None)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    discover("more_duties", [str(package)])
+    out = plan({"duties": [{"type": "upper", "field": "flight_id"}]}).evaluate([uav(flight_id="f1-a")], NOW_MS)
+    assert out.records[0]["flight_id"] == "F1-A"
 
 
 def test_the_registries_list_the_built_in_types_in_their_documented_order():
