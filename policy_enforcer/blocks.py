@@ -50,8 +50,8 @@ class Block(StrictModel):
 
 
 class Registry(dict):
-    """type name -> block class, in ``order``. A plain dict to every reader (``in``,
-    iteration, ``registry[name]``), so a test can add a type with ``monkeypatch.setitem``."""
+    """type name -> block class, in ``order``; a dict to every reader (``in``, iteration,
+    ``registry[name]``), as ``policy.CONSTRAINTS`` and ``policy.DUTIES`` always were."""
 
     def __init__(self, kind: str):
         super().__init__()
