@@ -11,7 +11,7 @@ import pytest
 from schemas.errors import CitymeshError
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("schemas", "policy_enforcer", "streams", "topology", "processors", "deploy", "dashboard")
+PACKAGES = ("schemas", "policy_enforcer", "streams", "topology", "processors", "deploy", "dashboard", "dataspace")
 # defined in files the runner-stages change rewrites (issue 14, item 1); it roots them there
 PENDING = {"processors.runner.DeliveryFailed", "streams.connectors.PublishError", "streams.connectors.NotAllowed",
            "streams.connectors.ForgedDelivery"}
