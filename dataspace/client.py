@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from schemas.errors import CitymeshError
 from streams import keyring
 from streams.settings import Settings
 
@@ -22,7 +23,7 @@ from .identity import API_AUDIENCE, issue_token
 URL_FILE = "dsp.url"  # <state_dir>/dsp.url: where a running control plane listens (dataspace/server.py writes it)
 
 
-class ApiError(Exception):
+class ApiError(CitymeshError):
     """The management API refused or could not be reached; the message says why."""
 
 

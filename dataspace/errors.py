@@ -8,17 +8,15 @@ error's reason.
 
 from __future__ import annotations
 
+from schemas.errors import PathError
 
-class DataspaceError(Exception):
-    """Something the control plane refuses; `status` is the HTTP status it answers with."""
+
+class DataspaceError(PathError):
+    """Something the control plane refuses (``DataspaceError(detail, path)``, the message
+    ``path: detail``); `status` is the HTTP status it answers with."""
 
     status = 400
     code = "BAD_REQUEST"
-
-    def __init__(self, message: str, path: str | None = None):
-        self.path = path
-        self.detail = message
-        super().__init__(f"{path}: {message}" if path else message)
 
 
 class OdrlError(DataspaceError):

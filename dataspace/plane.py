@@ -24,6 +24,7 @@ from typing import Callable
 import httpx
 
 import schemas
+from schemas.errors import CitymeshError
 from streams import keyring, topics
 from streams.keyring import Keyring
 
@@ -59,7 +60,7 @@ def blank(schema_name: str, **fields) -> dict:
     return out
 
 
-class SendFailed(Exception):
+class SendFailed(CitymeshError):
     """The counter-party did not acknowledge a message; `refused` when it answered 4xx (it will not)."""
 
     def __init__(self, message: str, refused: bool):

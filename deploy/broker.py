@@ -19,8 +19,10 @@ from pathlib import Path
 
 from confluent_kafka.admin import AdminClient
 
+from schemas.errors import CitymeshError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(RuntimeError, CitymeshError):
     """The embedded broker could not be found, started or reached."""
 
 

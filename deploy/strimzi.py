@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from schemas.errors import CitymeshError
 from topology.access import Grant, grants, principals, services
 from topology.apply import topic_specs
 from topology.models import Topology
@@ -27,7 +28,7 @@ API = "kafka.strimzi.io/v1beta2"
 _K8S_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 
 
-class EmitError(ValueError):
+class EmitError(ValueError, CitymeshError):
     """The topology cannot be written as Strimzi resources (e.g. a name Kubernetes refuses)."""
 
 

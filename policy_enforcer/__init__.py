@@ -9,7 +9,7 @@ code serves the sandbox (dry run of a contract on sample data) and the live runn
     payloads = [plan.output_schema.encode(r) for r in result.records if r is not None]
 """
 
-from .duties import derive_contract_key
+from .duties.pseudonymise import derive_contract_key
 from .errors import PolicyError
 from .lineage import Identifier, ProductTerms
 from .plan import (DELIVER, DROP, REJECT, RULE_NOT_AFTER, RULE_NOT_BEFORE, RULE_PURPOSE, BatchResult,

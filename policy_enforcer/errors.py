@@ -8,11 +8,9 @@ find the offending line in a YAML file without reading a stack trace.
 
 from __future__ import annotations
 
+from schemas.errors import PathError
 
-class PolicyError(ValueError):
-    """A policy, template or contract that cannot be compiled; the message names the path."""
 
-    def __init__(self, message: str, path: str | None = None):
-        self.path = path
-        self.detail = message
-        super().__init__(f"{path}: {message}" if path else message)
+class PolicyError(PathError, ValueError):
+    """A policy, template or contract that cannot be compiled; the message names the path
+    (``PolicyError(detail, path)``; ``.path`` and ``.detail`` hold the two parts)."""

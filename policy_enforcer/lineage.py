@@ -10,11 +10,12 @@ contain them, and every contract is checked against that:
 
 - an identifier is *protected* by a contract when it is not delivered as it is (withheld,
   dropped, masked, pseudonymised, generalised or scrubbed);
-- a field *derived* from a protected identifier may only be withheld or pseudonymised (or
-  masked, when the identifier itself is masked): anything else is refused when the
-  contract is compiled (at ``citymesh apply``), naming both fields. Refused rather than
-  fixed silently, because a contract states what its consumer receives; quietly changing
-  a delivered field's type would break the consumer's schema;
+- a field *derived* from a protected identifier may only be withheld or treated by a duty
+  whose ``covers_derived`` says so (pseudonymised, or masked when the identifier itself is
+  masked; see ``duties/``): anything else is refused when the contract is compiled (at
+  ``citymesh apply``), naming both fields. Refused rather than fixed silently, because a
+  contract states what its consumer receives; quietly changing a delivered field's type
+  would break the consumer's schema;
 - a free-text field that *may contain* a protected identifier is scrubbed whenever it is
   delivered in clear (automatically: the text keeps its type), and the scrubbing removes
   the record's own identifier values first (``context_scrubber``), so the identifier goes
@@ -122,11 +123,10 @@ def check_contract(identifiers: Iterable[Identifier], delivered: list[str], duti
             continue
         for name in ident.derived:
             got = of(name)
-            if got in (WITHHELD, "pseudonymise") or (got == "mask" and how == "mask"):
+            if got == WITHHELD or (got != CLEAR and duties[name][1].covers_derived(how)):
                 continue
             where = duties[name][0] + ".field" if name in duties else fields_path
-            verb = {WITHHELD: "withholds", "mask": "masks", "pseudonymise": "pseudonymises",
-                    "generalise": "generalises", "scrub_pii": "scrubs"}.get(how, how)
+            verb = "withholds" if how == WITHHELD else duties[ident.field][1].verb or how
             raise PolicyError(f"field {name!r} is derived from identifier {ident.field!r}, which this contract "
                               f"{verb}, but {name!r} is delivered "
                               f"{'in clear' if got == CLEAR else 'with ' + got}: withhold or pseudonymise "

@@ -9,6 +9,10 @@ encoders in ``schemas/codegen.py``) avoids a function call and a config look-up 
 per record; the generator only embeds ``repr`` of field names validated against the
 schema and refers to every policy value through a named constant.
 
+The plan names no constraint or duty: each compiles itself (``constraints/``,
+``duties/``, looked up by ``type``) into code fragments, constants, a processing-time
+window or a purpose decision, and the plan joins what they return.
+
 Evaluation order per record: constraints in policy order (the first failing one is the
 drop rule), then duties. Constraints see the source record (a geofence tests the exact
 position, before rounding). A record a rule cannot process (wrong value type, missing
@@ -36,14 +40,17 @@ from schemas import RecordSchema
 from schemas import headers as H
 from schemas.codegen import Unsupported, fields_encoder
 
-from .constraints import CompiledConstraint, compile_constraints
-from .duties import FieldOutput, compile_fields, derive_contract_key
+from .blocks import Compiling
+from .constraints import CompiledConstraint
+from .constraints.purpose import RULE_PURPOSE  # noqa: F401 - the purpose block's rule id, re-exported
+from .duties import FieldOutput, compile_fields
+from .duties.pseudonymise import derive_contract_key
 from .errors import PolicyError
 from .lineage import ProductTerms
 from .output_schema import build_output_schema
 from .provenance import (TRACEPARENT, SourceRefs, TraceIds, delivery_key, has_zero_ids, source_blocks,
                          trace_blocks, traceparent)
-from .policy import PROHIBITIONS, DropDuty, PurposeConstraint, ValidityConstraint, check_policy
+from .policy import PROHIBITIONS, check_policy
 
 DELIVER = "deliver"
 DROP = "drop"
@@ -53,7 +60,6 @@ REJECT = "reject"
 # cm.contract and cm.schema (the seal stage reads them there)
 SOURCE_REF_AT, TRACE_AT = 2, 3
 
-RULE_PURPOSE = "constraint:purpose"
 RULE_NOT_BEFORE = "validity:not_before"
 RULE_NOT_AFTER = "validity:not_after"
 RULE_NOT_A_RECORD = "input:not-a-record"
@@ -173,35 +179,20 @@ class Plan:
         self.policy_digest = _policy_digest(terms.policy)
         self._checked = checked
 
-        # purpose: decided here, once (ODRL purpose constraint against the consumer's declaration)
-        self.blocked_rule: str | None = None
-        self.blocked_reason: str | None = None
-        declared = list(terms.purposes or [])
-        self._purposes = []
-        for path, c in checked.constraints:
-            if isinstance(c, PurposeConstraint):
-                allowed = list(c.in_)
-                self._purposes.append({"path": path, "allowed": allowed, "declared": declared})
-                outside = [p for p in declared if p not in allowed]
-                if self.blocked_rule is None and (not declared or outside):
-                    self.blocked_rule = RULE_PURPOSE
-                    self.blocked_reason = (f"declared purposes {declared} are not all in the allowed {allowed}"
-                                           if declared else f"the consumer declared no purpose; allowed: {allowed}")
-
-        # validity window: the contract's and any validity constraints, intersected
-        lows = [v for v in [terms.not_before_ms] if v is not None]
-        highs = [v for v in [terms.not_after_ms] if v is not None]
-        for _, c in checked.constraints:
-            if isinstance(c, ValidityConstraint):
-                if c.not_before_ms is not None:
-                    lows.append(c.not_before_ms)
-                if c.not_after_ms is not None:
-                    highs.append(c.not_after_ms)
+        ctx = Compiling(list(terms.purposes or []), pseudonym_key, scrubber)
+        compiled: list[CompiledConstraint] = [c.compile(ctx, path, f"_k{i}")
+                                              for i, (path, c) in enumerate(checked.constraints)]
+        # decided here, once: the first constraint that blocks the contract (a purpose outside the allowed)
+        self.blocked_rule, self.blocked_reason = next((c.blocked for c in compiled if c.blocked), (None, None))
+        # validity window: the contract's and the constraints', intersected
+        lows = [v for v in [terms.not_before_ms, *(c.not_before_ms for c in compiled)] if v is not None]
+        highs = [v for v in [terms.not_after_ms, *(c.not_after_ms for c in compiled)] if v is not None]
         self.not_before_ms = max(lows) if lows else None
         self.not_after_ms = min(highs) if highs else None
-
-        self._constraints: list[CompiledConstraint] = compile_constraints(checked)
-        self._fields: list[FieldOutput] = compile_fields(checked, pseudonym_key, scrubber)
+        self._described = [c for c in compiled if c.section is not None]
+        self._constraints = [c for c in compiled if c.code]  # the per-record ones
+        self._fields: list[FieldOutput] = compile_fields(checked.delivered, checked.fields, checked.duties,
+                                                         checked.context_scrub, ctx)
         self.output_schema: RecordSchema = build_output_schema(schema, self.contract_id, self._fields)
         # a plan that copies every field unchanged, in order, delivers the source body as it is
         self.passthrough = [(f.expr, f.as_string) for f in self._fields] == [
@@ -387,7 +378,7 @@ class Plan:
     def describe(self) -> dict:
         """What this plan does, for people and for the compliance ledger (JSON-able)."""
         checked = self._checked
-        dropped = sorted({f for _, d in checked.duties if isinstance(d, DropDuty) for f in d.fields})
+        dropped = sorted({f for _, d in checked.duties for f in d.withholds()})
         return {
             "contract_id": self.contract_id,
             "version": self.version,
@@ -400,17 +391,16 @@ class Plan:
             "description": checked.document.description,
             "delivers": self.blocked_rule is None,
             "blocked": None if self.blocked_rule is None else {"rule": self.blocked_rule, "reason": self.blocked_reason},
-            "purpose": self._purposes,
+            "purpose": [c.description() for c in self._described if c.section == "purpose"],
             "validity": {"not_before_ms": self.not_before_ms, "not_after_ms": self.not_after_ms,
                          "rules": [RULE_NOT_BEFORE, RULE_NOT_AFTER]},
             "fields": list(checked.delivered),
             "key": self._fields[self._key_at].name if self._key_at is not None else None,
             "dropped_fields": dropped,
-            "constraints": [{"rule": c.rule, "path": c.path, "text": c.text, **c.evidence} for c in self._constraints],
+            "constraints": [c.description() for c in self._described if c.section == "constraints"],
             "duties": ([{"rule": f.rule, "path": f.path, "field": f.name, "text": f.text}
                         for f in self._fields if f.rule]
-                       + [{"rule": "duty:drop", "path": p, "fields": list(d.fields), "text": "not delivered"}
-                          for p, d in checked.duties if isinstance(d, DropDuty)]),
+                       + [entry for p, d in checked.duties for entry in d.describe(p)]),
             "prohibitions": [{"type": p.type, "text": PROHIBITIONS[p.type], "note": p.note}
                              for p in checked.prohibitions],
         }

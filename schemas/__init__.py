@@ -2,6 +2,7 @@
 checks them. Depends on the standard library and fastavro only."""
 
 from .compat import backward_problems, is_backward_compatible
+from .errors import CitymeshError
 from .loader import (
     HEADER_LEN,
     SCHEMA_DIR,
@@ -17,7 +18,7 @@ from .loader import (
 )
 
 __all__ = [
-    "HEADER_LEN", "SCHEMA_DIR", "RecordInvalid", "RecordSchema", "Registry", "SchemaError",
+    "CitymeshError", "HEADER_LEN", "SCHEMA_DIR", "RecordInvalid", "RecordSchema", "Registry", "SchemaError",
     "UnknownSchema", "available", "default_registry", "load", "load_file",
     "backward_problems", "is_backward_compatible",
 ]

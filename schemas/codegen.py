@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 from fastavro.schema import expand_schema
 
+from .errors import CitymeshError
+
 try:  # the C walker of the same schemas (schemas/_avro.c), built by `pip install -e .`
     from . import _avro
 except ImportError:  # pragma: no cover - a checkout whose extension was not built
@@ -28,7 +30,7 @@ _INT32 = (-(1 << 31), (1 << 31) - 1)
 _INT64 = (-(1 << 63), (1 << 63) - 1)
 
 
-class Unsupported(Exception):
+class Unsupported(CitymeshError):
     """The schema uses something the compiler does not unroll; use the generic writer."""
 
 

@@ -24,21 +24,22 @@ from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.validation import validate as _validate
 
 from .codegen import Unsupported, decoder, encoder
+from .errors import CitymeshError
 
 SCHEMA_DIR = Path(__file__).resolve().parent
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 HEADER_LEN = 10  # marker + 8-byte fingerprint
 
 
-class SchemaError(ValueError):
+class SchemaError(ValueError, CitymeshError):
     """A schema file is missing, unreadable or not valid Avro."""
 
 
-class RecordInvalid(ValueError):
+class RecordInvalid(ValueError, CitymeshError):
     """A record does not conform to its schema; nothing was encoded."""
 
 
-class UnknownSchema(ValueError):
+class UnknownSchema(ValueError, CitymeshError):
     """A payload names a schema fingerprint this process does not know."""
 
 

@@ -27,10 +27,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from schemas.errors import CitymeshError
+
 from .topics import check_id
 
 
-class KeyringError(ValueError):
+class KeyringError(ValueError, CitymeshError):
     """A keyring file is missing or malformed."""
 
 

@@ -21,12 +21,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from schemas.errors import CitymeshError
+
 BROKER_CN = "citymesh-broker"
 BROKER_PRINCIPAL = f"User:CN={BROKER_CN}"  # what the broker's own certificate authenticates as
 VALID_DAYS = 825
 
 
-class TlsError(RuntimeError):
+class TlsError(RuntimeError, CitymeshError):
     """The TLS material is missing or unreadable."""
 
 

@@ -37,6 +37,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    ResourcePatternType, ResourceType, ScramCredentialInfo, ScramMechanism,
                                    UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
+from schemas.errors import CitymeshError
 from streams import keyring, topics
 
 from .models import ContractState, Role, Topology
@@ -47,7 +48,7 @@ CONTROL_READER_GROUP = "citymesh-control-reader"  # streams.control.read_table
 APPLIED_FILE = "applied-principals.json"  # in the keys dir: principals (and password digests) apply manages
 
 
-class AccessError(RuntimeError):
+class AccessError(RuntimeError, CitymeshError):
     """Credentials or ACLs could not be derived or set."""
 
 

@@ -1,6 +1,6 @@
 """`citymesh apply`: make the cluster match a topology, idempotently.
 
-Creates the topics of DESIGN.md's data flow (raw, dead-letter and delivery topics per
+Creates the topics of the mesh's data flow (raw, dead-letter and delivery topics per
 product and contract; the shared compliance, alert and usage topics; the compacted control
 topics), then writes participants, catalog and contracts to the control topics, but only
 the entries that changed, so a second apply of the same file writes nothing. On a

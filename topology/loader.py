@@ -11,13 +11,14 @@ import yaml
 from pydantic import ValidationError
 
 import schemas
+from schemas.errors import CitymeshError
 
 from .models import Topology, TopologyError
 from .policies import resolve_offer, resolve_policy
 from .rules import check_operator_rules
 
 
-class TopologyFileError(ValueError):
+class TopologyFileError(ValueError, CitymeshError):
     """A topology file could not be read or is invalid; the message says where and why."""
 
 

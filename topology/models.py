@@ -18,10 +18,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import schemas
+from schemas.errors import CitymeshError
 from streams.topics import check_id
 
 
-class TopologyError(ValueError):
+class TopologyError(ValueError, CitymeshError):
     """A topology file is invalid; `path` locates the field (e.g. ("contracts", 2, "consumer"))."""
 
     def __init__(self, message: str, path: tuple = ()):

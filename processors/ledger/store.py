@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from dataclasses import astuple, dataclass
 from typing import Any, Iterable, Iterator
 
+from schemas.errors import CitymeshError
+
 from .chain import GENESIS
 
 ENTRY_COLUMNS = ("seq", "src_topic", "src_partition", "src_offset", "event_id", "kind", "time_ms", "event_json",
@@ -28,7 +30,7 @@ CHECKPOINT_COLUMNS = ("seq", "entry_hash", "time_ms", "public_key", "signature")
 _IN_CHUNK = 500  # bound on placeholders per query (old SQLite builds allow 999)
 
 
-class LedgerNotFound(FileNotFoundError):
+class LedgerNotFound(FileNotFoundError, CitymeshError):
     """Verify/export pointed at a ledger that does not exist (never create one by accident)."""
 
 

@@ -45,6 +45,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import yaml
 
 import schemas
+from schemas.errors import CitymeshError, PathError
 
 from .base import Intake, Publish, common_parser, connect, serve_metrics
 
@@ -59,11 +60,13 @@ TRUE = {"1", "true", "yes", "y", "t", "是", "√"}
 FALSE = {"0", "false", "no", "n", "f", "否", ""}
 
 
-class MappingError(ValueError):
-    """The mapping file is malformed; the message names the file and the field."""
+class MappingError(PathError, ValueError):
+    """The mapping file is malformed: ``MappingError(detail, path, file)``, whose message
+    names the file and the path inside it (``nyc311.yaml: fields.status.map: ...``), in the
+    style of a policy's errors."""
 
 
-class RowError(ValueError):
+class RowError(ValueError, CitymeshError):
     """One row cannot become a record; the message is the reason reported with its line."""
 
 
@@ -124,49 +127,49 @@ class Mapping:
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise MappingError(f"{src}: cannot read mapping file ({exc.strerror})") from None
+            raise MappingError(f"cannot read mapping file ({exc.strerror})", source=src) from None
         except yaml.YAMLError as exc:
-            raise MappingError(f"{src}: not valid YAML: {exc}") from None
+            raise MappingError(f"not valid YAML: {exc}", source=src) from None
         if not isinstance(doc, dict):
-            raise MappingError(f"{src}: a mapping file is a YAML mapping with 'schema' and 'fields'")
+            raise MappingError("a mapping file is a YAML mapping with 'schema' and 'fields'", source=src)
         unknown = set(doc) - TOP_OPTIONS
         if unknown:
-            raise MappingError(f"{src}: unknown option(s) {', '.join(sorted(unknown))}")
+            raise MappingError(f"unknown option(s) {', '.join(sorted(unknown))}", source=src)
         try:
             schema = schemas.load(str(doc.get("schema") or "HotlineTicket"))
         except Exception as exc:
-            raise MappingError(f"{src}: schema: {exc}") from None
+            raise MappingError(str(exc), "schema", src) from None
         try:
             tz = ZoneInfo(str(doc.get("timezone") or "UTC"))
         except (ZoneInfoNotFoundError, ValueError):
-            raise MappingError(f"{src}: timezone: unknown time zone {doc.get('timezone')!r}") from None
+            raise MappingError(f"unknown time zone {doc.get('timezone')!r}", "timezone", src) from None
         fields = doc.get("fields")
         if not isinstance(fields, dict) or not fields:
-            raise MappingError(f"{src}: fields: expected a mapping of schema field -> spec")
+            raise MappingError("expected a mapping of schema field -> spec", "fields", src)
         by_name = {f["name"]: f for f in schema.definition["fields"]}
         rules = []
         for name, spec in fields.items():
-            where = f"{src}: fields.{name}"
+            where = f"fields.{name}"
             if name not in by_name:
-                raise MappingError(f"{where}: {schema.name} has no field {name!r}")
+                raise MappingError(f"{schema.name} has no field {name!r}", where, src)
             if isinstance(spec, str):
                 spec = {"column": spec}
             if not isinstance(spec, dict):
-                raise MappingError(f"{where}: expected a column name or a mapping of options")
+                raise MappingError("expected a column name or a mapping of options", where, src)
             bad = set(spec) - FIELD_OPTIONS
             if bad:
-                raise MappingError(f"{where}: unknown option(s) {', '.join(sorted(bad))}")
+                raise MappingError(f"unknown option(s) {', '.join(sorted(bad))}", where, src)
             sources = [k for k in ("column", "template", "value") if k in spec]
             if len(sources) != 1:
-                raise MappingError(f"{where}: give exactly one of column, template, value")
+                raise MappingError("give exactly one of column, template, value", where, src)
             kind, nullable, symbols = _kind(by_name[name]["type"])
             column = spec.get("column")
             if column is not None:
                 column = [column] if isinstance(column, str) else column
                 if not isinstance(column, list) or not all(isinstance(c, str) and c for c in column):
-                    raise MappingError(f"{where}.column: expected a column name or a list of names")
+                    raise MappingError("expected a column name or a list of names", f"{where}.column", src)
             if "map" in spec and not isinstance(spec["map"], dict):
-                raise MappingError(f"{where}.map: expected a mapping of file value -> field value")
+                raise MappingError("expected a mapping of file value -> field value", f"{where}.map", src)
             rule = FieldRule(name, kind, nullable, symbols, column, spec.get("template"), spec.get("value"),
                              {str(k): v for k, v in (spec.get("map") or {}).items()} or None,
                              bool(spec.get("strict")), spec.get("default"), bool(spec.get("required")),
@@ -176,15 +179,15 @@ class Mapping:
             if symbols:
                 for v in [*(rule.map or {}).values(), rule.default, rule.value]:
                     if v is not None and v not in symbols:
-                        raise MappingError(f"{where}: {v!r} is not a {name} value ({', '.join(symbols)})")
+                        raise MappingError(f"{v!r} is not a {name} value ({', '.join(symbols)})", where, src)
             rules.append(rule)
         mapped = {r.name for r in rules} | ({"attributes"} if doc.get("attributes") else set())
         for name, f in by_name.items():
             if name not in mapped and "default" not in f:
-                raise MappingError(f"{src}: fields.{name}: required by {schema.name} but not mapped")
+                raise MappingError(f"required by {schema.name} but not mapped", f"fields.{name}", src)
         attrs = doc.get("attributes") or []
         if not isinstance(attrs, list) or not all(isinstance(a, str) for a in attrs):
-            raise MappingError(f"{src}: attributes: expected a list of column names")
+            raise MappingError("expected a list of column names", "attributes", src)
         fmts = doc.get("date_formats")
         return cls(src, schema, rules, str(doc.get("encoding") or "utf-8"), str(doc.get("delimiter") or ","), tz,
                    list(fmts) if fmts else cls.__dataclass_fields__["date_formats"].default_factory(),
@@ -201,14 +204,16 @@ class Mapping:
             if r.column:
                 hit = next((c for c in r.column if c in have), None)
                 if hit is None and r.required:
-                    raise MappingError(f"{self.path}: fields.{r.name}.column: none of {r.column} in the file header")
+                    raise MappingError(f"none of {r.column} in the file header", f"fields.{r.name}.column",
+                                       self.path)
                 if hit is None:
                     missing.append(f"{r.name} ({'/'.join(r.column)})")
                 out[r.name] = hit
             elif r.template:
                 for c in PLACEHOLDER.findall(r.template):
                     if c not in have:
-                        raise MappingError(f"{self.path}: fields.{r.name}.template: column {c!r} not in the file header")
+                        raise MappingError(f"column {c!r} not in the file header", f"fields.{r.name}.template",
+                                           self.path)
         missing += [f"attributes ({c})" for c in self.attributes if c not in have]
         return out, missing
 

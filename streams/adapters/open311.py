@@ -18,6 +18,8 @@ import xml.etree.ElementTree as ET
 from datetime import datetime, timezone
 from xml.sax.saxutils import escape
 
+from schemas.errors import CitymeshError
+
 # the fields of a service request document, in the spec's order
 REQUEST_FIELDS = ("service_request_id", "status", "status_notes", "service_name", "service_code", "description",
                   "agency_responsible", "service_notice", "requested_datetime", "updated_datetime",
@@ -26,7 +28,7 @@ SERVICE_FIELDS = ("service_code", "service_name", "description", "metadata", "ty
 CLOSED_STATES = {"COMPLETED", "CLOSED"}
 
 
-class Open311Error(ValueError):
+class Open311Error(ValueError, CitymeshError):
     """A GeoReport document that cannot be read, or a request the spec says to refuse."""
 
     def __init__(self, code: int, description: str):
