@@ -30,6 +30,7 @@ from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, 
 from confluent_kafka.admin import AdminClient
 
 import schemas
+from schemas.errors import CitymeshError
 from streams import keyring, topics
 from streams.admin import max_message_bytes
 from streams.control import read_table
@@ -66,7 +67,7 @@ FETCH_WAIT_MS = 10
 RULE_POISON = "quarantine:poison"
 
 
-class DeliveryFailed(RuntimeError):
+class DeliveryFailed(CitymeshError, RuntimeError):
     """The broker did not acknowledge an output; the batch is not committed and will be replayed."""
 
 

@@ -24,6 +24,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from prometheus_client import Counter
 
 import schemas
+from schemas.errors import CitymeshError
 
 from . import envelope, keyring, topics
 from .control import read_table
@@ -37,15 +38,15 @@ RECEIVED = Counter("citymesh_consumer_records_total",
                    ["contract", "verdict", "action"])
 
 
-class PublishError(RuntimeError):
+class PublishError(CitymeshError, RuntimeError):
     """The broker did not acknowledge records (after librdkafka's own retries)."""
 
 
-class NotAllowed(PermissionError):
+class NotAllowed(CitymeshError, PermissionError):
     """The participant tried to publish to a product it does not provide."""
 
 
-class ForgedDelivery(RuntimeError):
+class ForgedDelivery(CitymeshError, RuntimeError):
     """A record in a delivery topic that the mesh did not write for this contract (verify="raise")."""
 
 
