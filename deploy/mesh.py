@@ -12,7 +12,7 @@ from topology.apply import apply
 from topology.loader import TopologyFileError, load_topology
 
 from . import supervisor
-from .broker import EmbeddedBroker, pid_alive, wait_for_metadata
+from .broker import EmbeddedBroker, wait_for_metadata
 from .processes import mesh_processes
 from .state import MeshState, client_config
 
@@ -56,13 +56,26 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu") -> int:
     print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)"
           + (f", {report.acls} ACLs, {len(report.credentials)} credential(s) set" if with_acls else ""))
     env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
-    for name, argv in mesh_processes(topo, topology_path).items():
-        proc = supervisor.spawn(argv, settings.state_dir / "logs" / f"{name}.log", detach=True,
-                                env={**env, **process_env.get(name, {})})
-        state.processes[name] = proc.pid
-        print(f"started {name} pid {proc.pid}" + (f" as {process_env[name]['CITYMESH_SASL_USERNAME']}"
-                                                  if name in process_env else ""))
+    wanted = mesh_processes(topo, topology_path)
+    logs = settings.state_dir / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    (settings.state_dir / supervisor.TABLE_FILE).write_text(json.dumps(
+        {name: {"argv": argv, "env": {**env, **process_env.get(name, {})}, "log": str((logs / f"{name}.log").resolve())}
+         for name, argv in wanted.items()}, indent=2))
+    argv = supervisor.python_module("deploy.supervisor", "--state-dir", str(settings.state_dir.resolve()))
+    sup = supervisor.spawn(argv, logs / "supervisor.log", detach=True)
+    state.processes["supervisor"] = sup.pid
+    state.identities = {name: supervisor.identity(pid) for name, pid in state.processes.items()}
+    state.identities["supervisor"] = supervisor.identity_of_started(sup.pid, argv)
     state.save(settings)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not set(wanted) <= set((MeshState.load(settings) or state).processes):
+        time.sleep(0.05)
+    state = MeshState.load(settings) or state
+    print(f"supervisor pid {sup.pid}: restarts any process below that dies (`citymesh status` shows restarts)")
+    for name in wanted:
+        print(f"started {name} pid {state.processes.get(name, '?')}"
+              + (f" as {process_env[name]['CITYMESH_SASL_USERNAME']}" if name in process_env else ""))
     if "dashboard" in state.processes:  # the address it really bound (another may hold the default port)
         from dashboard.server import wait_for_url
         print(f"dashboard: {wait_for_url(settings.state_dir, 15, state.started_ms / 1000) or 'http://' + settings.dashboard_listen + '/'}")
@@ -102,12 +115,18 @@ def down(settings: Settings, quiet: bool = False) -> int:
         if not quiet:
             print("nothing to stop")
         return 0
-    # processes first, the broker last, so they can commit their offsets
-    order = {k: v for k, v in state.processes.items() if k != "broker"}
+    # the supervisor first (it stops its processes, which commit their offsets), then whatever
+    # of them is left (a supervisor killed before), the broker last; each only while its pid is
+    # still the process that was started (deploy/supervisor.py)
+    order = {"supervisor": state.processes["supervisor"]} if "supervisor" in state.processes else {}
+    order.update({k: v for k, v in state.processes.items() if k not in ("supervisor", "broker")})
     if "broker" in state.processes:
         order["broker"] = state.processes["broker"]
+    identities = dict(state.identities)
+    if "supervisor" in order:  # its children's identities as it last wrote them, before it stops
+        identities.update((MeshState.load(settings) or state).identities)
     # a Kafka node flushes its logs in a controlled shutdown: give it time before any SIGKILL
-    for name in supervisor.stop(order, timeout_s=30.0 if state.engine == "kafka" else 10.0):
+    for name in supervisor.stop_verified(order, identities, timeout_s=30.0 if state.engine == "kafka" else 15.0):
         if not quiet:
             print(f"stopped {name}")
     MeshState.path(settings).unlink(missing_ok=True)
@@ -127,8 +146,14 @@ def status(settings: Settings, as_json: bool = False) -> int:
         return _status_json(settings, state, bootstrap)
     engine = {"kafka": " (Apache Kafka, started by up)", "tansu": " (embedded Tansu, no access control)"}
     print(f"cluster: {bootstrap}{engine[state.engine] if state and state.embedded else ''}")
+    alive = state.alive() if state else {}
     for name, pid in (state.processes.items() if state else []):
-        print(f"  {name:<28} pid {pid:<8} {'running' if pid_alive(pid) else 'DEAD'}")
+        c = state.children.get(name, {})
+        extra = f"  restarts {c['restarts']}, last {c['last_exit']}" if c.get("restarts") else ""
+        print(f"  {name:<28} pid {pid:<8} {'running' if alive.get(name) else 'DEAD'}{extra}")
+    for name, c in (state.children.items() if state else []):
+        if name not in state.processes:
+            print(f"  {name:<28} {'restarting':<12} restarts {c['restarts']}, last {c['last_exit']}")
     for name, url in _addresses(settings).items():
         print(f"  {name:<28} {url}")
     client = client_config(settings)
@@ -185,10 +210,19 @@ def _addresses(settings: Settings) -> dict[str, str]:
     return out
 
 
+def _processes_view(state: MeshState | None) -> dict:
+    """name -> pid, running (still the process started), restarts and last exit."""
+    if state is None:
+        return {}
+    alive = state.alive()
+    return {name: {"pid": pid, "running": alive[name],
+                   **{k: state.children.get(name, {}).get(k) for k in ("restarts", "last_exit", "last_exit_ms")}}
+            for name, pid in state.processes.items()}
+
+
 def _status_json(settings: Settings, state: MeshState | None, bootstrap: str) -> int:
     out = {"up": True, "cluster": bootstrap, "embedded": bool(state and state.embedded),
-           "processes": {name: {"pid": pid, "running": pid_alive(pid)}
-                         for name, pid in (state.processes.items() if state else [])},
+           "processes": _processes_view(state),
            **_addresses(settings)}
     try:
         wait_for_metadata(bootstrap, 3)

@@ -1,9 +1,13 @@
 """What `citymesh up` leaves behind for later commands: the bootstrap address and the pids
-of the processes it started, in <state_dir>/mesh.json."""
+of the processes it started, with their identities (deploy/supervisor.py), in
+<state_dir>/mesh.json. The supervisor updates its children's entries as it restarts them."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -19,6 +23,8 @@ class MeshState:
     processes: dict[str, int] = field(default_factory=dict)
     started_ms: int = 0
     engine: str = "tansu"  # "tansu" (embedded, no access control) | "kafka" (Apache Kafka, SCRAM over TLS, ACLs)
+    identities: dict[str, list] = field(default_factory=dict)  # name -> [start ticks, command line]
+    children: dict[str, dict] = field(default_factory=dict)  # name -> what the supervisor says of it
 
     @staticmethod
     def path(settings: Settings) -> Path:
@@ -26,17 +32,43 @@ class MeshState:
 
     @classmethod
     def load(cls, settings: Settings) -> "MeshState | None":
-        p = cls.path(settings)
-        if not p.exists():
-            return None
-        return cls(**json.loads(p.read_text()))
+        return cls.read(cls.path(settings))
+
+    @classmethod
+    def read(cls, p: Path) -> "MeshState | None":
+        with _locked(p):
+            if not p.exists():
+                return None
+            return cls(**json.loads(p.read_text()))
 
     def save(self, settings: Settings) -> None:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.path(settings).write_text(json.dumps(asdict(self), indent=2))
+        with _locked(self.path(settings)):
+            _write(self.path(settings), asdict(self))
+
+    @classmethod
+    def update_children(cls, state_dir: Path, children: dict[str, dict]) -> None:
+        """The supervisor's view of its children (pids, identities, restarts, last exits)."""
+        p = Path(state_dir) / "mesh.json"
+        with _locked(p):
+            d = json.loads(p.read_text()) if p.exists() else {}
+            if not d:
+                return
+            d["children"] = children
+            for name, c in children.items():
+                if c.get("pid"):
+                    d["processes"][name] = c["pid"]
+                    d["identities"][name] = c["identity"]
+                else:
+                    d["processes"].pop(name, None)
+                    d["identities"].pop(name, None)
+            _write(p, d)
 
     def alive(self) -> dict[str, bool]:
-        return {name: pid_alive(pid) for name, pid in self.processes.items()}
+        """Whether each process is still the one recorded (a recycled pid is not)."""
+        from .supervisor import is_same
+        return {name: is_same(pid, self.identities[name]) if name in self.identities else pid_alive(pid)
+                for name, pid in self.processes.items()}
 
 
 def resolve_bootstrap(settings: Settings) -> str:
@@ -71,3 +103,22 @@ def client_config(settings: Settings, as_participant: str | None = None) -> dict
         user, password = ADMIN_USER, keyring.service_password(settings.keyring_dir, ADMIN_USER)
     env = sasl_env(bootstrap, TlsFiles.at(settings.keyring_dir).ca_cert, user, password)
     return settings.model_copy(update={k[len("CITYMESH_"):].lower(): v for k, v in env.items()}).client_config()
+
+
+@contextmanager
+def _locked(path: Path):
+    """An exclusive lock beside the state file: `up`, `down` and the supervisor never
+    interleave their read-modify-writes of it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _write(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
