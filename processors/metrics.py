@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from streams.exposition import serve_metrics
 
 RECORDS_IN = Counter("citymesh_runner_records_in_total", "Raw records consumed", ["product"])
 DECISIONS = Counter("citymesh_runner_decisions_total", "Per-contract decisions", ["product", "contract", "decision", "rule"])
@@ -35,11 +37,5 @@ RATELIMIT_PASSED = Counter("citymesh_ratelimit_passed_total",
 
 
 def serve(port: int) -> int:
-    """Start the /metrics endpoint; port 0 picks a free one. Returns the port."""
-    if port == 0:
-        import socket
-        with socket.socket() as sock:
-            sock.bind(("0.0.0.0", 0))
-            port = sock.getsockname()[1]
-    start_http_server(port)
-    return port
+    """Start this process's /metrics (port 0: the OS picks one); returns the port."""
+    return serve_metrics(port).server_port

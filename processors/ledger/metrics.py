@@ -3,7 +3,9 @@ only ledger series, not the runner's)."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, Histogram
+
+from processors.metrics import serve  # noqa: F401 - the same /metrics endpoint as the runners'
 
 HEIGHT = Gauge("citymesh_ledger_height", "Seq of the last ledger entry")
 ENTRIES = Counter("citymesh_ledger_entries_total", "Entries appended to the ledger", ["kind"])
@@ -15,7 +17,3 @@ BATCH_SECONDS = Histogram("citymesh_ledger_batch_seconds", "Time to decode, chai
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> int:
-    """Start /metrics; port 0 lets the OS pick (no bind-then-release race). Returns the port."""
-    server, _thread = start_http_server(port, addr)
-    return server.server_port

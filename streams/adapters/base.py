@@ -16,9 +16,11 @@ import threading
 from functools import partial
 from typing import Callable, Protocol
 
-from prometheus_client import Counter, start_http_server
+from prometheus_client import Counter
 
 import schemas
+
+from .. import exposition
 
 log = logging.getLogger("citymesh.adapters")
 
@@ -169,10 +171,10 @@ def connect(args: argparse.Namespace):
 
 
 def serve_metrics(port: int):
-    """Start the Prometheus endpoint; returns the server (or None when disabled)."""
+    """Start the Prometheus endpoint (streams/exposition.py); returns the server (None when disabled)."""
     if port < 0:
         return None
-    server, _thread = start_http_server(port)
+    server = exposition.serve_metrics(port)
     print(f"metrics: http://127.0.0.1:{server.server_port}/metrics", flush=True)
     return server
 
