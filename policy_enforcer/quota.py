@@ -173,7 +173,8 @@ class ContractQuota:
 
     def apply(self, now_ms: int, outputs: list, inputs: list) -> dict[str, int]:
         """Replace the outputs over the quota by None (or keep a sample / one per window);
-        returns counts: quota:drop, quota:sample, quota:aggregate (kept ones are still delivered)."""
+        returns counts: drop:quota, quota:sample, quota:aggregate (kept ones are still delivered;
+        processors/evidence.py has the grammar of these keys)."""
         t, lim = self.terms, self.limiter
         idx = [i for i, o in enumerate(outputs) if o is not None]
         if not idx:

@@ -5,19 +5,30 @@ contract and version), so replaying the same input after a crash produces the sa
 sinks (the ledger) can de-duplicate; a BATCH event's digest is the digest the batch's seal
 signs (processors/stages/seal.py: SHA-256 over the deliveries' tags), so what a consumer
 received can be matched with what the mesh recorded.
+
+A compliance event's `counts` map "<decision>" or "<decision>:<rule>" to a number of records.
+The decisions: deliver; drop (a contract's constraint, or its quota: drop:quota); reject
+(admission, replay, a record a plan cannot process; admission's rule ids already read
+reject:<why> and are not prefixed twice); quarantine (the breaker, poison and unwritable
+records); pause (an ingress limit held a partition back); quota (what a quota let through as a
+sample or an aggregate: quota:sample, quota:aggregate, also counted as delivered). `count_key`
+writes them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import struct
-
-_OFFSET = struct.Struct(">q").pack
-_OFFSET_LEN = struct.Struct(">qq").pack
 
 
 def event_id(*parts) -> str:
     return hashlib.sha256("|".join(str(p) for p in parts).encode()).hexdigest()[:32]
+
+
+def count_key(decision: str, rule: str | None = None) -> str:
+    """The counts key of a decision under a rule (the rule's own decision prefix is not repeated)."""
+    if not rule:
+        return decision
+    return rule if rule.startswith(decision + ":") else f"{decision}:{rule}"
 
 
 def batch_event(now_ms: int, product: str, provider: str, contract: str, version: int, consumer: str,
@@ -37,7 +48,7 @@ def reject_event(now_ms: int, product: str, provider: str, topic: str, partition
         "event_id": event_id("reject", product, partition, offset),
         "time_ms": now_ms, "kind": "REJECT", "product_id": product, "provider_id": provider,
         "contract_id": None, "contract_version": None, "consumer_id": None, "rule": rule, "reason": reason,
-        "counts": {f"reject:{rule}": 1}, "source_topic": topic, "source_partition": partition,
+        "counts": {count_key("reject", rule): 1}, "source_topic": topic, "source_partition": partition,
         "first_offset": offset, "last_offset": offset, "digest": None, "trace_id": trace_id,
         "details": {"claimed_participant": participant or ""}}
 
@@ -65,7 +76,7 @@ def quarantine_event(now_ms: int, product: str, provider: str, topic: str, parti
         "event_id": event_id("quarantine", product, partition, offset, rule),
         "time_ms": now_ms, "kind": "QUARANTINE", "product_id": product, "provider_id": provider,
         "contract_id": None, "contract_version": None, "consumer_id": None, "rule": rule, "reason": reason,
-        "counts": {rule: 1}, "source_topic": topic, "source_partition": partition, "first_offset": offset,
+        "counts": {count_key("quarantine", rule): 1}, "source_topic": topic, "source_partition": partition, "first_offset": offset,
         "last_offset": offset if last_offset is None else last_offset, "digest": None, "trace_id": None,
         "details": {}}
 
