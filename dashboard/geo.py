@@ -1,7 +1,7 @@
 """The map's layers, from the topology's own GeoJSON files (no internet tiles, ever).
 
 Why read the topology file here rather than import `topology`: the dashboard depends on
-`streams` and `schemas` only (shared/DESIGN.md); it needs nothing of a geofence but its
+`streams` and `schemas` only (README.md, Architecture); it needs nothing of a geofence but its
 file, which the topology names relative to itself. Each feature gets a `layer` property
 the page styles by: `zone` for ED-269 UAS zones (their `restriction` picks the colour:
 PROHIBITED red, REQ_AUTHORISATION orange, CONDITIONAL yellow), `area` for the other

@@ -1,7 +1,7 @@
 """Exactly-once delivery without broker transactions: find what a crashed runner already wrote.
 
 Why: the embedded broker shows records of aborted transactions to read_committed readers
-(DESIGN.md), so transactions cannot be what makes delivery exactly-once on every broker.
+(seen here), so transactions cannot be what makes delivery exactly-once on every broker.
 Instead, every record the runner writes carries its source partition and offset in headers
 (in clear on the mesh's own topics; sealed under the contract's key on a delivery topic, so
 consumers cannot compare them: policy_enforcer/provenance.py, opened here by the runner),

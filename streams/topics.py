@@ -1,4 +1,4 @@
-"""Topic names of the mesh, in one place (see the data flow in DESIGN.md)."""
+"""Topic names of the mesh, in one place (the data flow is drawn in README.md, Architecture)."""
 
 from __future__ import annotations
 
