@@ -56,6 +56,7 @@ def city_yaml(u: str) -> str:
               - {{type: purpose, in: [city-operations]}}
     operator_rules:
       - product: {u}-uav
+        fold: false   # one alert per hit: the tests count them
         rules:
           - {{id: uav-zone-prohibited, type: zone, severity: CRITICAL, zones: uas-zones, restrictions: [PROHIBITED]}}
     """)

@@ -36,7 +36,8 @@ def test_a_consumer_negotiates_and_streams_from_the_cli(mesh, tmp_path):
     out = citymesh(env, "negotiate", uav, "logistics", "--as", me, "--param", "decimals=6", "--wait", "1").stdout
     assert "still REQUESTED" in out
     waiting = citymesh(env, "negotiations", "--as", mesh.id("bureau"), "--waiting").stdout
-    pid = re.search(r"(urn:uuid:\S+)\s+provider\s+REQUESTED", waiting).group(1)
+    # this consumer's request (the shared control plane may hold other tests' waiting ones)
+    pid = re.search(rf"(urn:uuid:\S+)\s+provider\s+REQUESTED\s+{uav}\s+logistics\s+{me}\s", waiting).group(1)
     assert "provider,operator" in waiting
     assert "still waits for operator" in citymesh(env, "decide", pid, "approve", "--as", mesh.id("skyway")).stdout
     refused = citymesh(env, "decide", pid, "approve", "--as", me, check=False)
