@@ -72,12 +72,14 @@ def expected(u: str) -> set[tuple[str, str, str]]:
     for p in ("sky", "hot"):
         grant(f"{u}-{p}", topics.CONTROL_CATALOG, "read")
     # a consumer reads the delivery topics of its ACTIVE contracts (pricing is SUSPENDED), and
-    # the contracts table (delivery schemas) while it has one
+    # while it has one the contracts table (delivery schemas) and the participants table (the
+    # operator's key that signs the seals of its deliveries)
     for user, contracts in ((f"{u}-logi", ["routes"]), (f"{u}-reg", ["supervision"]),
                             (f"{u}-op", ["op-uav", "op-tickets"])):
         for c in contracts:
             grant(user, topics.delivery(f"{u}-{c}"), "read")
         grant(user, topics.CONTROL_CONTRACTS, "read")
+        grant(user, topics.CONTROL_PARTICIPANTS, "read")
     # the regulator reads compliance and alerts
     grant(f"{u}-reg", topics.COMPLIANCE, "read")
     grant(f"{u}-reg", topics.ALERTS, "read")
