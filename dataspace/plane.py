@@ -69,12 +69,13 @@ class SendFailed(Exception):
 
 class ControlPlane:
     def __init__(self, client_config: dict, keys_dir: Path, public_url: str, replication: int = 1,
-                 http_timeout_s: float = 10.0):
+                 http_timeout_s: float = 10.0, acls: bool = False):
+        """`acls`: the cluster has an authorizer, and consumers' grants follow their contracts (contracts.py)."""
         self.store = ControlStore(client_config)
         self.client_config = client_config
         self.keys_dir = Path(keys_dir)
         self.public_url = public_url.rstrip("/")
-        self.desk = ContractDesk(self.store, client_config, replication)
+        self.desk = ContractDesk(self.store, client_config, replication, acls)
         self.lock = threading.RLock()  # one read-modify-write of a process record at a time
         self.http = httpx.Client(timeout=http_timeout_s)
         self._keys: dict[str, Keyring] = {}
