@@ -236,9 +236,10 @@ def grants(topo: Topology, negotiated_contracts: Iterable[Held] = ()) -> set[Gra
     allow(app, "group", CONTROL_READER_GROUP, "Describe")
     for c in own_active:
         allow(app, "topic", topics.delivery(c.id), "Read")
-    # the dashboard: the operator's ACTIVE deliveries, alerts, evidence, and runner lag (offsets only)
+    # the dashboard: the operator's ACTIVE deliveries, alerts, evidence, runner lag (offsets only), and
+    # the negotiations waiting for the operator's review (which the operator sees all of anyway)
     dash = svc["dashboard"]
-    for t in (topics.ALERTS, topics.COMPLIANCE, *topics.CONTROL_TOPICS[:3]):
+    for t in (topics.ALERTS, topics.COMPLIANCE, *topics.CONTROL_TOPICS[:3], topics.CONTROL_NEGOTIATIONS):
         allow(dash, "topic", t, "Read")
     allow(dash, "group", "dashboard-", "Read", pattern="prefixed")
     allow(dash, "group", CONTROL_READER_GROUP, "Describe")
