@@ -208,7 +208,11 @@ class ControlPlane:
             agreement = self.store.get(topics.CONTROL_AGREEMENTS, rec["agreement_id"])
             if agreement is not None:
                 from .contracts import CONTRACT_STATE_OF_TRANSFER
-                self.desk.set_state(agreement, CONTRACT_STATE_OF_TRANSFER["TERMINATED"])
+                try:
+                    self.desk.set_state(agreement, CONTRACT_STATE_OF_TRANSFER["TERMINATED"])
+                except DataspaceError as exc:  # the contract (and its grants) could not be revoked yet:
+                    log.warning("%s %s: cannot give up yet: %s", table, rec["transfer_id"], exc)
+                    return {}  # the process stays as it is, and giving up is tried again
         return {"state": "TERMINATED", "pending": None, "reason": f"gave up: {reason}"[:1000]}
 
     def close(self) -> None:
