@@ -102,7 +102,7 @@ class ContractDesk:
             access.delete_grants(self.admin, unwanted - wanted)
             access.create_grants(self.admin, wanted)
         except access.AccessError as exc:
-            raise Unavailable(f"the grants of contract {spec.id} could not be set ({exc}); it stays as it was") from None
+            raise Unavailable(f"the grants of contract {spec.id} could not be set ({exc}); the contract stays as it was") from None
 
     def notify(self, agreement: dict) -> None:
         """The compliance event of a finalized agreement (idempotent: its id is the agreement's)."""
