@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 
-from streams import topics
+from streams import keyring, topics
 
 from . import messages, offers
 from .errors import DataspaceError, InvalidMessage, InvalidTransition, NotFound
@@ -197,6 +197,27 @@ class ConsumerSide:
             raise InvalidMessage(f"providerPid {message.get('providerPid')!r} is not this process's", "providerPid")
         return rec
 
+    def _keep_delivery_key(self, rec: dict, address: dict) -> None:
+        """Open the contract's delivery key the data address carries (sealed to this consumer's
+        key) and add it to the consumer's delivery keys (<keys>/deliveries/<consumer>.json, where
+        `citymesh apply` puts those of the topology's contracts), so ConsumerConnector verifies the
+        stream's records; before the transfer is recorded as started. An address without one
+        (another kind of connector's) leaves them unverified, as ConsumerConnector then says."""
+        props = {p["name"]: p["value"] for p in address.get("endpointProperties") or []}
+        sealed = props.get("deliveryKeySealed")
+        consumer, contract = rec["consumer_id"], rec["contract_id"]
+        if sealed is None:
+            log.warning("transfer %s: the data address carries no delivery key; %s's records cannot be verified",
+                        rec["transfer_id"], contract)
+            return
+        try:
+            key = keyring.open_delivery_key(self.plane.keyring(consumer), contract, sealed)
+        except keyring.KeyringError as exc:
+            raise InvalidMessage(str(exc), "dataAddress.endpointProperties.deliveryKeySealed") from None
+        held = keyring.delivery_keys(self.plane.keys_dir, consumer)
+        if held.get(contract) != key:
+            keyring.save_delivery_keys(self.plane.keys_dir, consumer, {**held, contract: key})
+
     # ---- callbacks: what providers send -------------------------------------------------------
 
     def on_agreement(self, consumer: str, caller: str, cpid: str, message: dict) -> dict:
@@ -278,6 +299,7 @@ class ConsumerSide:
             state = transfer_next(rec["state"], message["@type"], "P")
             update = {"state": state, "provider_pid": message["providerPid"], "updated_ms": now_ms()}
             if message.get("dataAddress") is not None:
+                self._keep_delivery_key(rec, message["dataAddress"])
                 update["data_address_json"] = dumps(message["dataAddress"])
             if message.get("reason"):
                 update["reason"] = "; ".join(map(str, message["reason"]))

@@ -6,8 +6,17 @@ STARTED / SUSPENDED / COMPLETED|TERMINATED write ACTIVE / SUSPENDED / REVOKED, a
 runners cut delivery at the offsets where they read the change (processors/contract_feed.py).
 The record is built by `topology.apply.contract_record`, the function `citymesh apply` uses
 for the topology's contracts, so a runner cannot tell a negotiated contract from an applied
-one. On an engine with ACLs the consumer's read access on its delivery topic is to be granted
-and removed here too, with the state (see `set_state`).
+one.
+
+On an engine with ACLs (Apache Kafka; CITYMESH_APPLY_ACLS) the grants follow the state here,
+before the record is written, and are built by `topology.access` as apply builds the
+topology's: from AGREED on, the product's runner writes the new delivery topic; ACTIVE gives
+the consumer READ on it (and, while it has an ACTIVE contract, the contracts and participants
+tables and its group prefix); SUSPENDED or REVOKED takes that READ away (and the shared grants
+with its last ACTIVE contract), so the consumer's next fetch is refused while the runners'
+offset-exact cut still decides what was delivered. Grants are made idempotently (creating
+what exists and deleting what is gone are no-ops), so a re-sent transfer message or a retried
+start sets them again; a later `citymesh apply` keeps them, reading the same tables.
 
 Every finalized agreement is also a compliance event (CONTRACT_CHANGE, rule
 ``agreement:finalized``) carrying both signatures and the digest of what was signed: the
@@ -29,9 +38,11 @@ from processors.evidence import event_id
 from streams import topics
 from streams.admin import ensure_topics
 from policy_enforcer import ProductTerms
+from topology import access
 from topology.apply import contract_record, delivery_topic_spec
 from topology.models import ContractSpec, ContractState
 
+from .errors import Unavailable
 from .identity import agreement_digest
 from .store import ControlStore
 
@@ -47,10 +58,11 @@ def contract_id_for(consumer_id: str, product_id: str, agreement_id: str) -> str
 
 
 class ContractDesk:
-    def __init__(self, store: ControlStore, client_config: dict, replication: int = 1):
+    def __init__(self, store: ControlStore, client_config: dict, replication: int = 1, acls: bool = False):
         self.store = store
         self.admin = AdminClient(client_config)
         self.replication = replication
+        self.acls = acls  # the cluster has an authorizer: grants follow the contracts' states
 
     def set_state(self, agreement: dict, state: ContractState) -> dict:
         """Write the agreement's contract record in `state`; returns it. Creating the delivery
@@ -68,11 +80,29 @@ class ContractDesk:
         record = contract_record(spec, product["provider_id"], schemas.load(product["schema_name"]),
                                  ProductTerms.from_catalog(product))
         record["updated_ms"] = int(time.time() * 1000)
-        # ACL hook: on Apache Kafka with an authorizer, grant the consumer READ on
-        # topics.delivery(contract_id) when `state` is ACTIVE and remove it otherwise, here,
-        # before the record is written (topology.apply.acl_bindings has the bindings' shape).
+        if self.acls:
+            self._follow(spec, state)
         self.store.put(topics.CONTROL_CONTRACTS, spec.id, record)
         return record
+
+    def _follow(self, spec: ContractSpec, state: ContractState) -> None:
+        """Make the cluster hold the grants of this contract in `state` (module docstring);
+        Unavailable, and no record written, when the broker does not take the change."""
+        operators = (p["participant_id"] for p in self.store.values(topics.CONTROL_PARTICIPANTS)
+                     if "OPERATOR" in p["roles"])
+        ns = access.namespace_of(operators)
+        held = access.Held(spec.id, spec.product, spec.consumer, state == ContractState.active)
+        another = any(r["consumer_id"] == spec.consumer and r["state"] == ContractState.active.value
+                      and r["contract_id"] != spec.id for r in self.store.values(topics.CONTROL_CONTRACTS))
+        wanted = access.contract_grants(ns, held)
+        if held.active or another:
+            wanted |= access.consumer_grants(spec.consumer)
+        unwanted = access.contract_grants(ns, held._replace(active=True)) | access.consumer_grants(spec.consumer)
+        try:
+            access.delete_grants(self.admin, unwanted - wanted)
+            access.create_grants(self.admin, wanted)
+        except access.AccessError as exc:
+            raise Unavailable(f"the grants of contract {spec.id} could not be set ({exc}); the contract stays as it was") from None
 
     def notify(self, agreement: dict) -> None:
         """The compliance event of a finalized agreement (idempotent: its id is the agreement's)."""

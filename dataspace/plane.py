@@ -70,12 +70,13 @@ class SendFailed(CitymeshError):
 
 class ControlPlane:
     def __init__(self, client_config: dict, keys_dir: Path, public_url: str, replication: int = 1,
-                 http_timeout_s: float = 10.0):
+                 http_timeout_s: float = 10.0, acls: bool = False):
+        """`acls`: the cluster has an authorizer, and consumers' grants follow their contracts (contracts.py)."""
         self.store = ControlStore(client_config)
         self.client_config = client_config
         self.keys_dir = Path(keys_dir)
         self.public_url = public_url.rstrip("/")
-        self.desk = ContractDesk(self.store, client_config, replication)
+        self.desk = ContractDesk(self.store, client_config, replication, acls)
         self.lock = threading.RLock()  # one read-modify-write of a process record at a time
         self.http = httpx.Client(timeout=http_timeout_s)
         self._keys: dict[str, Keyring] = {}
@@ -208,7 +209,11 @@ class ControlPlane:
             agreement = self.store.get(topics.CONTROL_AGREEMENTS, rec["agreement_id"])
             if agreement is not None:
                 from .contracts import CONTRACT_STATE_OF_TRANSFER
-                self.desk.set_state(agreement, CONTRACT_STATE_OF_TRANSFER["TERMINATED"])
+                try:
+                    self.desk.set_state(agreement, CONTRACT_STATE_OF_TRANSFER["TERMINATED"])
+                except DataspaceError as exc:  # the contract (and its grants) could not be revoked yet:
+                    log.warning("%s %s: cannot give up yet: %s", table, rec["transfer_id"], exc)
+                    return {}  # the process stays as it is, and giving up is tried again
         return {"state": "TERMINATED", "pending": None, "reason": f"gave up: {reason}"[:1000]}
 
     def close(self) -> None:

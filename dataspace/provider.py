@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import policy_enforcer
 import schemas
-from streams import topics
+from streams import keyring, topics
+from topology.apply import contract_delivery_key
 from topology.models import ContractState
 
 from . import messages, offers
@@ -30,6 +32,7 @@ log = logging.getLogger("citymesh.dataspace.provider")
 
 SIGNATURE = "cm:signature"  # extension property of ContractAgreement(Verification)Message: Ed25519 over the agreement
 ACK_WAIT_S = 5.0            # how long a message may wait for our own state to catch up with an ACK in flight
+PASSWORD_REF = "keyring#sasl_password"  # a data address's passwordRef: the field of the consumer's own keyring
 
 
 def negotiation_ack(rec: dict) -> dict:
@@ -336,14 +339,38 @@ class ProviderSide:
         self.plane.desk.set_state(agreement, CONTRACT_STATE_OF_TRANSFER[state])
 
     def data_address(self, rec: dict) -> dict:
+        """What the consumer gets when its stream starts: where to read (bootstrap, delivery topic,
+        its group prefix), how to decode (the delivery schema), how to log in and how to verify.
+
+        Login: its SCRAM user name and where the password is (`passwordRef`: the `sasl_password`
+        of its own keyring), never the password. The consumer already holds it (its keyring, whose
+        credential `citymesh apply` created), and a copy in the address would travel over HTTP and
+        stay in cm.control.transfers, which the mesh's services read; the CA certificate (public)
+        is included so a consumer without the operator's files can check the broker.
+        Verification (streams/delivery.py): the contract's delivery key sealed to the consumer's
+        registered Ed25519 key (streams.keyring.seal_delivery_key; only the consumer opens it) and
+        the public keys of the operators whose signatures seal its batches."""
         contract = self.store.get(topics.CONTROL_CONTRACTS, rec["contract_id"]) or {}
         conf = self.plane.client_config
+        consumer = rec["consumer_id"]
+        public_key = self.store.public_key(consumer)
+        if public_key is None:
+            raise NotFound(f"{consumer} has no registered public key to hand its delivery key to", "consumerId")
+        protocol = conf.get("security.protocol", "PLAINTEXT")
         props = {"topic": topics.delivery(rec["contract_id"]), "contract": rec["contract_id"],
-                 "groupPrefix": f"{rec['consumer_id']}.", "securityProtocol": conf.get("security.protocol", "PLAINTEXT"),
-                 "authType": "none" if conf.get("security.protocol", "PLAINTEXT") in ("PLAINTEXT", "SSL") else "sasl",
+                 "groupPrefix": f"{consumer}.", "securityProtocol": protocol,
+                 "authType": "none" if protocol in ("PLAINTEXT", "SSL") else "sasl",
                  "schema": contract.get("delivery_schema_json") or ""}
         if props["authType"] == "sasl":
-            props.update({"saslMechanism": conf.get("sasl.mechanism", ""), "username": rec["consumer_id"]})
+            props.update({"saslMechanism": conf.get("sasl.mechanism", ""), "username": consumer,
+                          "passwordRef": PASSWORD_REF})
+        if conf.get("ssl.ca.location"):
+            props["caCertificate"] = Path(conf["ssl.ca.location"]).read_text()
+        key = contract_delivery_key(self.plane.keys_dir, rec["contract_id"])
+        props["deliveryKeySealed"] = keyring.seal_delivery_key(public_key, rec["contract_id"], key)
+        props["sealKeys"] = ",".join(f"{p['participant_id']}:{p['public_key']}" for p in sorted(
+            self.store.values(topics.CONTROL_PARTICIPANTS), key=lambda p: p["participant_id"])
+            if "OPERATOR" in p["roles"] and p.get("public_key"))
         return {"@type": "DataAddress", "endpointType": "https://w3id.org/citymesh/kafka",
                 "endpoint": conf["bootstrap.servers"],
                 "endpointProperties": [{"@type": "EndpointProperty", "name": k, "value": v} for k, v in props.items()]}

@@ -2,8 +2,9 @@
 
     python -m dataspace [--listen 127.0.0.1:8780]
 
-Reads CITYMESH_BOOTSTRAP, CITYMESH_STATE_DIR and CITYMESH_KEYS_DIR (the keyrings of the
-participants whose connector contexts it hosts). Writes the address it really bound to
+Reads CITYMESH_BOOTSTRAP, CITYMESH_STATE_DIR, CITYMESH_KEYS_DIR (the keyrings of the
+participants whose connector contexts it hosts) and CITYMESH_APPLY_ACLS (the cluster has an
+authorizer: consumers' read grants follow their negotiated contracts). Writes the address it really bound to
 <state_dir>/dsp.url (what `citymesh up` prints and `citymesh status --json` shows), serves
 /metrics on the same port, and on SIGTERM finishes the requests in flight. Nothing else is
 kept: a SIGKILLed plane restarts from the control topics.
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     host, port = sock.getsockname()[:2]
     url = settings.dsp_public_url or f"http://{host}:{port}"
     plane = ControlPlane(settings.client_config(settings.mesh_bootstrap()), settings.keyring_dir, url,
-                         settings.replication_factor).start()
+                         settings.replication_factor, acls=settings.apply_acls).start()
     app = create_app(plane)
     url_file = Path(settings.state_dir) / URL_FILE
     url_file.parent.mkdir(parents=True, exist_ok=True)

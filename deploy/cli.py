@@ -243,6 +243,13 @@ def cmd_transfer(args, settings: Settings) -> int:
         print(f"bootstrap:  {address['endpoint']}\ntopic:      {props['topic']}\n"
               f"group:      {props['groupPrefix']}<any>   (security: {props['securityProtocol']}, auth: "
               f"{props['authType']})")
+        if props.get("username"):
+            print(f"login:      {props['saslMechanism']} as {props['username']}, the password in your keyring "
+                  f"({props['passwordRef']})")
+        if props.get("deliveryKeySealed"):
+            print(f"verify:     your connector opened the delivery key (sealed to your key) into deliveries/"
+                  f"{args.as_participant}.json of its keys directory; ConsumerConnector(..., keys_dir=...) checks "
+                  "every record with it")
         if args.schema_out:
             Path(args.schema_out).write_text(props["schema"] + "\n", encoding="utf-8")
             print(f"schema:     {args.schema_out} (Avro single-object encoding; `citymesh tail {props['topic']}` "

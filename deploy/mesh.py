@@ -106,6 +106,7 @@ def _start_kafka(settings: Settings, topo) -> tuple[MeshState, dict, dict[str, d
                       started_ms=int(time.time() * 1000), engine="kafka")
     env = {name: cluster.env(user, password_of(settings.keyring_dir, topo, user))
            for name, user in services(topo).items()}
+    env["dataspace"]["CITYMESH_APPLY_ACLS"] = "true"  # consumers' grants follow their negotiated contracts
     return state, cluster.admin_config(), env
 
 

@@ -10,6 +10,12 @@ On paper, but the same derivation `apply` uses on a live cluster, so they cannot
   and the cluster CA in `<cluster>-cluster-ca-cert`.
 Nothing here talks to a cluster. Strimzi names a KafkaUser's principal after the resource, so
 every principal must be a valid Kubernetes name (participant ids with '_' are refused, named).
+
+Not covered: Strimzi's User Operator makes a KafkaUser's ACLs exactly its resource's, so the read
+grants the dataspace control plane gives consumers of negotiated contracts through the admin API
+(dataspace/contracts.py) would be taken away at its next reconciliation; on Strimzi the plane would
+have to write them into the consumer's KafkaUser instead. Only `topology.access.grants(topo)` (the
+topology file's contracts) is emitted here.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pathlib import Path
 import yaml
 
 from schemas.errors import CitymeshError
-from topology.access import Grant, grants, principals, services
+from topology.access import CLUSTER, Grant, grants, principals, services
 from topology.apply import topic_specs
 from topology.models import Topology
 
@@ -45,6 +51,8 @@ def topic_resources(topo: Topology, cluster: str, replicas: int) -> list[dict]:
 
 
 def _acl(ops: list[str], resource: str, name: str, pattern: str) -> dict:
+    if resource == "cluster":  # Strimzi's cluster resource has neither a name nor a pattern
+        return {"resource": {"type": "cluster"}, "operations": sorted(ops), "host": "*"}
     return {"resource": {"type": resource, "name": name, "patternType": "prefix" if pattern == "prefixed" else "literal"},
             "operations": sorted(ops), "host": "*"}
 
@@ -111,6 +119,7 @@ def grants_in(users_yaml: Path) -> set[Grant]:
     for doc in yaml.safe_load_all(Path(users_yaml).read_text()):
         for acl in doc["spec"]["authorization"]["acls"]:
             r = acl["resource"]
-            pattern = "prefixed" if r["patternType"] == "prefix" else "literal"
-            out |= {Grant(doc["metadata"]["name"], r["type"], r["name"], pattern, op) for op in acl["operations"]}
+            name, pattern = ((CLUSTER, "literal") if r["type"] == "cluster" else
+                             (r["name"], "prefixed" if r["patternType"] == "prefix" else "literal"))
+            out |= {Grant(doc["metadata"]["name"], r["type"], name, pattern, op) for op in acl["operations"]}
     return out

@@ -43,7 +43,15 @@ class PublishError(CitymeshError, RuntimeError):
 
 
 class NotAllowed(CitymeshError, PermissionError):
-    """The participant tried to publish to a product it does not provide."""
+    """The participant tried to publish to a product it does not provide, or the broker refused
+    it its delivery topic (on a cluster with ACLs: its contract is no longer ACTIVE)."""
+
+    def __init__(self, message: str, error: KafkaError | None = None):
+        super().__init__(message)
+        self.error = error  # the broker's answer, when it refused
+
+
+_REFUSED = (KafkaError.TOPIC_AUTHORIZATION_FAILED, KafkaError.GROUP_AUTHORIZATION_FAILED)
 
 
 class ForgedDelivery(CitymeshError, RuntimeError):
@@ -311,6 +319,10 @@ class ConsumerConnector:
             if msg.error():
                 if msg.error().code() == KafkaError._PARTITION_EOF:
                     continue
+                if msg.error().code() in _REFUSED:
+                    raise NotAllowed(f"the broker refused {self.participant_id} {self.topic} ({msg.error().name()}); "
+                                     f"on a cluster with ACLs a consumer reads while its contract {self.contract_id} "
+                                     "is ACTIVE", msg.error())
                 raise RuntimeError(f"consume error on {self.topic}: {msg.error()}")
             verdict, why = self.verifier.check(msg) if self.verifier is not None else (OK, None)
             if verdict == FORGED:

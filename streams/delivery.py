@@ -9,7 +9,8 @@ writes them: processors/stages/seal.py):
              ``cm.contract NUL cm.src NUL key NUL timestamp NUL traceparent NUL payload``
              (key empty when the record has none, timestamp in decimal milliseconds). The
              operator hands the delivery key to the contract's consumer (`citymesh apply`
-             writes it to ``<keys>/<consumer>.deliveries.json``).
+             writes it to ``<keys>/deliveries/<consumer>.json``; a transfer's DSP data
+             address carries it sealed to the consumer's key, streams/keyring.py).
 ``cm.seal``  on the last record of each batch: ``<count>:<digest>:<operator>:<signature>``.
              The digest is SHA-256 (hex) over the concatenated ``cm.auth`` values of the
              records since the previous seal in that partition, this one included; the

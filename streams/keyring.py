@@ -193,3 +193,37 @@ def save_delivery_keys(keys_dir: Path, consumer_id: str, keys: dict[str, bytes])
     with os.fdopen(fd, "w") as fh:
         fh.write(json.dumps({cid: k.hex() for cid, k in sorted(keys.items())}, indent=2))
     os.replace(tmp, path)
+
+
+HANDOVER_LABEL = b"citymesh/delivery-key/v1"
+
+
+def seal_delivery_key(public_key_hex: str, contract_id: str, key: bytes) -> str:
+    """A contract's delivery key encrypted to its consumer's registered Ed25519 key, for a data
+    address (dataspace/provider.py): a libsodium sealed box (X25519 after the standard Ed25519 to
+    Curve25519 conversion, XSalsa20-Poly1305), base64. Why encrypted: the data address travels
+    over HTTP and is kept in cm.control.transfers, which the mesh's services read; only the
+    consumer's private key opens it. The plaintext names the contract, so a sealed key cannot be
+    passed off as another contract's."""
+    from nacl.public import SealedBox
+    from nacl.signing import VerifyKey
+    recipient = VerifyKey(bytes.fromhex(public_key_hex)).to_curve25519_public_key()
+    plain = b"\x00".join((HANDOVER_LABEL, contract_id.encode(), key))
+    return base64.b64encode(SealedBox(recipient).encrypt(plain)).decode()
+
+
+def open_delivery_key(ring: Keyring, contract_id: str, sealed: str) -> bytes:
+    """The delivery key `seal_delivery_key` encrypted to this keyring's participant, for `contract_id`."""
+    from nacl.exceptions import CryptoError
+    from nacl.public import SealedBox
+    from nacl.signing import SigningKey
+    try:
+        plain = SealedBox(SigningKey(ring.ed25519_private).to_curve25519_private_key()).decrypt(
+            base64.b64decode(sealed, validate=True))
+        label, contract, key = plain.split(b"\x00", 2)
+    except (CryptoError, ValueError) as exc:
+        raise KeyringError(f"the delivery key of {contract_id} does not open with {ring.participant_id}'s key "
+                           f"({exc.__class__.__name__})") from None
+    if label != HANDOVER_LABEL or contract != contract_id.encode():
+        raise KeyringError(f"the sealed delivery key is for {contract.decode(errors='replace')!r}, not {contract_id}")
+    return key

@@ -33,7 +33,9 @@ class Settings(BaseSettings):
     sasl_password: str | None = None
     ssl_ca_location: str | None = None
     session_timeout_ms: int = Field(6000, description="Consumer group session timeout; short so rebalances are quick")
-    apply_acls: bool = Field(False, description="Create ACLs from the topology on apply (Apache Kafka with an authorizer)")
+    apply_acls: bool = Field(False, description="The cluster has an authorizer (Apache Kafka): apply creates the "
+                                                "ACLs derived from the topology, the dataspace control plane those "
+                                                "of negotiated contracts as their transfers start and stop")
     metrics_port: int = Field(0, description="Prometheus port of a long-running process; 0 picks a free one")
     ledger_url: str | None = Field(None, description="Compliance ledger: postgresql://… or sqlite:///…; "
                                                      "default <state_dir>/ledger.sqlite")

@@ -7,7 +7,9 @@ the entries that changed, so a second apply of the same file writes nothing. On 
 cluster with an authorizer (Apache Kafka; CITYMESH_APPLY_ACLS=true) it also gives every
 participant and mesh service its SCRAM credential and exactly the ACLs topology/access.py
 derives: grants the new topology takes away go before the control records are written (a
-revoked consumer loses read access in the step that stops its delivery), new ones after.
+revoked consumer loses read access in the step that stops its delivery), new ones after. The
+grants of contracts negotiated over DSP (not in the file) are kept as their contract records say:
+topology/access.py says how apply knows them.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from streams.admin import COMPACTED, TopicSpec, ensure_topics
 from streams.control import read_table
 from streams.keyring import KeyringError, load as load_keyring
 
-from .access import AccessSync
+from .access import AccessSync, negotiated
 from .models import ContractSpec, OfferSpec, Topology, to_ms
 from .policies import delivery_schema
 from .rules import rules_records
@@ -147,7 +149,9 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
     if with_acls:
         if keys_dir is None:
             raise ValueError("apply with ACLs needs the keys directory: participants' passwords live in their keyrings")
-        access = AccessSync(topo, admin, keys_dir)
+        access = AccessSync(topo, admin, keys_dir, lambda: negotiated(
+            topo, read_table(client_config, topics.CONTROL_CONTRACTS),
+            read_table(client_config, topics.CONTROL_AGREEMENTS)))
         access.revoke()
     desired = control_records(topo, keys_dir)
     producer = Producer({**client_config, "enable.idempotence": True, "acks": "all"})
@@ -171,16 +175,22 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
     return report
 
 
-def write_delivery_keys(topo: Topology, keys_dir: Path) -> None:
-    """Each consumer's keys of its contracts' delivery tags (streams/delivery.py), derived from
-    the mesh's master secret, into <keys_dir>/deliveries/<consumer>.json for the operator to hand over."""
+def contract_delivery_key(keys_dir: Path, contract_id: str) -> bytes:
+    """The key of a contract's delivery tags (streams/delivery.py), derived from the mesh's master secret."""
     from policy_enforcer import derive_contract_key
     from policy_enforcer.provenance import delivery_key
     from streams import keyring
-    master = keyring.mesh_secret(keys_dir)
+    return delivery_key(derive_contract_key(keyring.mesh_secret(keys_dir), contract_id))
+
+
+def write_delivery_keys(topo: Topology, keys_dir: Path) -> None:
+    """Each consumer's keys of its contracts' delivery tags into <keys_dir>/deliveries/<consumer>.json,
+    for the operator to hand over (a contract negotiated over DSP hands its key over in the data
+    address, and the consumer's connector adds it to the same file: dataspace/consumer.py)."""
+    from streams import keyring
     by_consumer: dict[str, dict[str, bytes]] = {}
     for c in topo.contracts:
-        by_consumer.setdefault(c.consumer, {})[c.id] = delivery_key(derive_contract_key(master, c.id))
+        by_consumer.setdefault(c.consumer, {})[c.id] = contract_delivery_key(keys_dir, c.id)
     for consumer, keys in by_consumer.items():
         held = keyring.delivery_keys(keys_dir, consumer)
         if any(held.get(cid) != k for cid, k in keys.items()):

@@ -15,8 +15,9 @@ from confluent_kafka import Consumer, TopicPartition
 import schemas
 from dataspace import messages
 from dataspace.identity import sign_agreement, verify_agreement
-from streams import topics
+from streams import keyring, topics
 from streams.control import read_table
+from streams.delivery import OK, DeliveryVerifier
 from streams.simulators import FleetSimulator
 from tests.dataspace.harness import dsp_get, dsp_post
 from tests.mesh_fixtures import compliance_events, source_of
@@ -148,6 +149,11 @@ def test_negotiate_and_stream_over_dsp(mesh, callbacks, client_config, bootstrap
         before = delivered(client_config, address["topic"])
         assert len(before) > 100
         assert all(out_schema.decode(m.value())["serial_number"] for m in before)  # pseudonymised, decodable
+        # the consumer verifies each record with the delivery key the address carries, sealed to its own key
+        key = keyring.open_delivery_key(wire.ring, contract_id, address["deliveryKeySealed"])
+        operators = dict(k.split(":") for k in address["sealKeys"].split(","))
+        verifier = DeliveryVerifier(contract_id, key, lambda: operators)
+        assert {verifier.check(m)[0] for m in before} == {OK}
 
         suspended = wire.post(f"/transfers/{tpid}/suspension", messages.envelope(
             "TransferSuspensionMessage", providerPid=tpid, consumerPid=tcpid, code="PAUSE", reason=["e2e pause"]),

@@ -49,6 +49,7 @@ def test_a_consumer_negotiates_and_streams_from_the_cli(mesh, tmp_path):
     schema_file = tmp_path / "delivery.avsc"
     out = citymesh(env, "transfer", "start", agreement, "--as", me, "--schema-out", str(schema_file)).stdout
     assert "STARTED" in out and f"bootstrap:  {env['CITYMESH_BOOTSTRAP']}" in out and "topic:      cm.dlv." in out
+    assert f"verify:     your connector opened the delivery key (sealed to your key) into deliveries/{me}.json" in out
     assert json.loads(schema_file.read_text())["type"] == "record"
     transfer = re.search(r"transfer (urn:uuid:\S+): STARTED", out).group(1)
     assert "SUSPENDED" in citymesh(env, "transfer", "suspend", transfer, "--as", me).stdout

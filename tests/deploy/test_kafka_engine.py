@@ -25,7 +25,7 @@ from streams import keyring, topics
 from streams.simulators import FleetSimulator
 from streams.tls import TlsFiles
 from tests.deploy.test_cli import _env, _state, citymesh
-from tests.mesh_fixtures import city_yaml, headers, read_topic
+from tests.mesh_fixtures import city_yaml, read_topic, source_of
 
 pytestmark = pytest.mark.kafka
 
@@ -132,7 +132,7 @@ def test_up_kafka_secured_durable_across_down_and_up(tmp_path):
         after = _delivered(admin, topics.delivery(f"{u}-regulator"), n1 + n2)
         time.sleep(3)  # anything delivered twice would show up by now
         after = read_topic(admin, topics.delivery(f"{u}-regulator"))
-        sources = [(headers(m)["cm.src.partition"], headers(m)["cm.src.offset"]) for m in after]
+        sources = [source_of(m, state_dir / "keys") for m in after]
         assert len(sources) == len(set(sources)) == n1 + n2  # resumed without redelivery
         logs = "".join(p.read_text(errors="replace") for p in (state_dir / "logs").glob("*.log"))
         assert "AUTHORIZATION_FAILED" not in logs and "Authorization failed" not in logs, \

@@ -25,7 +25,7 @@ import schemas
 from streams import keyring, topics
 from streams.connectors import ConsumerConnector, ProviderConnector
 from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import CONTRACTS, city_yaml, headers, read_topic
+from tests.mesh_fixtures import CONTRACTS, city_yaml, read_topic, source_of
 from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
 from topology.access import password_of, services
 from topology.apply import apply
@@ -154,7 +154,7 @@ def test_revoked_consumer_is_refused_by_the_broker(tmp_path, kafka, unique):
     after = [k for k in produced_at if k[1] >= cut[k[0]]]
     assert len(after) > RATE, "too few records published after the revocation to tell anything"
     delivered = read_topic(admin_cfg, topics.delivery(regulator))
-    got = {(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"])) for m in delivered}
+    got = {source_of(m, keys) for m in delivered}
     late = [k for k in got if k[1] >= cut[k[0]] or produced_at[k] > t_revoked * 1000]
     assert not late, f"{len(late)} records produced after the revocation are in the delivery topic"
     change = next(e for e in compliance_of(admin_cfg, product)

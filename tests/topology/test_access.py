@@ -72,12 +72,14 @@ def expected(u: str) -> set[tuple[str, str, str]]:
     for p in ("sky", "hot"):
         grant(f"{u}-{p}", topics.CONTROL_CATALOG, "read")
     # a consumer reads the delivery topics of its ACTIVE contracts (pricing is SUSPENDED), and
-    # the contracts table (delivery schemas) while it has one
+    # while it has one the contracts table (delivery schemas) and the participants table (the
+    # operator's key that signs the seals of its deliveries)
     for user, contracts in ((f"{u}-logi", ["routes"]), (f"{u}-reg", ["supervision"]),
                             (f"{u}-op", ["op-uav", "op-tickets"])):
         for c in contracts:
             grant(user, topics.delivery(f"{u}-{c}"), "read")
         grant(user, topics.CONTROL_CONTRACTS, "read")
+        grant(user, topics.CONTROL_PARTICIPANTS, "read")
     # the regulator reads compliance and alerts
     grant(f"{u}-reg", topics.COMPLIANCE, "read")
     grant(f"{u}-reg", topics.ALERTS, "read")
@@ -155,7 +157,8 @@ def test_access_matrix_equals_the_topology(tmp_path, kafka, unique):
     assert cluster_grants(admin, set(principals(topo))) == grants(topo)  # exactly what was derived
     names = list(topics.CONTROL_TOPICS + topics.SHARED_TOPICS) + sorted(
         t for t in admin.list_topics(timeout=10).topics if u in t)
-    assert len(names) == 7 + 2 * 3 + 5  # control, shared; raw, dead-letter, state per product; a delivery per contract
+    # control, shared; raw, dead-letter, state per product; a delivery per contract
+    assert len(names) == len(topics.CONTROL_TOPICS) + len(topics.SHARED_TOPICS) + 2 * 3 + 5
     users = [p.id for p in topo.participants] + [f"{u}-op.runner.{u}-uav", f"{u}-op.runner.{u}-tickets"]
     seen = set()
     for user in users:
