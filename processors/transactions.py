@@ -39,6 +39,7 @@ serves what a run without them left behind.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -103,7 +104,8 @@ def honours_transactions(client_config: dict, tid: str, topic: str, timeout_s: f
         producer.flush(timeout_s)
         producer.abort_transaction(timeout_s)
     finally:
-        producer.close()
+        with contextlib.suppress(KafkaException):  # (a producer refused its id is in a fatal state)
+            producer.close()
     if not written or written[0][0] is not None:
         raise KafkaException(written[0][0] if written else KafkaError(KafkaError._TIMED_OUT))
     offset = written[0][1]
