@@ -47,6 +47,8 @@ from typing import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from schemas.errors import CitymeshError
+
 from . import metrics
 from .fencing import READER_GROUP
 
@@ -59,7 +61,7 @@ MODES = ("auto", "on", "off")
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
-class TransactionAborted(RuntimeError):
+class TransactionAborted(CitymeshError, RuntimeError):
     """A batch's transaction was aborted: nothing of it is visible, and it is replayed from the
     committed offsets."""
 
