@@ -40,8 +40,8 @@ from streams.connectors import ProviderConnector
 from streams.control import read_table
 from tests.mesh_fixtures import city_yaml, read_topic, source_of
 from tests.processors.test_revocation_kafka import compliance_of
-from tests.processors.test_runner_crash import (ROOT, Publisher, compile_contract, flights, stop, wait_caught_up,
-                                                wait_for_log)
+from tests.processors.test_runner_crash import (ROOT, Publisher, compile_contract, delivered_once, flights,
+                                                permitted, stop, wait_caught_up, wait_for_log)
 from topology.access import password_of, services
 from topology.apply import apply
 from topology.loader import load_topology
@@ -188,25 +188,10 @@ def test_zombie_runner_writes_nothing_visible(tmp_path, kafka, unique):
     assert len({e["event_id"] for e in events}) == len(events), "a compliance event is there twice"
     hidden = 0
     for cid in (f"{u}-routes", f"{u}-regulator"):
-        plan = compile_contract(contracts[cid], schema, keys)
-        expected = {}
-        for p, recs in by_partition.items():
-            recs.sort(key=lambda x: x[0])
-            result = plan.evaluate([r for _, r in recs], int(time.time() * 1000))
-            for (off, _), out in zip(recs, result.records):
-                if out is not None:
-                    expected[(p, off)] = plan.output_schema.encode(out)
+        expected = permitted(compile_contract(contracts[cid], schema, keys), by_partition)
         topic = topics.delivery(cid)
-        got, last = {}, {}
-        for m in read_topic(admin_cfg, topic, len(expected)):  # read_committed (librdkafka's default)
-            key = source_of(m, keys)
-            assert key not in got, f"{cid}: {key} delivered twice"
-            assert key[1] > last.get(key[0], -1), f"{cid}: {key} out of source order"
-            last[key[0]] = key[1]
-            got[key] = m.value()
-        missing, extra = expected.keys() - got.keys(), got.keys() - expected.keys()
-        assert not missing and not extra, f"{cid}: {len(missing)} lost, {len(extra)} not permitted"
-        assert all(got[k] == v for k, v in expected.items()), f"{cid}: delivered bytes differ from the plan's"
+        # read_committed (librdkafka's default)
+        got = delivered_once(cid, read_topic(admin_cfg, topic, len(expected)), keys, expected)
         counted = sum(e["counts"].get("deliver", 0) for e in events if e["kind"] == "BATCH" and e["contract_id"] == cid)
         assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, the topic holds {len(got)}"
         # the aborted copies are in the log: a read_uncommitted reader sees them, each one a copy
