@@ -513,8 +513,9 @@ def _operator_signer(keys_dir, participants: dict):
 
 
 # Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):
-# a client call that fails or times out (KafkaException, ContractFeed.sync's TimeoutError) or a
-# batch the broker did not acknowledge (DeliveryFailed).
+# a client call that fails or times out (KafkaException, ContractFeed.sync's TimeoutError), a
+# batch the broker did not acknowledge (DeliveryFailed) or whose transaction it aborted
+# (TransactionAborted: a zombie's, among others).
 BROKER_TROUBLE = (KafkaException, TimeoutError, DeliveryFailed, TransactionAborted)
 
 
