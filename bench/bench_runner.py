@@ -17,10 +17,16 @@ production; throughput is the raw records drained from a pre-published backlog d
 the time from the runner's partition assignment to its last commit.
 
     .venv/bin/python bench/bench_runner.py [--records 200000] [--profile] [--engine tansu|kafka]
+                                           [--transactions off|on|both]
 
 --engine kafka runs the same on one Apache Kafka node with SASL_SSL (SCRAM-SHA-512 over TLS) and
 the topology's ACLs: the provider publishes as itself, each runner logs in as its own service
 principal, the baseline loop as the operator's bootstrap account (the same SASL_SSL costs).
+
+--transactions on runs the runners with CITYMESH_TRANSACTIONS=on (each batch one transaction
+with its offsets, processors/transactions.py) and the baseline the same way (begin, produce,
+send_offsets_to_transaction, commit per batch: the floor of exactly-once by transactions);
+`both` measures off then on in the same run, and prints on/off ratios too.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
 from processors.runner import FETCH_WAIT_MS, PRODUCER_CONFIG
+from processors.transactions import producer_config
 from streams import topics
 from streams.offsets import end_offsets
 from streams.simulators import FleetSimulator
@@ -142,13 +149,17 @@ def publish(conn, product: str, records: list[dict]) -> None:
     conn.flush(120)
 
 
-def baseline(conf: dict, src: str, dst: str, n: int) -> float:
-    """consume -> produce of the same bytes, batch loop like the runner's (see module doc)."""
-    consumer = Consumer({**conf, "group.id": f"bench-baseline-{time.time_ns()}", "enable.auto.commit": False,
+def baseline(conf: dict, src: str, dst: str, n: int, transactional: bool = False) -> float:
+    """consume -> produce of the same bytes, batch loop like the runner's (see module doc);
+    `transactional`: each batch one transaction with its offsets, as the runner's with transactions."""
+    group = f"bench-baseline-{time.time_ns()}"
+    consumer = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
                          "fetch.wait.max.ms": FETCH_WAIT_MS,
                          "enable.partition.eof": False})
-    producer = Producer({**conf, **PRODUCER_CONFIG})
+    producer = Producer({**conf, **PRODUCER_CONFIG, **(producer_config(f"{group}.0") if transactional else {})})
+    if transactional:
+        producer.init_transactions()
     consumer.subscribe([src])
     done, t0 = 0, None
     src_topic = ("cm.src.topic", src.encode())
@@ -159,6 +170,8 @@ def baseline(conf: dict, src: str, dst: str, n: int) -> float:
                 continue
             if t0 is None:
                 t0 = time.perf_counter()
+            if transactional:
+                producer.begin_transaction()
             commits = {}
             for m in msgs:
                 if m.error():
@@ -173,8 +186,13 @@ def baseline(conf: dict, src: str, dst: str, n: int) -> float:
                     except BufferError:
                         producer.poll(0.05)
                 commits[p] = m.offset() + 1
-            assert producer.flush(60) == 0
-            consumer.commit(offsets=[TopicPartition(src, p, o) for p, o in commits.items()], asynchronous=True)
+            offsets = [TopicPartition(src, p, o) for p, o in commits.items()]
+            if transactional:
+                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+                producer.commit_transaction()
+            else:
+                assert producer.flush(60) == 0
+                consumer.commit(offsets=offsets, asynchronous=True)
             done += len(msgs)
         return done / (time.perf_counter() - t0)
     finally:
@@ -314,8 +332,12 @@ def main() -> None:
     ap.add_argument("--latency-s", type=float, default=10.0)
     ap.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
                     help="kafka: one Apache Kafka node with SASL_SSL and ACLs (deploy/kafka.py)")
+    ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
+                    help="runners (and the baseline) with each batch one transaction with its offsets; "
+                         "both: off, then on, in the same run")
     args = ap.parse_args()
     n = args.records
+    modes = ("off", "on") if args.transactions == "both" else (args.transactions,)
     records = make_records(n)
     with contextlib.ExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
@@ -324,61 +346,82 @@ def main() -> None:
         state = tmp / "state"
         conf = secured.admin_config() if secured else {"bootstrap.servers": bootstrap}
         u = f"b{time.time_ns() % 10**6}"
-        p1, p5, pl, pr, pp = f"{u}one", f"{u}five", f"{u}lat", f"{u}rawlat", f"{u}prof"
-        path, keys, conn = apply_city(conf, topology({p1: ONE, p5: ONE + MORE, pl: ONE, pr: ONE, pp: ONE + MORE}),
-                                      tmp, secured=secured)
+        pr, pp = f"{u}rawlat", f"{u}prof"
+        # per mode: a product for (b), one for (c), one for the latency through the runner
+        p1, p5, pl = ({m: f"{u}{what}{m}" for m in modes} for what in ("one", "five", "lat"))
+        products = {pr: ONE, pp: ONE + MORE}
+        for m in modes:
+            products.update({p1[m]: ONE, p5[m]: ONE + MORE, pl[m]: ONE})
+        path, keys, conn = apply_city(conf, topology(products), tmp, secured=secured)
 
-        def env(product: str) -> dict | None:
-            """The runner's own service principal on the secured engine."""
+        def env(product: str, mode: str) -> dict:
+            """The runner's own service principal on the secured engine, transactions on or off."""
             if secured is None:
-                return None
+                return {"CITYMESH_TRANSACTIONS": mode}
             from topology.access import password_of, services
             from topology.loader import load_topology
             topo = load_topology(path)
             user = services(topo)[f"runner-{product}"]
-            return secured.env(user, password_of(keys, topo, user))
-        for p in (p1, p5) + ((pp,) if args.profile else ()):
+            return {**secured.env(user, password_of(keys, topo, user)), "CITYMESH_TRANSACTIONS": mode}
+        for p in [p1[m] for m in modes] + [p5[m] for m in modes] + ([pp] if args.profile else []):
             publish(conn, f"{p}-uav", records)
-        raw1 = topics.raw("bench-skyway", f"{p1}-uav")
-        raw5 = topics.raw("bench-skyway", f"{p5}-uav")
         from streams.admin import TopicSpec, ensure_topics
         from confluent_kafka.admin import AdminClient
-        ensure_topics(AdminClient(conf), [TopicSpec(f"bench.baseline-out.{u}", 3)])
+        ensure_topics(AdminClient(conf), [TopicSpec(f"bench.baseline-out.{u}.{m}", 3) for m in modes])
         log = tmp / "runner.log"
-        rate_a = baseline(conf, raw1, f"bench.baseline-out.{u}", n)
-        print(f"(a) {rate_a:,.0f}", flush=True)
-        rate_b, _ = runner_rate(conf, bootstrap, f"{p1}-uav", raw1, n, state, log, env(f"{p1}-uav"))
-        print(f"(b) {rate_b:,.0f}", flush=True)
-        rate_c, rss_c = runner_rate(conf, bootstrap, f"{p5}-uav", raw5, n, state, log, env(f"{p5}-uav"))
-        print(f"(c) {rate_c:,.0f} {rss_c:.0f} MB", flush=True)
+        rates: dict[str, dict[str, float]] = {}
+        rss: dict[str, float] = {}
+        for m in modes:
+            raw1, raw5 = (topics.raw("bench-skyway", f"{p[m]}-uav") for p in (p1, p5))
+            a = baseline(conf, raw1, f"bench.baseline-out.{u}.{m}", n, transactional=m == "on")
+            print(f"transactions {m}: (a) {a:,.0f}", flush=True)
+            b, _ = runner_rate(conf, bootstrap, f"{p1[m]}-uav", raw1, n, state, log, env(f"{p1[m]}-uav", m))
+            print(f"transactions {m}: (b) {b:,.0f}", flush=True)
+            c, rss[m] = runner_rate(conf, bootstrap, f"{p5[m]}-uav", raw5, n, state, log, env(f"{p5[m]}-uav", m))
+            print(f"transactions {m}: (c) {c:,.0f} {rss[m]:.0f} MB", flush=True)
+            rates[m] = {"a": a, "b": b, "c": c}
         lats = {"raw": latency(conf, bootstrap, f"{pr}-uav", conn, state, log, seconds=args.latency_s,
-                               through_runner=False),
-                "delivered": latency(conf, bootstrap, f"{pl}-uav", conn, state, log, seconds=args.latency_s,
-                                     env=env(f"{pl}-uav"))}
+                               through_runner=False)}
+        for m in modes:
+            lats[m] = latency(conf, bootstrap, f"{pl[m]}-uav", conn, state, log, seconds=args.latency_s,
+                              env=env(f"{pl[m]}-uav", m))
         pct = {}
         for k, (lat, sent_at) in lats.items():
             print(f"{k}: {per_second(sent_at, lat)}", flush=True)
             lat.sort()
             pct[k] = statistics.quantiles(lat, n=100) if len(lat) > 100 else [float("nan")] * 99
-        lat, q, qr = lats["delivered"][0], pct["delivered"], pct["raw"]
+        qr = pct["raw"]
         size = len(schemas.load("UavTelemetry").encode(records[0]))
         broker = ("Apache Kafka 4.1.1, one node, SASL_SSL (SCRAM-SHA-512) + ACLs" if secured else
                   "external" if "CITYMESH_BOOTSTRAP" in os.environ else "embedded Tansu")
         print(f"machine: {machine()}; broker: {broker}")
         print(f"command: .venv/bin/python bench/bench_runner.py --records {n}"
-              + (" --engine kafka" if secured else ""))
+              + (" --engine kafka" if secured else "") + (f" --transactions {args.transactions}"
+                                                          if args.transactions != "off" else ""))
         print(f"records: {n} UavTelemetry (~{size} B payload, 6 headers), 3 partitions, batch {BATCH}")
-        print(f"(a) raw consume->produce, same bytes (baseline; batch {BATCH}, runner's producer settings, "
-              f"src headers, flush per batch, async commit): {rate_a:>10,.0f} records/s")
-        print(f"(b) runner, 1 contract (drop 3, pseudonymise 1, round lat/lon, geofence): {rate_b:>10,.0f} records/s")
-        print(f"(c) runner, 5 contracts on the same product:                            {rate_c:>10,.0f} records/s")
-        print(f"ratio b/a: {rate_b / rate_a:.2f}  (goal >= 0.5)")
-        print(f"ratio c/a: {rate_c / rate_a:.2f}  (goal >= 0.3)")
-        print(f"runner peak memory, 5 contracts: {rss_c:.0f} MB  (VmHWM of the runner process; goal <= 300 MB)")
-        print(f"end-to-end latency at 10k records/s after a 3 s warm-up ({len(lat)} delivered records, publish -> consumer receive): "
-              f"p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, max {lat[-1] if lat else float('nan'):.1f} ms  (goal p99 <= 100 ms)")
-        print(f"  baseline, a fresh raw topic read the same way before (publish -> receive, no runner): p50 {qr[49]:.1f} ms, "
-              f"p99 {qr[98]:.1f} ms; through the runner p50 {q[49] - qr[49]:+.1f} ms, p99 {q[98] - qr[98]:+.1f} ms")
+        for m in modes:
+            a, b, c = (rates[m][k] for k in "abc")
+            print(f"-- transactions {m}" + (" (each batch one transaction with its offsets; the baseline too)"
+                                            if m == "on" else " (flush per batch, async commit)"))
+            print(f"(a) raw consume->produce, same bytes (baseline; batch {BATCH}, runner's producer settings, "
+                  f"src headers): {a:>10,.0f} records/s")
+            print(f"(b) runner, 1 contract (drop 3, pseudonymise 1, round lat/lon, geofence): {b:>10,.0f} records/s")
+            print(f"(c) runner, 5 contracts on the same product:                            {c:>10,.0f} records/s")
+            print(f"ratio b/a: {b / a:.2f}  (goal >= 0.5)")
+            print(f"ratio c/a: {c / a:.2f}  (goal >= 0.3)")
+            print(f"runner peak memory, 5 contracts: {rss[m]:.0f} MB  (VmHWM of the runner process; goal <= 300 MB)")
+            lat, q = lats[m][0], pct[m]
+            print(f"end-to-end latency at 10k records/s after a 3 s warm-up ({len(lat)} delivered records, publish -> "
+                  f"consumer receive): p50 {q[49]:.1f} ms, p99 {q[98]:.1f} ms, "
+                  f"max {lat[-1] if lat else float('nan'):.1f} ms  (goal p99 <= 100 ms)")
+            print(f"  baseline, a fresh raw topic read the same way before (publish -> receive, no runner): p50 "
+                  f"{qr[49]:.1f} ms, p99 {qr[98]:.1f} ms; through the runner p50 {q[49] - qr[49]:+.1f} ms, "
+                  f"p99 {q[98] - qr[98]:+.1f} ms")
+        if len(modes) == 2:
+            on, off = rates["on"], rates["off"]
+            print("transactions on / off: " + ", ".join(f"({k}) {on[k] / off[k]:.2f}" for k in "abc")
+                  + f"; runner with transactions / baseline without: b {on['b'] / off['a']:.2f}, "
+                  f"c {on['c'] / off['a']:.2f}")
         if args.profile:
             profile_in_process(conf, f"{pp}-uav", keys, n)
 

@@ -57,10 +57,14 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu") -> int:
           + (f", {report.acls} ACLs, {len(report.credentials)} credential(s) set" if with_acls else ""))
     env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
     wanted = mesh_processes(topo, topology_path)
+    # the one runner of a product keeps its transactional id when the supervisor restarts it, so
+    # the restart aborts what it left open at once (processors/transactions.py)
+    instance = {name: {"CITYMESH_RUNNER_INSTANCE": "0"} for name in wanted if name.startswith("runner-")}
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (settings.state_dir / supervisor.TABLE_FILE).write_text(json.dumps(
-        {name: {"argv": argv, "env": {**env, **process_env.get(name, {})}, "log": str((logs / f"{name}.log").resolve())}
+        {name: {"argv": argv, "env": {**env, **process_env.get(name, {}), **instance.get(name, {})},
+                "log": str((logs / f"{name}.log").resolve())}
          for name, argv in wanted.items()}, indent=2))
     argv = supervisor.python_module("deploy.supervisor", "--state-dir", str(settings.state_dir.resolve()))
     sup = supervisor.spawn(argv, logs / "supervisor.log", detach=True)

@@ -6,8 +6,9 @@ On paper, but the same derivation `apply` uses on a live cluster, so they cannot
   with exactly the ACLs of topology.access.grants (a test compares them with what `apply` creates
   on Apache Kafka, read back with describe_acls);
 - runners.yaml: one Deployment per product running its enforcement runner as its own service
-  principal; Strimzi's User Operator puts each user's password in a Secret named after the user,
-  and the cluster CA in `<cluster>-cluster-ca-cert`.
+  principal, with transactions on (the pod's name in its transactional id); Strimzi's User
+  Operator puts each user's password in a Secret named after the user, and the cluster CA in
+  `<cluster>-cluster-ca-cert`.
 Nothing here talks to a cluster. Strimzi names a KafkaUser's principal after the resource, so
 every principal must be a valid Kubernetes name (participant ids with '_' are refused, named).
 
@@ -84,7 +85,11 @@ def runner_deployments(topo: Topology, cluster: str, image: str) -> list[dict]:
                {"name": "CITYMESH_SASL_USERNAME", "value": user},
                {"name": "CITYMESH_SASL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": user, "key": "password"}}},
                {"name": "CITYMESH_SSL_CA_LOCATION", "value": "/etc/citymesh/ca/ca.crt"},
-               {"name": "CITYMESH_KEYS_DIR", "value": "/etc/citymesh/keys"}]
+               {"name": "CITYMESH_KEYS_DIR", "value": "/etc/citymesh/keys"},
+               # outputs and offsets in one transaction per batch (processors/transactions.py), under
+               # a transactional id the pod keeps across container restarts
+               {"name": "CITYMESH_TRANSACTIONS", "value": "on"},
+               {"name": "CITYMESH_RUNNER_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
         name = _k8s_name(f"citymesh-runner-{p.id}")
         out.append({"apiVersion": "apps/v1", "kind": "Deployment",
                     "metadata": {"name": name, "labels": {"app": "citymesh-runner", "citymesh/product": p.id}},

@@ -65,6 +65,11 @@ def tail(client_config: dict, topic: str, n: int, follow: bool, timeout_s: float
                 backlog.append(msg)
                 if msg.offset() + 1 >= remaining.get(msg.partition(), 0):
                     remaining.pop(msg.partition(), None)
+            # offsets no record is read at (a transaction's marker, aborted records) end some
+            # partitions: the position passes them
+            for tp in consumer.position([TopicPartition(topic, p) for p in remaining]):
+                if tp.offset >= remaining[tp.partition]:
+                    remaining.pop(tp.partition)
         backlog.sort(key=lambda m: (m.timestamp()[1], m.partition(), m.offset()))
         for msg in backlog[-n:] if n > 0 else []:
             print(render(msg, registry), flush=True)

@@ -26,13 +26,14 @@ again as new records (its outputs already written are fenced by offset).
 
 from __future__ import annotations
 
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from typing import Callable
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from schemas.headers import BATCH_FIRST as H_BATCH_FIRST
@@ -88,16 +89,25 @@ class PartitionFence:
         return offset <= self.outputs.get(topic, -1)
 
 
+READER_GROUP = "citymesh-fence-reader"  # group-less readers' group id (never joined; topology/access.py)
+IDLE_S = 2.0  # a read that brings nothing for this long has reached what it can read
+
+
 class FenceReader:
     """Reads output partitions backwards from their end with a group-less consumer.
 
     Watermarks come from an admin client: on the consumer's own connection a ListOffsets
     request waits behind the consumer's fetch (a broker answers a connection's requests in
     order). Between reads the consumer is left unassigned, so it does not go on fetching
-    (and buffering) the last partition it read, which is often one the runner writes to."""
+    (and buffering) the last partition it read, which is often one the runner writes to.
+
+    It reads as read_committed: what an aborted transaction wrote (processors/transactions.py)
+    was never written as far as any consumer can tell, so it must not fence anything off. Such
+    a partition has offsets no record is read at (transaction markers, aborted records): a read
+    is complete when the consumer's position, which librdkafka moves past them, reaches the end."""
 
     def __init__(self, client_config: dict):
-        self._consumer = Consumer({**client_config, "group.id": "citymesh-fence-reader",
+        self._consumer = Consumer({**client_config, "group.id": READER_GROUP, "isolation.level": "read_committed",
                                    "enable.auto.commit": False, "enable.partition.eof": False,
                                    "fetch.wait.max.ms": 10})
         self._admin = AdminClient(client_config)
@@ -120,16 +130,22 @@ class FenceReader:
 
     def _watermarks(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], tuple[int, int]]:
         """(low, high) ListOffsets answers of (topic, partition) pairs: the earliest and the
-        latest requests are in flight together. KafkaException when the broker cannot answer."""
+        latest requests are in flight together. KafkaException when the broker cannot answer.
+        High as read_committed: the last stable offset, below any transaction still open."""
         tps = [TopicPartition(t, p) for t, p in pairs]
-        low, high = (self._admin.list_offsets({tp: spec() for tp in tps}, request_timeout=10)
+        low, high = (self._admin.list_offsets({tp: spec() for tp in tps}, request_timeout=10,
+                                              isolation_level=IsolationLevel.READ_COMMITTED)
                      for spec in (OffsetSpec.earliest, OffsetSpec.latest))
         found = {(tp.topic, tp.partition): (low[tp].result().offset, high[tp].result().offset) for tp in tps}
         return {k: (lo, hi) for k, (lo, hi) in found.items() if 0 <= lo <= hi}
 
     def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
-        """(low, high) watermarks, high from a fetch response (as streams.offsets.end_offsets,
-        for one partition, returning as soon as the probe record arrives)."""
+        """(low, high): high is where a read_committed read of the partition ends. ListOffsets
+        on the embedded broker says base offset of the last batch + 1, so a fetch from just
+        below that answer reads the rest of the batch (one fetch response, queued at once),
+        and high is the consumer's position after it. (Not the fetch's high watermark, as
+        streams.offsets.end_offsets takes: on Apache Kafka it lies beyond the records of a
+        transaction still open, which a read_committed reader waits for in vain.)"""
         tp = TopicPartition(topic, partition)
         known = self._prefetched.pop((topic, partition), None)  # used once
         lo, hi = known or self._watermarks([(topic, partition)]).get((topic, partition)) or \
@@ -137,12 +153,17 @@ class FenceReader:
         if hi <= lo:
             return lo, hi
         self._consumer.assign([TopicPartition(topic, partition, hi - 1)])
-        self._consumer.consume(1, 5.0)
-        cached = self._consumer.get_watermark_offsets(tp, cached=True)
+        deadline = time.monotonic() + 5.0
+        while not self._consumer.consume(1, 0.05) and self._position(tp) < hi and time.monotonic() < deadline:
+            pass  # (a transaction marker at hi - 1 is no record: the position passes it)
+        while time.monotonic() < deadline and self._consumer.consume(SCAN_WINDOW, 0):
+            pass  # the rest of what that fetch brought
+        hi = max(hi, self._position(tp))
         self._consumer.unassign()
-        if cached and cached[1] is not None and cached[1] > hi:
-            hi = cached[1]
         return lo, hi
+
+    def _position(self, tp: TopicPartition) -> int:
+        return self._consumer.position([tp])[0].offset
 
     def _scan_back(self, topic: str, partition: int, stop_below: int | None = None):
         """Yield messages newest-first-window by window (each window oldest-first)."""
@@ -153,13 +174,16 @@ class FenceReader:
         try:
             while end > lo:
                 start = max(lo, end - SCAN_WINDOW)
-                self._consumer.assign([TopicPartition(topic, partition, start)])
-                window = []
-                while not window or window[-1].offset() < end - 1:
+                tp = TopicPartition(topic, partition, start)
+                self._consumer.assign([tp])
+                window, idle_since = [], time.monotonic()
+                while (not window or window[-1].offset() < end - 1) and self._position(tp) < end:
                     # consume() waits for num_messages or the timeout: ask for what the window lacks
                     want = end - (window[-1].offset() + 1 if window else start)
-                    msgs = self._consumer.consume(max(1, min(want, SCAN_WINDOW)), 2.0)
-                    if not msgs:
+                    msgs = self._consumer.consume(max(1, min(want, SCAN_WINDOW)), 0.1)
+                    if msgs:
+                        idle_since = time.monotonic()
+                    elif time.monotonic() - idle_since > IDLE_S:
                         break
                     window += [m for m in msgs if not m.error() and m.offset() < end]
                 yield window

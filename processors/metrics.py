@@ -13,6 +13,9 @@ FENCED = Counter("citymesh_runner_fenced_total", "Outputs skipped after a restar
                  ["product"])
 BATCH_SECONDS = Histogram("citymesh_runner_batch_seconds", "Time to enforce, write and commit one batch", ["product"],
                           buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+TRANSACTIONS = Counter("citymesh_runner_transactions_total",
+                       "Batches written in one Kafka transaction with their offsets, by outcome (committed, aborted)",
+                       ["product", "outcome"])
 LAG = Gauge("citymesh_runner_consumer_lag", "Records behind the end of the raw topic", ["product", "partition"])
 ACTIVE_CONTRACTS = Gauge("citymesh_runner_active_contracts", "Contracts enforced on the product", ["product"])
 # breakers of every kind: a provider stream (kind=provider, subject=product), a push endpoint (kind=webhook)

@@ -12,7 +12,10 @@ contracts → seal → sinks). More instances in the same consumer group share t
 Exactly-once: see processors/fencing.py. Decisions are a function of the record, the
 contract version and the batch's processing time; a restarted runner fences off what a
 crashed one already wrote, so each delivery topic holds each permitted record once, in
-source order per partition, whatever moment the crash came at.
+source order per partition, whatever moment the crash came at. Where the broker honours
+transactions (Apache Kafka) each batch is also one transaction with its offsets, so a
+zombie (a runner expelled from its group but still running) is fenced by the broker:
+processors/transactions.py.
 
     python -m processors.runner --product uav-telemetry
 """
@@ -25,6 +28,7 @@ import logging
 import os
 import signal
 import time
+import uuid
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -49,6 +53,7 @@ from .stages.replay import Replay
 from .stages.rules import Rules
 from .stages.seal import Seal
 from .stages.sinks import Sinks
+from .transactions import TransactionAborted, Transactions, producer_config, transactional_id, wanted
 
 log = logging.getLogger("citymesh.runner")
 
@@ -77,7 +82,8 @@ class Runner:
 
     def __init__(self, product_id: str, client_config: dict, keys_dir, batch_size: int = 5000,
                  max_record_bytes: int = DEFAULT_MAX_BYTES, session_timeout_ms: int = 6000,
-                 group_id: str | None = None, poll_timeout_s: float = 0.1):
+                 group_id: str | None = None, poll_timeout_s: float = 0.1, transactions: str = "off",
+                 instance: str | None = None):
         self.product_id = product_id
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
@@ -95,16 +101,25 @@ class Runner:
         # the largest record the broker takes, so nothing is ever written that it refuses
         # (stages/contracts.py and stages/sinks.py keep every output within it)
         max_bytes = max_message_bytes(AdminClient(client_config), dlq)
+        group_id = group_id or f"citymesh-runner.{product_id}"
+        tid = transactional_id(group_id, instance)
+        in_transactions = wanted(transactions, client_config, tid, topics.partition_state(provider, product_id))
         self.producer = Producer({**client_config, **PRODUCER_CONFIG, "message.max.bytes": max(max_bytes, 1_000_000),
-                                  "on_delivery": self._on_delivery})
+                                  "on_delivery": self._on_delivery,
+                                  **(producer_config(tid) if in_transactions else {})})
         self.consumer = Consumer({
-            **client_config, "group.id": group_id or f"citymesh-runner.{product_id}",
+            **client_config, "group.id": group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
             "session.timeout.ms": session_timeout_ms, "enable.partition.eof": False,
             # a broker answers a connection's requests in order: a commit waits behind a
             # long-poll fetch for up to fetch.wait.max.ms
             "fetch.wait.max.ms": FETCH_WAIT_MS,
+            # (librdkafka's default, said here because it matters: the committed offsets it
+            # fetches are stable ones, never those of a transaction still open)
+            "isolation.level": "read_committed",
         })
+        # the write path with transactions (None: flush, then commit the offsets)
+        self.txn = Transactions(self.producer, self.consumer, product_id, tid) if in_transactions else None
         self.feed = ContractFeed(client_config, product_id)
         self.fence_reader = FenceReader(client_config)
         self._partitions = {name: len(t.partitions) for name, t in self.producer.list_topics(timeout=10).topics.items()}
@@ -270,12 +285,14 @@ class Runner:
             for ev in self.contracts.apply(changes, from_offsets):
                 events_out.append((0, ev, []))
         if not msgs:
-            self._write_events(events_out)
             if events_out:
-                self._flush()
+                self._begin()
+                self._write_events(events_out)
+                self._commit([])
             return 0
         now_ms = int(time.time() * 1000)
         commits = []
+        self._begin()
         for p, pmsgs in by_partition.items():
             if p in self._recover:
                 self.fences[p] = self.recover(p)
@@ -319,6 +336,26 @@ class Runner:
             if states or tp.partition in self.states.saved:
                 self.states.persist(tp.partition, tp.offset, states, now_ms)
         self._write_events(events_out)
+        self._commit(commits)
+        self.consumed += len(msgs)
+        metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
+        metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
+        return len(msgs)
+
+    def _begin(self) -> None:
+        """Before a batch's first output: with transactions, the batch's transaction begins."""
+        if self.txn is not None:
+            self.txn.begin()
+
+    def _commit(self, commits: list) -> None:
+        """The batch's end: its outputs acknowledged, then its offsets committed."""
+        if self.txn is not None:
+            # outputs and offsets in one transaction. Offsets go even with none to commit (the
+            # ones already committed), so that every transaction is one the group coordinator
+            # accepts only from a current member: a zombie commits nothing, not even events
+            self.txn.commit(commits or [TopicPartition(self.raw_topic, p, o) for p, o in self._issued.items()])
+            self._issued.update((tp.partition, tp.offset) for tp in commits)
+            return
         self._flush()
         if commits:
             # The next batch need not wait for the commit's answer: a commit lost to a crash
@@ -327,10 +364,6 @@ class Runner:
             # recovery passes over to the state of the committed offset.
             self.consumer.commit(offsets=commits, asynchronous=True)
             self._issued.update((tp.partition, tp.offset) for tp in commits)
-        self.consumed += len(msgs)
-        metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
-        metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
-        return len(msgs)
 
     def _slice(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, emitted) -> PartitionSlice:
         return PartitionSlice(p, msgs, now_ms, fence, emitted, [
@@ -442,7 +475,9 @@ class Runner:
         self._stopping = True
 
     def close(self) -> None:
-        if self._issued:  # make sure the last commits landed (they were sent without waiting)
+        if self.txn is not None:  # every batch was committed with its transaction (or is aborted here)
+            self.txn.abort()
+        elif self._issued:  # make sure the last commits landed (they were sent without waiting)
             try:
                 self.consumer.commit(offsets=[TopicPartition(self.raw_topic, p, o) for p, o in self._issued.items()],
                                      asynchronous=False)
@@ -478,9 +513,10 @@ def _operator_signer(keys_dir, participants: dict):
 
 
 # Broker trouble a runner outlives (issue 7: the mesh keeps working when the broker restarts):
-# a client call that fails or times out (KafkaException, ContractFeed.sync's TimeoutError) or a
-# batch the broker did not acknowledge (DeliveryFailed).
-BROKER_TROUBLE = (KafkaException, TimeoutError, DeliveryFailed)
+# a client call that fails or times out (KafkaException, ContractFeed.sync's TimeoutError), a
+# batch the broker did not acknowledge (DeliveryFailed) or whose transaction it aborted
+# (TransactionAborted: a zombie's, among others).
+BROKER_TROUBLE = (KafkaException, TimeoutError, DeliveryFailed, TransactionAborted)
 
 
 def _abandon(runner: Runner) -> None:
@@ -508,17 +544,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings: Settings = get_settings()
     port = metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
+    # this instance's name, kept by every start-over of this process (its transactional id)
+    instance = settings.runner_instance or uuid.uuid4().hex[:12]
 
     def build() -> Runner:
         return Runner(args.product, settings.client_config(), settings.keyring_dir, args.batch_size,
-                      session_timeout_ms=settings.session_timeout_ms)
+                      session_timeout_ms=settings.session_timeout_ms, transactions=settings.transactions,
+                      instance=instance)
 
     runner: Runner | None = build()  # at start, a product or topic that is not there fails fast (SystemExit)
     # What start-up built (modules, schemas, compiled plans, polygon indexes) lives as long as the
     # process: out of the collector's way, a full collection no longer walks it (measured: gen-2
     # pauses of 20-34 ms every ~10 s at 10k records/s, each one a latency spike)
     gc.freeze()
-    log.info("enforcing %s (%d active contracts); metrics on :%d", args.product, len(runner.plans), port)
+    log.info("enforcing %s (%d active contracts, %s); metrics on :%d", args.product, len(runner.plans),
+             "in transactions" if runner.txn is not None else "without transactions", port)
     stopping = False
 
     def _stop(*_a) -> None:

@@ -33,6 +33,14 @@ class Settings(BaseSettings):
     sasl_password: str | None = None
     ssl_ca_location: str | None = None
     session_timeout_ms: int = Field(6000, description="Consumer group session timeout; short so rebalances are quick")
+    transactions: Literal["auto", "on", "off"] = Field(
+        "auto", description="Runner outputs and offsets in one Kafka transaction per batch: on, off, or auto (on "
+                            "where a probe at start finds that the broker hides aborted records from read_committed "
+                            "readers, as Apache Kafka does; off on the embedded broker): processors/transactions.py")
+    runner_instance: str | None = Field(
+        None, description="This runner's name within its product's group, stable across its restarts (a pod name); "
+                          "its transactional.id is citymesh-runner.<product>.<instance>. Default: a fresh one per "
+                          "process")
     apply_acls: bool = Field(False, description="The cluster has an authorizer (Apache Kafka): apply creates the "
                                                 "ACLs derived from the topology, the dataspace control plane those "
                                                 "of negotiated contracts as their transfers start and stop")

@@ -9,7 +9,10 @@ Least privilege, on a broker with an authorizer (Apache Kafka's StandardAuthoriz
 access):
 - a provider writes only its raw topics (and reads the catalog, to know them);
 - only the runner of a product reads its raw topic; nobody but that runner writes the product's
-  delivery, dead-letter and limiter-state topics; the runner also reads them back (fencing);
+  delivery, dead-letter and limiter-state topics; the runner also reads them back (fencing), and
+  writes them in transactions under its own transactional ids (`citymesh-runner.<product>.*`,
+  processors/transactions.py: Write and Describe; no IdempotentWrite on the cluster, which
+  Kafka >= 3.0 no longer asks of a producer that may write a topic);
 - a consumer reads only the delivery topics of its ACTIVE contracts, uses consumer groups under
   its own prefix `<consumer>.`, and while it has an ACTIVE contract reads the contracts table (its
   delivery schemas) and the participants table (the operator's public key, which signs the batch
@@ -82,7 +85,7 @@ class Grant(NamedTuple):
     """One ALLOW ACL: principal (user name), resource type, resource name, pattern, operation."""
 
     user: str
-    resource: str  # "topic" | "group" | "cluster"
+    resource: str  # "topic" | "group" | "transactionalId" | "cluster"
     name: str  # the cluster resource's is always CLUSTER
     pattern: str  # "literal" | "prefixed"
     operation: str  # "Read" | "Write" | "Describe" | "Create" | "Alter" (Kafka's spelling, as Strimzi writes it)
@@ -213,6 +216,8 @@ def grants(topo: Topology, negotiated_contracts: Iterable[Held] = ()) -> set[Gra
         for g in (CONTROL_READER_GROUP, "citymesh-fence-reader", f"citymesh-contract-feed-{p.id}",
                   f"citymesh-rules-feed-{p.id}"):
             allow(runner, "group", g, "Describe")
+        # one transactional id per runner instance, named under the runner's group
+        allow(runner, "transactionalId", f"citymesh-runner.{p.id}.", "Write", "Describe", pattern="prefixed")
     for p in topo.participants:
         if Role.regulator in p.roles:
             allow(p.id, "topic", topics.COMPLIANCE, "Read")
@@ -283,7 +288,7 @@ def grants(topo: Topology, negotiated_contracts: Iterable[Held] = ()) -> set[Gra
     return out
 
 
-_RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP,
+_RESOURCE = {"topic": ResourceType.TOPIC, "group": ResourceType.GROUP, "transactionalId": ResourceType.TRANSACTIONAL_ID,
              "cluster": ResourceType.BROKER}  # confluent-kafka's name for Kafka's CLUSTER resource type
 _PATTERN = {"literal": ResourcePatternType.LITERAL, "prefixed": ResourcePatternType.PREFIXED}
 _OPERATION = {"Read": AclOperation.READ, "Write": AclOperation.WRITE, "Describe": AclOperation.DESCRIBE,

@@ -28,7 +28,7 @@ from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.control import read_table
 from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import city_yaml, headers, read_topic
+from tests.mesh_fixtures import city_yaml, read_topic, source_of
 from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
 from topology.access import password_of, services
 from topology.apply import apply
@@ -139,7 +139,7 @@ def test_failover_loses_and_duplicates_nothing(tmp_path, kafka3, unique):
         latency.append((r["timestamp_ms"] / 1000, (m.timestamp()[1] - r["timestamp_ms"]) / 1000))
     want = Counter(sent)
     lost, duplicated = want - got, {k: n - 1 for k, n in got.items() if n > 1}
-    sources = [(headers(m)["cm.src.partition"], headers(m)["cm.src.offset"]) for m in delivered]
+    sources = [source_of(m, keys) for m in delivered]  # (the sealed source position, opened as the operator would)
     during = [lat for t, lat in latency if any(k <= t <= b + 5 for _, _, k, b in windows)]
     quiet = [lat for t, lat in latency if not any(k - 1 <= t <= b + 5 for _, _, k, b in windows)]
     report = (f"failover at {RATE} records/s ({len(sent) / published_s:.0f}/s achieved), {len(sent)} published, {len(delivered)} delivered; "

@@ -94,6 +94,35 @@ def compile_contract(c: dict, schema, keys_dir) -> policy_enforcer.Plan:
     return policy_enforcer.compile_plan(terms, schema, key)
 
 
+def permitted(plan: policy_enforcer.Plan, by_partition: dict[int, list]) -> dict[tuple[int, int], bytes]:
+    """(source partition, offset) -> the payload `plan` makes of each raw record it permits;
+    `by_partition`: partition -> [(offset, decoded raw record)]."""
+    expected = {}
+    for p, recs in by_partition.items():
+        recs.sort(key=lambda x: x[0])
+        result = plan.evaluate([r for _, r in recs], int(time.time() * 1000))
+        for (off, _), out in zip(recs, result.records):
+            if out is not None:
+                expected[(p, off)] = plan.output_schema.encode(out)
+    return expected
+
+
+def delivered_once(cid: str, delivered: list, keys_dir, expected: dict) -> dict[tuple[int, int], bytes]:
+    """Asserts the delivery records of contract `cid` hold each record of `expected` once, in source
+    order per partition (by their sealed source positions), byte for byte; returns what they hold."""
+    got, last = {}, {}
+    for m in delivered:
+        key = source_of(m, keys_dir)
+        assert key not in got, f"{cid}: {key} delivered twice"
+        assert key[1] > last.get(key[0], -1), f"{cid}: {key} out of source order"
+        last[key[0]] = key[1]
+        got[key] = m.value()
+    missing, extra = expected.keys() - got.keys(), got.keys() - expected.keys()
+    assert not missing and not extra, f"{cid}: {len(missing)} lost, {len(extra)} not permitted"
+    assert all(got[k] == v for k, v in expected.items()), f"{cid}: delivered bytes differ from the plan's"
+    return got
+
+
 def stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()
@@ -237,25 +266,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, client
     events = compliance_events(client_config, city.product)
     assert len({e["event_id"] for e in events}) == len(events), "a compliance event was written twice"
     for cid in (f"{city.u}-routes", f"{city.u}-regulator"):
-        plan = compile_contract(contracts[cid], schema, city.keys)
-        expected = {}
-        for p, recs in by_partition.items():
-            recs.sort(key=lambda x: x[0])
-            result = plan.evaluate([r for _, r in recs], int(time.time() * 1000))
-            for (off, _), out in zip(recs, result.records):
-                if out is not None:
-                    expected[(p, off)] = plan.output_schema.encode(out)
-        delivered = read_topic(client_config, topics.delivery(cid), len(expected))
-        got, last = {}, {}
-        for m in delivered:
-            key = source_of(m, city.keys)
-            assert key not in got, f"{cid}: {key} delivered twice"
-            assert key[1] > last.get(key[0], -1), f"{cid}: {key} out of source order"
-            last[key[0]] = key[1]
-            got[key] = m.value()
-        missing, extra = expected.keys() - got.keys(), got.keys() - expected.keys()
-        assert not missing and not extra, f"{cid}: {len(missing)} lost, {len(extra)} not permitted"
-        assert all(got[k] == v for k, v in expected.items()), f"{cid}: delivered bytes differ from the plan's"
+        expected = permitted(compile_contract(contracts[cid], schema, city.keys), by_partition)
+        got = delivered_once(cid, read_topic(client_config, topics.delivery(cid), len(expected)), city.keys, expected)
         counted = sum(e["counts"].get("deliver", 0) for e in events
                       if e["kind"] == "BATCH" and e["contract_id"] == cid)
         assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, topic holds {len(got)}"

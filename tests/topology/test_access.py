@@ -4,11 +4,13 @@
 topology/access.py derives. Here each participant, and each product's runner, tries to read,
 write and describe every topic of the city; the allowed set must equal the one written out
 below from the rules of issue 16 (not computed by the code under test): no other grant,
-nothing missing. Anonymous and wrong-password clients are refused.
+nothing missing. Anonymous and wrong-password clients are refused. Only a product's runner
+may open transactions under its transactional ids.
 """
 
 from __future__ import annotations
 
+import contextlib
 import textwrap
 import time
 
@@ -16,6 +18,7 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from processors.transactions import transactional_id
 from streams import topics
 from tests.mesh_fixtures import EXAMPLES
 from topology.access import cluster_grants, grants, password_of, principals
@@ -221,3 +224,31 @@ def test_suspension_and_removal_follow_the_topology(tmp_path, kafka, unique):
     assert cluster_grants(admin, {f"{u}-ins"}) == set()
     users = admin.describe_user_scram_credentials(request_timeout=10).result()
     assert f"{u}-ins" not in users and f"{u}-logi" in users
+
+
+def test_only_a_runner_opens_its_transactions(tmp_path, kafka, unique):
+    """A runner may use the transactional ids under its product's prefix, as
+    processors/transactions.py names them; no participant may use one, nor another product's runner."""
+    u, f, keys = unique, tmp_path / "city.yaml", tmp_path / "keys"
+    f.write_text(city(u))
+    topo = load_topology(f)
+    apply(topo, kafka.admin_config(), keys_dir=keys, with_acls=True)
+
+    def opens(user: str, tid: str) -> bool:
+        p = Producer({**kafka.client_config(user, password_of(keys, topo, user)), "transactional.id": tid})
+        try:
+            p.init_transactions(20)
+            return True
+        except KafkaException as exc:
+            assert exc.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED, f"{user}, {tid}: {exc}"
+            return False
+        finally:
+            with contextlib.suppress(KafkaException):  # (a producer refused its id is in a fatal state)
+                p.close()
+
+    uav, tickets = (f"{u}-op.runner.{u}-{p}" for p in ("uav", "tickets"))
+    uav_tid, tickets_tid = (transactional_id(f"citymesh-runner.{u}-{p}") for p in ("uav", "tickets"))
+    assert opens(uav, uav_tid) and opens(tickets, tickets_tid)
+    assert not opens(uav, tickets_tid) and not opens(tickets, uav_tid)
+    for user in (f"{u}-sky", f"{u}-logi", f"{u}-reg", f"{u}-op"):
+        assert not opens(user, uav_tid), f"{user} may write in the runner's transactions"

@@ -1,0 +1,193 @@
+"""Exactly-once with broker transactions, where the broker honours them (EOS v2, KIP-447).
+
+On a broker that honours transactions (Apache Kafka) the runner writes each batch in ONE
+transaction: its outputs (deliveries, dead letters, compliance events, alerts, the partition
+states) and the source offsets it commits (send_offsets_to_transaction, with the consumer's
+group metadata). All of it becomes visible to read_committed readers, or none of it.
+
+A zombie, a runner alive but expelled from its group (stopped for longer than the session
+timeout, a long pause, a network partition) while another member took its partitions over,
+can commit nothing: its offsets carry the group generation it had, which the group
+coordinator refuses, so its transaction is aborted. A transaction it left open is aborted by
+the transaction coordinator after TRANSACTION_TIMEOUT_MS, or at once when a producer with the
+same transactional.id starts. Until then the successor's fetch of the committed offsets waits
+(a read_committed consumer asks for stable offsets) and read_committed readers of the outputs
+stop at the open transaction: nobody sees what the zombie wrote.
+
+One transactional producer per runner instance, as EOS v2 allows (the group generation fences,
+not a producer per partition): transactional.id = citymesh-runner.<product>.<instance>, with an
+instance name that stays the same across the restarts of one instance where the platform has
+one (CITYMESH_RUNNER_INSTANCE: a pod name), so that a restarted instance aborts its own open
+transaction at once; else a name per process. topology/access.py grants each runner the ids
+under its prefix (TransactionalId: Write, Describe).
+
+Errors come in librdkafka's three kinds: retriable (the call is made again), abortable (the
+transaction is aborted and TransactionAborted raised: the runner starts over from the
+committed offsets, as after any broker trouble) and fatal (the producer is unusable, e.g.
+fenced by a newer one with its id: the KafkaException goes up, and the runner starts over with
+a new producer).
+
+Whether to use them: CITYMESH_TRANSACTIONS=on|off|auto. The embedded Tansu broker accepts
+transactions but shows aborted records to read_committed readers (DESIGN.md), so there the
+offset fencing of processors/fencing.py carries exactly-once alone. `auto` does not guess the
+engine by its name or version: at start it tests the one property that matters. It writes a
+record to the product's state topic in a transaction, aborts it and reads it back as
+read_committed: hidden, transactions on (Apache Kafka); shown, off (Tansu). The fencing stays
+on in both cases: with transactions it finds nothing beyond the committed offset, and it still
+serves what a run without them left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from typing import Callable
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from schemas.errors import CitymeshError
+
+from . import metrics
+from .fencing import READER_GROUP
+
+log = logging.getLogger("citymesh.transactions")
+
+MODES = ("auto", "on", "off")
+# how long an open transaction may last: what a zombie's transaction can hold readers and the
+# successor back, and what one batch may take from its first output to its commit (Kafka
+# Streams' exactly-once default)
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
+class TransactionAborted(CitymeshError, RuntimeError):
+    """A batch's transaction was aborted: nothing of it is visible, and it is replayed from the
+    committed offsets."""
+
+
+def transactional_id(group_id: str, instance: str | None = None) -> str:
+    """The runner instance's transactional.id: under its group's name, so one prefix ACL per
+    product covers every instance."""
+    return f"{group_id}.{instance or uuid.uuid4().hex[:12]}"
+
+
+def producer_config(tid: str) -> dict:
+    return {"transactional.id": tid, "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS}
+
+
+def wanted(mode: str, client_config: dict, tid: str, probe_topic: str) -> bool:
+    """Whether the runner writes in transactions: `on`, `off`, or what the probe finds (`auto`)."""
+    if mode not in MODES:
+        raise ValueError(f"CITYMESH_TRANSACTIONS must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode != "auto":
+        return mode == "on"
+    honoured = honours_transactions(client_config, f"{tid}.probe", probe_topic)
+    log.info("the broker %s aborted records from read_committed readers: transactions %s",
+             "hides" if honoured else "shows", "on" if honoured else "off (offset fencing alone)")
+    return honoured
+
+
+def honours_transactions(client_config: dict, tid: str, topic: str, timeout_s: float = 30.0) -> bool:
+    """Whether the broker hides the records of an aborted transaction from read_committed readers.
+
+    One record (a key of its own, no value) goes to partition 0 of `topic` in a transaction that
+    is then aborted; a read_committed reader starts at its offset. It gets the record: the broker
+    shows aborted records. Its position passes the record (and the abort marker) without it: the
+    broker honours transactions. On a compacted state topic the record is harmless either way
+    (processors/partition_state.py reads only its own keys and skips records without a value)."""
+    key = f"citymesh-transactions-probe:{uuid.uuid4().hex}".encode()
+    written: list = []
+    producer = Producer({**client_config, **producer_config(tid)})
+    try:
+        _authorized(lambda: producer.init_transactions(timeout_s), tid)
+        producer.begin_transaction()
+        producer.produce(topic, None, key, 0, on_delivery=lambda err, msg: written.append((err, msg.offset())))
+        producer.flush(timeout_s)
+        producer.abort_transaction(timeout_s)
+    finally:
+        with contextlib.suppress(KafkaException):  # (a producer refused its id is in a fatal state)
+            producer.close()
+    if not written or written[0][0] is not None:
+        raise KafkaException(written[0][0] if written else KafkaError(KafkaError._TIMED_OUT))
+    offset = written[0][1]
+    reader = Consumer({**client_config, "group.id": READER_GROUP, "enable.auto.commit": False,
+                       "enable.partition.eof": False, "isolation.level": "read_committed"})
+    try:
+        tp = TopicPartition(topic, 0, offset)
+        reader.assign([tp])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if any(not m.error() and m.key() == key for m in reader.consume(100, 0.1)):
+                return False
+            if reader.position([tp])[0].offset > offset:
+                return True
+        raise TimeoutError(f"transactions probe: {topic}[0] not readable past offset {offset} within {timeout_s:.0f}s")
+    finally:
+        reader.close()
+
+
+def _authorized(init: Callable[[], None], tid: str) -> None:
+    try:
+        init()
+    except KafkaException as exc:
+        if exc.args[0].code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+            raise SystemExit(f"the runner may not use the transactional id {tid}: apply the topology again "
+                             "(it grants each runner its ids) or set CITYMESH_TRANSACTIONS=off") from None
+        raise
+
+
+class Transactions:
+    """The runner's write path with transactions: `begin()` before a batch's first output,
+    `commit(offsets)` at its end, in place of the flush and the offset commit."""
+
+    def __init__(self, producer: Producer, consumer: Consumer, product: str, tid: str):
+        self.producer, self.consumer, self.product = producer, consumer, product
+        _authorized(producer.init_transactions, tid)  # aborts what an earlier producer with this id left open
+        self.open = False
+
+    def begin(self) -> None:
+        if not self.open:
+            self.producer.begin_transaction()
+            self.open = True
+
+    def commit(self, offsets: list[TopicPartition]) -> None:
+        """Commit the batch's outputs (flushed first) and `offsets` as the group's committed
+        offsets, which the group coordinator takes only from a current member: a zombie's
+        transaction is aborted (TransactionAborted) and nothing of it is ever visible."""
+        try:
+            if offsets:
+                _retrying(lambda: self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata()))
+            _retrying(self.producer.commit_transaction)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.txn_requires_abort():
+                log.error("transaction failed (%s), the producer is unusable: %s", "fatal" if err.fatal() else "error",
+                          err)
+                raise
+            log.warning("transaction aborted, the batch is replayed from the committed offsets: %s", err)
+            self.abort()
+            raise TransactionAborted(f"transaction aborted: {err.name()}: {err.str()}") from None
+        self.open = False
+        metrics.TRANSACTIONS.labels(self.product, "committed").inc()
+
+    def abort(self) -> None:
+        if self.open:
+            _retrying(self.producer.abort_transaction)
+            self.open = False
+            metrics.TRANSACTIONS.labels(self.product, "aborted").inc()
+
+
+def _retrying(call: Callable[[], None]) -> None:
+    """`call` again while it fails with a retriable error (a timeout on the way to the
+    coordinator), for as long as a transaction may last; other errors go up."""
+    deadline = time.monotonic() + 2 * TRANSACTION_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return call()
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not err.retriable() or err.txn_requires_abort() or err.fatal() or time.monotonic() > deadline:
+                raise
+            log.info("retrying a transactional call: %s", err)
