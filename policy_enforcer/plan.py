@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from itertools import repeat
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -48,8 +49,7 @@ from .duties.pseudonymise import derive_contract_key
 from .errors import PolicyError
 from .lineage import ProductTerms
 from .output_schema import build_output_schema
-from .provenance import (TRACEPARENT, SourceRefs, TraceIds, delivery_key, has_zero_ids, source_blocks,
-                         trace_blocks, traceparent)
+from .provenance import SourceRefs, TraceIds, delivery_key, source_blocks, trace_blocks
 from .policy import PROHIBITIONS, check_policy
 
 DELIVER = "deliver"
@@ -246,7 +246,10 @@ class Plan:
                     key = f"_kb({self._fields[self._key_at].expr})"
                 else:
                     args[self._key_at] = f"(_kv := {args[self._key_at]})"
-                    key = "_kb(_kv)"
+                    # key_bytes written out where the output type says what the value is
+                    kt = self.output_schema.definition["fields"][self._key_at]["type"]
+                    key = {"string": "_kv.encode()", "int": 'b"%d" % _kv', "long": 'b"%d" % _kv'}.get(
+                        kt if isinstance(kt, str) else None, "_kb(_kv)")
             payload = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(args)})"
             lines += ["def _make_encoding_step(now_ms):", *_indent(batch, 4), "    def step(r, v):",
                       *_indent(checks, 8), f"        return ({payload}, {key})", "    return step", ""]
@@ -318,16 +321,13 @@ class Plan:
         if result.counts.get(DELIVER):
             sources = batch.sources()
             refs = self.source_refs.seal(sources)
-            traces, spans = self.trace_ids.seal(batch.traces(), sources)
+            traces = self.trace_ids.seal(batch.traces(), sources)
             (c, s), src, trace = self.static_headers, H.SOURCE_REF, H.TRACE
-            if not has_zero_ids(traces, spans):  # the hot path: one list display per delivery
-                result.headers = [None if payload is None else [c, s, (src, refs[j:j + 32]), (
-                    trace, TRACEPARENT % (traces[j:j + 32], spans[j:j + 16]))]
-                    for j, payload in zip(range(0, 32 * len(result.records), 32), result.records)]
-            else:
-                result.headers = [None if payload is None else
-                                  [c, s, (src, refs[32 * i:32 * i + 32]), (trace, traceparent(traces, spans, i))]
-                                  for i, payload in enumerate(result.records)]
+            # one list per delivery, assembled in C (map/zip): this runs once per delivery
+            headers = list(map(list, zip(repeat(c), repeat(s), zip(repeat(src), refs), zip(repeat(trace), traces))))
+            if result.counts[DELIVER] != len(headers):
+                headers = [None if payload is None else h for payload, h in zip(result.records, headers)]
+            result.headers = headers
         else:
             result.headers = [None] * len(result.records)
         return result

@@ -47,10 +47,13 @@ FORGED = "forged"
 UNVERIFIED = "unverified"
 
 
+TAG_MIDDLE = b"%b\x00%d\x00%b"  # key, timestamp, traceparent: the third of the four parts below
+
+
 def tag_parts(contract: bytes, ref: bytes, key: bytes | None, timestamp_ms: int, traceparent: bytes,
               payload: bytes) -> tuple[bytes, bytes, bytes, bytes]:
     """The four parts a Tagger joins (with NULs) into the six-part message of a delivery's tag."""
-    return contract, ref, b"%b\x00%d\x00%b" % (key or b"", timestamp_ms, traceparent), payload
+    return contract, ref, TAG_MIDDLE % (key or b"", timestamp_ms, traceparent), payload
 
 
 def seal_message(contract: bytes, partition: int, count: int, digest_hex: bytes) -> bytes:

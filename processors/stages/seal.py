@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from policy_enforcer.plan import SOURCE_REF_AT, TRACE_AT
 from schemas.headers import AUTH, SEAL
-from streams.delivery import seal_digest, seal_message, tag_parts
+from streams.delivery import TAG_MIDDLE, seal_digest, seal_message
 
 from .base import PartitionSlice, Stage
 
@@ -36,17 +36,17 @@ class Seal(Stage):
             sealed_to = fence.sealed.get(ap.topic, -1) if fence is not None else -1
             tag_hex = ap.tagger.tag_hex
             contract = ap.plan.static_headers[0][1]
+            # every delivery's tag in one pass: tag_parts (streams/delivery.py) written out, the hot path
+            all_tags = [None if payload is None else tag_hex(
+                contract, hs[SOURCE_REF_AT][1], TAG_MIDDLE % (key or b"", ts, hs[TRACE_AT][1]), payload).encode()
+                for payload, key, hs in zip(result.records, result.keys, result.headers)]
             tags, last = [], None
-            for i, (payload, g) in enumerate(zip(result.records, s.good)):
-                if payload is None:
-                    continue
-                hs = result.headers[i]
-                tag = tag_hex(*tag_parts(contract, hs[SOURCE_REF_AT][1], result.keys[i], ts, hs[TRACE_AT][1],
-                                         payload)).encode()
-                hs.append((AUTH, tag))
-                if g.offset > sealed_to:
-                    tags.append(tag)
-                    last = i
+            for i, (tag, hs, g) in enumerate(zip(all_tags, result.headers, s.good)):
+                if tag is not None:
+                    hs.append((AUTH, tag))
+                    if g.offset > sealed_to:
+                        tags.append(tag)
+                        last = i
             digest = seal_digest(tags)
             if event is not None:
                 event["digest"] = digest.decode()
