@@ -46,6 +46,8 @@ def example_city(u: str) -> str:
         p["id"] = rename(p["id"])
     for p in city["products"]:
         p["id"], p["provider"] = rename(p["id"]), rename(p["provider"])
+        if "participants" in p.get("access", {}):  # the catalog's access policy names participants too
+            p["access"]["participants"] = [rename(x) for x in p["access"]["participants"]]
     for c in city["contracts"]:
         c["id"], c["product"], c["consumer"] = rename(c["id"]), rename(c["product"]), rename(c["consumer"])
     for r in city["operator_rules"]:
