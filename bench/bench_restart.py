@@ -94,6 +94,7 @@ def restart_seconds(n_events: int, tmp: Path) -> tuple[float, float, float]:
     with EmbeddedBroker() as broker:
         conf = {"bootstrap.servers": broker.bootstrap}
         p = f"r{n_events}"
+        (tmp / p).mkdir(parents=True, exist_ok=True)
         _, keys, conn = apply_city(conf, CITY.format(p=p), tmp / p)
         fleet = FleetSimulator(drones=30, seed=3, violators=0.0, start_ms=int(time.time() * 1000))
         for r in fleet.tick(1.0) + fleet.tick(1.0):
