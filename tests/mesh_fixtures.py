@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,3 +156,26 @@ def compliance_events(client: dict, product: str, **kw) -> list[dict]:
 
 def raw_producer(client: dict) -> Producer:
     return Producer({**client, "enable.idempotence": True, "linger.ms": 5})
+
+
+def publish_paced(conn: ProviderConnector, product: str, rate: float, stopping: threading.Event, *,
+                  drones: int, seed: int, violators: float = 0.1, sent: list | None = None) -> None:
+    """Publish simulated fleet telemetry at `rate` records/s until `stopping` is set, each
+    record stamped with the wall clock at publish (= its Kafka timestamp); `sent` gets the
+    (serial, timestamp_ms) of each. Pacing by a target count per elapsed time, so the rate
+    holds when a publish call is slow now and then."""
+    from streams.simulators import FleetSimulator
+    fleet, buf = FleetSimulator(drones=drones, seed=seed, violators=violators), []
+    t0, n = time.monotonic(), 0
+    while not stopping.is_set():
+        while n < int((time.monotonic() - t0) * rate) and not stopping.is_set():
+            while not buf:
+                buf = fleet.tick(1.0)
+            r = buf.pop()
+            r["timestamp_ms"] = int(time.time() * 1000)
+            conn.publish(product, r)
+            if sent is not None:
+                sent.append((r["serial_number"], r["timestamp_ms"]))
+            n += 1
+        conn._producer.poll(0)
+        time.sleep(0.002)

@@ -33,9 +33,8 @@ from streams import keyring, topics
 from streams.connectors import ConsumerConnector, NotAllowed, ProviderConnector
 from streams.control import read_table
 from streams.settings import Settings
-from streams.simulators import FleetSimulator
 from tests.dataspace.harness import ServerThread, city_yaml, free_port
-from tests.mesh_fixtures import read_topic, source_of
+from tests.mesh_fixtures import publish_paced, read_topic, source_of
 from tests.processors.test_revocation_kafka import compliance_of
 from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
 from topology.access import CONTROL_READER_GROUP, Grant, cluster_grants, grants, negotiated, password_of, services
@@ -109,19 +108,8 @@ class Publisher(threading.Thread):
 
     def run(self) -> None:
         try:
-            fleet, buf = FleetSimulator(drones=100, seed=11, violators=0.0), []
             with ProviderConnector(self.ring, self.config) as conn:
-                t0, sent = time.monotonic(), 0
-                while not self.stopping.is_set():
-                    while sent < int((time.monotonic() - t0) * RATE):
-                        while not buf:
-                            buf = fleet.tick(1.0)
-                        r = buf.pop()
-                        r["timestamp_ms"] = int(time.time() * 1000)
-                        conn.publish(self.product, r)
-                        sent += 1
-                    conn._producer.poll(0)
-                    time.sleep(0.005)
+                publish_paced(conn, self.product, RATE, self.stopping, drones=100, seed=11, violators=0.0)
         except BaseException as exc:  # noqa: BLE001 - reported by the test
             self.failed.append(exc)
 

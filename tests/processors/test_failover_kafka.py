@@ -27,8 +27,7 @@ import schemas
 from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.control import read_table
-from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import city_yaml, read_topic, source_of
+from tests.mesh_fixtures import city_yaml, publish_paced, read_topic, source_of
 from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
 from topology.access import password_of, services
 from topology.apply import apply
@@ -81,21 +80,9 @@ def test_failover_loses_and_duplicates_nothing(tmp_path, kafka3, unique):
 
     def publish() -> None:
         try:
-            fleet, buf = FleetSimulator(drones=400, seed=9), []
             ring = keyring.load(keys, provider)
             with ProviderConnector(ring, kafka3.client_config(provider, ring.sasl_password)) as conn:
-                t0, n = time.monotonic(), 0
-                while not stopping.is_set():
-                    while n < int((time.monotonic() - t0) * RATE) and not stopping.is_set():
-                        while not buf:
-                            buf = fleet.tick(1.0)
-                        r = buf.pop()
-                        r["timestamp_ms"] = int(time.time() * 1000)
-                        conn.publish(product, r)
-                        sent.append((r["serial_number"], r["timestamp_ms"]))
-                        n += 1
-                    conn._producer.poll(0)
-                    time.sleep(0.002)
+                publish_paced(conn, product, RATE, stopping, drones=400, seed=9, sent=sent)
             # close() flushed: every record acknowledged (or PublishError, failing the test)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)

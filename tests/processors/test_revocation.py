@@ -10,8 +10,7 @@ import threading
 import time
 
 from streams import topics
-from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import CONTRACTS, city_yaml, compliance_events, make_city, read_topic, source_of
+from tests.mesh_fixtures import CONTRACTS, city_yaml, compliance_events, make_city, publish_paced, read_topic, source_of
 from tests.processors.test_runner_crash import spawn_runner, stop, wait_caught_up, wait_for_log
 
 RATE = 5000
@@ -29,21 +28,8 @@ def test_revocation_stops_delivery_within_a_second(tmp_path, client_config, uniq
     def publish() -> None:
         """RATE records/s, each stamped with the wall clock at publish (= its Kafka timestamp)."""
         try:
-            fleet = FleetSimulator(drones=300, seed=21)
-            buf: list[dict] = []
             with city.connector() as conn:
-                t0, sent = time.monotonic(), 0
-                while not stop_publishing.is_set():
-                    target = int((time.monotonic() - t0) * RATE)
-                    while sent < target:
-                        while not buf:
-                            buf = fleet.tick(1.0)
-                        r = buf.pop()
-                        r["timestamp_ms"] = int(time.time() * 1000)
-                        conn.publish(city.product, r)
-                        sent += 1
-                    conn._producer.poll(0)
-                    time.sleep(0.002)
+                publish_paced(conn, city.product, RATE, stop_publishing, drones=300, seed=21)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 

@@ -24,8 +24,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 import schemas
 from streams import keyring, topics
 from streams.connectors import ConsumerConnector, ProviderConnector
-from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import CONTRACTS, city_yaml, read_topic, source_of
+from tests.mesh_fixtures import CONTRACTS, city_yaml, publish_paced, read_topic, source_of
 from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
 from topology.access import password_of, services
 from topology.apply import apply
@@ -88,20 +87,9 @@ def test_revoked_consumer_is_refused_by_the_broker(tmp_path, kafka, unique):
 
     def publish() -> None:
         try:
-            fleet, buf = FleetSimulator(drones=300, seed=5), []
             ring = keyring.load(keys, provider)
             with ProviderConnector(ring, kafka.client_config(provider, ring.sasl_password)) as conn:
-                t0, sent = time.monotonic(), 0
-                while not stopping.is_set():
-                    while sent < int((time.monotonic() - t0) * RATE):
-                        while not buf:
-                            buf = fleet.tick(1.0)
-                        r = buf.pop()
-                        r["timestamp_ms"] = int(time.time() * 1000)
-                        conn.publish(product, r)
-                        sent += 1
-                    conn._producer.poll(0)
-                    time.sleep(0.002)
+                publish_paced(conn, product, RATE, stopping, drones=300, seed=5)
         except BaseException as exc:  # noqa: BLE001
             errors.append(exc)
 
