@@ -28,13 +28,13 @@ fenced by a newer one with its id: the KafkaException goes up, and the runner st
 a new producer).
 
 Whether to use them: CITYMESH_TRANSACTIONS=on|off|auto. The embedded Tansu broker accepts
-transactions but shows aborted records to read_committed readers (DESIGN.md), so there the
-offset fencing of processors/fencing.py carries exactly-once alone. `auto` does not guess the
-engine by its name or version: at start it tests the one property that matters. It writes a
-record to the product's state topic in a transaction, aborts it and reads it back as
-read_committed: hidden, transactions on (Apache Kafka); shown, off (Tansu). The fencing stays
-on in both cases: with transactions it finds nothing beyond the committed offset, and it still
-serves what a run without them left behind.
+transactions but shows aborted records to read_committed readers (the probe below finds it),
+so there the offset fencing of processors/fencing.py carries exactly-once alone. `auto` does
+not guess the engine by its name or version: at start it tests the one property that matters.
+It writes a record to the product's state topic in a transaction, aborts it and reads it back
+as read_committed: hidden, transactions on (Apache Kafka); shown, off (Tansu). The fencing
+stays on in both cases: with transactions it finds nothing beyond the committed offset, and it
+still serves what a run without them left behind.
 """
 
 from __future__ import annotations

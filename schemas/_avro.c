@@ -5,7 +5,7 @@
  * ~2.5 us to decode a UavTelemetry and ~1.5 us to encode one; the interpreter, not the
  * format, is the cost. This module walks the same schema, given as a small tuple program
  * (built by schemas/codegen.py: program()), in C. The generated Python stays the reference:
- * tests/schemas/test_native.py checks that both give the same records, bytes and refusals.
+ * tests/schemas/test_codegen.py checks that both give the same records, bytes and refusals.
  *
  * Program nodes (tuples):
  *   (NULL,) (BOOLEAN,) (INT,) (LONG,) (FLOAT,) (DOUBLE,) (BYTES,) (STRING,)
