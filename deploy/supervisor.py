@@ -141,9 +141,7 @@ class Supervisor:
         self._stopping = False
 
     def _start(self, c: Child) -> None:
-        with open(c.log, "ab") as out:
-            proc = subprocess.Popen(c.argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    env={**os.environ, **c.env}, preexec_fn=_die_with_parent)
+        proc = spawn(c.argv, Path(c.log), detach=False, env=c.env)
         self._procs[c.name] = proc
         c.pid, c.identity = proc.pid, identity_of_started(proc.pid, c.argv)
         c.started_ms, c.restart_at = int(time.time() * 1000), None
