@@ -72,6 +72,9 @@ class AlertFold:
     def fold(self, hits: list, times: list[int]) -> list[Folded]:
         """The alerts to raise for the hits of one batch; ``times[i]`` is record i's time
         (every record, hit or not: time moves on with the partition's records)."""
+        if not hits and not self.episodes:  # the common batch: nothing to raise or clear, time moves on
+            self.clock = max(self.clock, max(times, default=self.clock))
+            return []
         out: list[Folded] = []
         t = self.terms
         by_index: dict[int, list] = {}
