@@ -56,6 +56,28 @@ def tag_parts(contract: bytes, ref: bytes, key: bytes | None, timestamp_ms: int,
     return contract, ref, TAG_MIDDLE % (key or b"", timestamp_ms, traceparent), payload
 
 
+def tag_deliveries_py(tagger, contract: bytes, timestamp_ms: int, payloads: list, keys: list, headers: list,
+                      ref_at: int, trace_at: int, name: str) -> list:
+    """The tag of each of one contract's deliveries in a batch (None where the payload is
+    None: not delivered), each also appended to the record's header list as (name, hex tag);
+    cm.src and traceparent are the values of the header pairs at ref_at and trace_at.
+    The reference of the C Tagger's tag_deliveries (streams/_hmac.c)."""
+    tags = []
+    for payload, key, hs in zip(payloads, keys, headers):
+        tag = None if payload is None else tagger.tag_hex(
+            *tag_parts(contract, hs[ref_at][1], key, timestamp_ms, hs[trace_at][1], payload)).encode()
+        if tag is not None:
+            hs.append((name, tag))
+        tags.append(tag)
+    return tags
+
+
+def tag_deliveries(tagger, *args) -> list:
+    """tag_deliveries_py's result, in one C call when the tagger is the native one."""
+    native = getattr(tagger, "tag_deliveries", None)
+    return native(*args) if native is not None else tag_deliveries_py(tagger, *args)
+
+
 def seal_message(contract: bytes, partition: int, count: int, digest_hex: bytes) -> bytes:
     """What the operator signs for one seal."""
     return b"\x00".join((SEAL_LABEL, contract, b"%d" % partition, b"%d" % count, digest_hex))

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from policy_enforcer.plan import SOURCE_REF_AT, TRACE_AT
 from schemas.headers import AUTH, SEAL
-from streams.delivery import TAG_MIDDLE, seal_digest, seal_message
+from streams.delivery import seal_digest, seal_message, tag_deliveries
 
 from .base import PartitionSlice, Stage
 
@@ -34,19 +34,15 @@ class Seal(Stage):
         fence, ts = s.fence, s.now_ms
         for ap, result, event in s.deliveries:
             sealed_to = fence.sealed.get(ap.topic, -1) if fence is not None else -1
-            tag_hex = ap.tagger.tag_hex
             contract = ap.plan.static_headers[0][1]
-            # every delivery's tag in one pass: tag_parts (streams/delivery.py) written out, the hot path
-            all_tags = [None if payload is None else tag_hex(
-                contract, hs[SOURCE_REF_AT][1], TAG_MIDDLE % (key or b"", ts, hs[TRACE_AT][1]), payload).encode()
-                for payload, key, hs in zip(result.records, result.keys, result.headers)]
-            tags, last = [], None
-            for i, (tag, hs, g) in enumerate(zip(all_tags, result.headers, s.good)):
-                if tag is not None:
-                    hs.append((AUTH, tag))
-                    if g.offset > sealed_to:
-                        tags.append(tag)
-                        last = i
+            all_tags = tag_deliveries(ap.tagger, contract, ts, result.records, result.keys, result.headers,
+                                      SOURCE_REF_AT, TRACE_AT, AUTH)
+            last = next((i for i in range(len(all_tags) - 1, -1, -1) if all_tags[i] is not None), None)
+            if last is None or s.good[0].offset > sealed_to:  # (no crash behind: the seal covers them all)
+                tags = [t for t in all_tags if t is not None]
+            else:  # what a previous owner sealed is not sealed again
+                tags = [t for t, g in zip(all_tags, s.good) if t is not None and g.offset > sealed_to]
+                last = last if s.good[last].offset > sealed_to else None
             digest = seal_digest(tags)
             if event is not None:
                 event["digest"] = digest.decode()
