@@ -141,10 +141,12 @@ class FenceReader:
         found = {(tp.topic, tp.partition): (low[tp].result().offset, high[tp].result().offset) for tp in tps}
         return {k: (lo, hi) for k, (lo, hi) in found.items() if 0 <= lo <= hi}
 
-    def ends(self, pairs: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
-        """(topic, partition) -> ListOffsets(latest) in one request: at or below the true end
-        (streams/offsets.py), so at or below where anything written later will be."""
-        return {k: hi for k, (_, hi) in self._watermarks(pairs).items()}
+    def ask_ends(self, pairs: list[tuple[str, int]]) -> dict:
+        """TopicPartition -> future of its ListOffsets(latest) answer, asked in one request
+        without waiting: at or below the true end (streams/offsets.py), so at or below where
+        anything written later will be."""
+        return self._admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in pairs},
+                                        request_timeout=10, isolation_level=IsolationLevel.READ_COMMITTED)
 
     def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
         """(low, high): high is where a read_committed read of the partition ends (see
@@ -214,14 +216,20 @@ class FenceReader:
                     return last, committed - 1
         return last, committed - 1
 
+    def has_beyond(self, topic: str, partition: int, offset: int) -> bool:
+        """Whether the partition holds a record at or after `offset` (one end-offset probe; a
+        source without one had nothing processed beyond it)."""
+        return self._true_end(topic, partition)[1] > offset
+
     def not_before(self, src_topic: str, src_partition: int, committed: int) -> int | None:
         """The earliest stamp (ms) a record about source offset `committed` or later can carry,
         or None when the source has no record there yet (so nothing about one was written).
 
-        Why: with None there is nothing to search for; else the search of the alerts topic
-        for what a crashed owner wrote beyond its committed offset stops at records stamped
-        before this, not at the partition's last alert, which may lie behind everything other
-        products raised since. (The compliance search has an exact bound: compliance_since.)"""
+        Why: the search of the alerts topic for what a crashed owner wrote beyond its committed
+        offset stops at records stamped before this, not at the partition's last alert, which
+        may lie behind everything other products raised since. (The compliance search has an
+        exact bound instead: compliance_since. Reading the record fetches a chunk of the source
+        behind it: the runner asks only when the product has operator rules.)"""
         ts = self.timestamp_at(src_topic, src_partition, committed)
         return None if ts is None else ts - SKEW_MARGIN_MS
 

@@ -160,6 +160,7 @@ class Runner:
         self._carry: dict[int, list] = {}
         self._compliance_ends: dict[int, int] = {}  # compliance partition -> its end, last asked for
         self._floors_due = 0.0
+        self._ends_asked: dict | None = None  # the compliance ends asked for and not yet taken
         self._failed: list = []
         self._issued: dict[int, int] = {}  # partition -> the last offset a commit was sent for
         self._stopping = False
@@ -236,7 +237,7 @@ class Runner:
                 fence.outputs[dlq] = last
             # with transactions nothing beyond the committed offset is visible; without them,
             # nothing was written about source records that did not exist yet
-            if self.txn is None and reader.not_before(self.raw_topic, p, committed) is not None:
+            if self.txn is None and reader.has_beyond(self.raw_topic, p, committed):
                 fence.batches, fence.event_ids = reader.compliance_since(
                     topics.COMPLIANCE, cq, self.raw_topic, p, committed, floor[1] if floor and floor[0] == cq else None)
         if fence.outputs or fence.batches:
@@ -365,29 +366,34 @@ class Runner:
         """Now and then, learn where the compliance partitions end and give each idle partition
         a state record with that floor: after a crash, the search for what was written about
         it starts there, not at its last event with everything other products wrote since
-        (processors/partition_state.py). Only between batches, with everything written
-        acknowledged. Transactions need no search, so no floor."""
-        if self.txn is not None or time.monotonic() < self._floors_due:
+        (processors/partition_state.py). Between batches, with everything written acknowledged;
+        the question goes out in one step and its answer is taken in a later one, so no batch
+        waits for it. Transactions need no search, so no floor."""
+        if self.txn is not None:
+            return
+        if self._ends_asked is not None:
+            if not all(f.done() for f in self._ends_asked.values()):
+                return
+            asked, self._ends_asked = self._ends_asked, None
+            try:
+                self._compliance_ends.update((tp.partition, f.result().offset) for tp, f in asked.items())
+            except KafkaException as exc:  # a later refresh will do
+                log.info("compliance ends not known this time: %s", exc)
+                return
+            for p in [p for p in self.states.saved if p not in self._carry]:
+                floor = self._floor(p)
+                if floor is not None and floor[1] > self.states.floors.get(p, -1):
+                    self.states.refresh(p, floor, now_ms)
+        if time.monotonic() < self._floors_due:
             return
         self._floors_due = time.monotonic() + FLOOR_REFRESH_S
         for p in sorted(self._recover):  # a partition that has had no record yet needs its floor too
             self.fences[p] = self.recover(p)
             self._recover.discard(p)
-        parts = [p for p in self.states.saved if p not in self._carry]
-        if not parts:
-            return
-        n = self._n_partitions(topics.COMPLIANCE)
-        try:
-            ends = self.fence_reader.ends(
-                [(topics.COMPLIANCE, q) for q in {compliance_partition(self.product_id, p, n) for p in parts}])
-        except KafkaException as exc:  # a later refresh will do
-            log.info("compliance ends not known this time: %s", exc)
-            return
-        self._compliance_ends.update((q, hi) for (_, q), hi in ends.items())
-        for p in parts:
-            floor = self._floor(p)
-            if floor is not None and floor[1] > self.states.floors.get(p, -1):
-                self.states.refresh(p, floor, now_ms)
+        if self.states.saved:
+            n = self._n_partitions(topics.COMPLIANCE)
+            self._ends_asked = self.fence_reader.ask_ends(
+                [(topics.COMPLIANCE, q) for q in {compliance_partition(self.product_id, p, n) for p in self.states.saved}])
 
     def _begin(self) -> None:
         """Before a batch's first output: with transactions, the batch's transaction begins."""
