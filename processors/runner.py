@@ -235,9 +235,8 @@ class Runner:
             last = reader.last_source_offset(dlq, dlq_q, p, clear_position(self.raw_topic))
             if last >= committed:
                 fence.outputs[dlq] = last
-            # with transactions nothing beyond the committed offset is visible; without them,
             # nothing was written about source records that did not exist yet
-            if self.txn is None and reader.has_beyond(self.raw_topic, p, committed):
+            if reader.has_beyond(self.raw_topic, p, committed):
                 fence.batches, fence.event_ids = reader.compliance_since(
                     topics.COMPLIANCE, cq, self.raw_topic, p, committed, floor[1] if floor and floor[0] == cq else None)
         if fence.outputs or fence.batches:
@@ -368,7 +367,8 @@ class Runner:
         it starts there, not at its last event with everything other products wrote since
         (processors/partition_state.py). Between batches, with everything written acknowledged;
         the question goes out in one step and its answer is taken in a later one, so no batch
-        waits for it. Transactions need no search, so no floor."""
+        waits for it. Not with transactions: there every record needs a transaction, and a
+        restart there still searches back to the partition's last event."""
         if self.txn is not None:
             return
         if self._ends_asked is not None:
