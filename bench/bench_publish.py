@@ -102,7 +102,7 @@ def main() -> None:
         ensure_topics(AdminClient(conf), [TopicSpec(topics.raw(provider, product), 6), TopicSpec(base_topic, 6)])
         # the baseline sends exactly the bytes the connector sends: payload, key, the same headers
         conn = ProviderConnector(ring, conf, catalog=catalog)
-        traces = envelope.TraceIds()
+        traces, tagger = envelope.TraceIds(), envelope.Tagger(ring.hmac_key)
         prepared = []
         for r in records:
             payload = s.encode(r)
@@ -110,7 +110,7 @@ def main() -> None:
             prepared.append((payload, r["serial_number"].encode(), [
                 ("cm.participant", provider.encode()), ("cm.product", product.encode()),
                 ("cm.schema", s.fingerprint.encode()), ("cm.event_time", et), ("traceparent", traces.next()),
-                ("cm.auth", f"{ring.key_id}:".encode() + envelope.tag(ring.hmac_key, provider.encode(),
+                ("cm.auth", f"{ring.key_id}:".encode() + tagger.tag(provider.encode(),
                                                                        product.encode(), et, payload).hex().encode())],
                              r["timestamp_ms"]))
         raw, pub = [], []

@@ -92,13 +92,6 @@ def signed_time(event_time: bytes, sequence: bytes | None) -> bytes:
     return event_time if sequence is None else event_time + b"\x00" + sequence
 
 
-def tag(key: bytes, participant: bytes, product: bytes, event_time: bytes, payload: bytes) -> bytes:
-    """The 16-byte HMAC-SHA256 authenticity tag over participant, product, event time (with the
-    sequence: ``signed_time``) and payload."""
-    msg = b"\x00".join((participant, product, event_time, payload))
-    return hmac.digest(key, msg, "sha256")[:TAG_BYTES]
-
-
 class TraceIds:
     """W3C traceparent values: a random per-process prefix and a counter, cheap per record."""
 
@@ -141,8 +134,8 @@ def verify(headers: dict[str, bytes], payload: bytes, keys: dict[str, tuple[str,
     key_id, _, tag_hex = auth.partition(b":")
     if key_id.decode("ascii", "replace") != entry[0]:
         return Verdict(False, "unknown-key-id")
-    expected = tag(entry[1], participant, headers.get(H_PRODUCT, b""),
-                   signed_time(headers.get(H_EVENT_TIME, b""), headers.get(H_SEQUENCE)), payload)
+    expected = Tagger(entry[1]).tag(participant, headers.get(H_PRODUCT, b""),
+                                    signed_time(headers.get(H_EVENT_TIME, b""), headers.get(H_SEQUENCE)), payload)
     try:
         given = bytes.fromhex(tag_hex.decode("ascii"))
     except ValueError:

@@ -171,7 +171,7 @@ def test_truncated_avro_with_a_valid_tag_is_rejected_as_bad_avro(city, client_co
     p = raw_producer(client_config)
     for payload in (good[:-5], good + b"\x00\x01"):
         et = b"1790000000000"
-        tag = envelope.tag(ring.hmac_key, city.provider.encode(), city.product.encode(), et, payload)
+        tag = envelope.Tagger(ring.hmac_key).tag(city.provider.encode(), city.product.encode(), et, payload)
         p.produce(city.raw, payload, b"k", headers=[
             ("cm.participant", city.provider.encode()), ("cm.product", city.product.encode()),
             ("cm.event_time", et), ("cm.auth", f"{ring.key_id}:{tag.hex()}".encode())])
