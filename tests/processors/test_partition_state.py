@@ -7,6 +7,8 @@ import time
 
 from confluent_kafka import Producer, TopicPartition
 
+import schemas
+from processors.evidence import event_id
 from processors.fencing import compliance_partition
 from processors.runner import FLOOR_REFRESH_S, Runner
 from streams import topics
@@ -41,10 +43,15 @@ def test_an_idle_partitions_floor_follows_the_compliance_topic_past_other_produc
         # another product writes to every compliance partition while this one is idle: OTHERS
         # events, then a last few. (The floor is a ListOffsets answer: on the embedded broker
         # the base offset of a partition's last record batch + 1, so below that last batch.)
-        p = Producer(client_config)
+        p, schema, other = Producer(client_config), schemas.load("ComplianceEvent"), f"{unique}-other"
         n = len(_compliance_ends(client_config))
         for i in range(OTHERS + 10 * n):
-            p.produce(topics.COMPLIANCE, b"other product's event", b"other:%d" % (i % n), i % n)
+            ev = {"event_id": event_id("batch", other, i % n, i, i, "x", 1), "time_ms": int(time.time() * 1000),
+                  "kind": "BATCH", "product_id": other, "provider_id": "other", "contract_id": "x",
+                  "contract_version": 1, "consumer_id": "c", "rule": None, "reason": None, "counts": {"deliver": 1},
+                  "source_topic": topics.raw("other", other), "source_partition": i % n, "first_offset": i,
+                  "last_offset": i, "digest": None, "trace_id": None, "details": {}}
+            p.produce(topics.COMPLIANCE, schema.encode(ev), b"%s:%d" % (other.encode(), i % n), i % n)
             if i == OTHERS - 1:
                 assert p.flush(30) == 0
                 after_others = _compliance_ends(client_config)
