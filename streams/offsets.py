@@ -43,7 +43,8 @@ def read_ends(consumer: Consumer, first: dict[tuple[str, int], tuple[int, int]],
     consumer.assign(probe)
     waiting = {(tp.topic, tp.partition): tp.offset + 1 for tp in probe}
     while waiting and time.monotonic() < deadline:
-        for m in consumer.consume(1000, 0.05):
+        # one record, returned the moment it is there (consume(n, t) waits for n or all of t)
+        for m in consumer.consume(1, 0.05):
             waiting.pop((m.topic(), m.partition()), None)
         # a transaction marker at hi - 1 is no record: the position passes it
         for tp in consumer.position([TopicPartition(*key) for key in waiting]):
