@@ -127,9 +127,6 @@ def restart_seconds(n_events: int, tmp: Path) -> tuple[float, float, float]:
                 got = [m for m in watch.consume(100, 0.05) if not m.error()]
             assert got, "no delivery after the restart"
             done = time.monotonic()
-            for line in log.read_bytes()[since:].decode(errors="replace").splitlines():
-                if "recovered at offset" in line or "resuming at" in line:
-                    print("  runner:", line.split(" ", 2)[-1])
             return done - t0, done - (assigned or t0), wrote
         finally:
             watch.close()

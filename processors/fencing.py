@@ -44,10 +44,8 @@ from schemas.headers import SRC_OFFSET as H_SRC_OFFSET
 from schemas.headers import SRC_PARTITION as H_SRC_PARTITION
 from schemas.headers import SEAL as H_SEAL
 from schemas.headers import SRC_TOPIC as H_SRC_TOPIC
-from streams.offsets import read_ends
 
 SCAN_WINDOW = 2000
-SKEW_MARGIN_MS = 300_000  # the clocks that stamp records (providers', runners') may differ by this much
 
 # headers of an output record -> (source partition, source offset), or None for a record
 # from another source
@@ -141,31 +139,37 @@ class FenceReader:
         found = {(tp.topic, tp.partition): (low[tp].result().offset, high[tp].result().offset) for tp in tps}
         return {k: (lo, hi) for k, (lo, hi) in found.items() if 0 <= lo <= hi}
 
-    def ask_ends(self, pairs: list[tuple[str, int]]) -> dict:
-        """TopicPartition -> future of its ListOffsets(latest) answer, asked in one request
-        without waiting: at or below the true end (streams/offsets.py), so at or below where
-        anything written later will be."""
-        return self._admin.list_offsets({TopicPartition(t, p): OffsetSpec.latest() for t, p in pairs},
-                                        request_timeout=10, isolation_level=IsolationLevel.READ_COMMITTED)
-
     def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
-        """(low, high): high is where a read_committed read of the partition ends (see
-        streams/offsets.py, which reads it from the ListOffsets answer asked for here)."""
+        """(low, high): high is where a read_committed read of the partition ends. ListOffsets
+        on the embedded broker says base offset of the last batch + 1, so a fetch from just
+        below that answer reads the rest of the batch (one fetch response, queued at once),
+        and high is the consumer's position after it. (Not the fetch's high watermark, as
+        streams.offsets.end_offsets takes: on Apache Kafka it lies beyond the records of a
+        transaction still open, which a read_committed reader waits for in vain.)"""
+        tp = TopicPartition(topic, partition)
         known = self._prefetched.pop((topic, partition), None)  # used once
-        first = known or self._watermarks([(topic, partition)]).get((topic, partition)) or \
-            self._consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10, cached=False)
-        return read_ends(self._consumer, {(topic, partition): first}, time.monotonic() + 5.0)[(topic, partition)]
+        lo, hi = known or self._watermarks([(topic, partition)]).get((topic, partition)) or \
+            self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
+        if hi <= lo:
+            return lo, hi
+        self._consumer.assign([TopicPartition(topic, partition, hi - 1)])
+        deadline = time.monotonic() + 5.0
+        while not self._consumer.consume(1, 0.05) and self._position(tp) < hi and time.monotonic() < deadline:
+            pass  # (a transaction marker at hi - 1 is no record: the position passes it)
+        while time.monotonic() < deadline and self._consumer.consume(SCAN_WINDOW, 0):
+            pass  # the rest of what that fetch brought
+        hi = max(hi, self._position(tp))
+        self._consumer.unassign()
+        return lo, hi
 
     def _position(self, tp: TopicPartition) -> int:
         return self._consumer.position([tp])[0].offset
 
     def _scan_back(self, topic: str, partition: int, stop_below: int | None = None):
-        """Yield messages newest-first-window by window (each window oldest-first), down to
-        offset `stop_below` when given, else to the partition's start."""
+        """Yield messages newest-first-window by window (each window oldest-first)."""
         # the true log end: ListOffsets on the embedded broker says base offset of the last batch
         # + 1, which would hide the rest of that batch and fence too low (duplicates)
         lo, hi = self._true_end(topic, partition)
-        lo = max(lo, stop_below or 0)
         end = hi
         try:
             while end > lo:
@@ -216,34 +220,14 @@ class FenceReader:
                     return last, committed - 1
         return last, committed - 1
 
-    def has_beyond(self, topic: str, partition: int, offset: int) -> bool:
-        """Whether the partition holds a record at or after `offset` (one end-offset probe; a
-        source without one had nothing processed beyond it)."""
-        return self._true_end(topic, partition)[1] > offset
-
-    def not_before(self, src_topic: str, src_partition: int, committed: int) -> int | None:
-        """The earliest stamp (ms) a record about source offset `committed` or later can carry,
-        or None when the source has no record there yet (so nothing about one was written).
-
-        Why: the search of the alerts topic for what a crashed owner wrote beyond its committed
-        offset stops at records stamped before this, not at the partition's last alert, which
-        may lie behind everything other products raised since. (The compliance search has an
-        exact bound instead: compliance_since. Reading the record fetches a chunk of the source
-        behind it: the runner asks only when the product has operator rules.)"""
-        ts = self.timestamp_at(src_topic, src_partition, committed)
-        return None if ts is None else ts - SKEW_MARGIN_MS
-
     def compliance_since(self, topic: str, partition: int, src_topic: str, src_partition: int,
-                         committed: int, floor: int | None) -> tuple[list[tuple[int, int, int]], set[str]]:
+                         committed: int) -> tuple[list[tuple[int, int, int]], set[str]]:
         """([(batch first, batch last, processing time)] oldest first, event ids) of the
-        compliance events written about source offsets at or after `committed`. The scan
-        stops at an event of an older batch of that source partition, and at `floor` (the
-        partition state's compliance floor, processors/partition_state.py) when there is one:
-        without it, it would read back through every event other products wrote since."""
+        compliance events written about source offsets at or after `committed`."""
         want_p, want_t = str(src_partition).encode(), src_topic.encode()
         batches: dict[tuple[int, int], int] = {}
         ids: set[str] = set()
-        for window in self._scan_back(topic, partition, stop_below=floor):
+        for window in self._scan_back(topic, partition):
             for m in reversed(window):
                 h = dict(m.headers() or ())
                 if h.get(H_SRC_PARTITION) != want_p or h.get(H_SRC_TOPIC) != want_t or H_BATCH_FIRST not in h:

@@ -15,13 +15,7 @@ records newest first for the one whose ``offset_after`` or ``offset_before`` equ
 committed offset, and restores that state. The scan is short: the records it passes are of
 batches written but not committed, at most as many as commits were lost in the crash.
 
-A product whose stages keep no state writes the offsets alone: the record also bounds
-the search for the partition's compliance events after a crash. Its COMPLIANCE_FLOOR header
-names a position of the shared cm.compliance topic that was at or below its end before the
-batch's events were written; nothing about this batch or a later one can lie below it. A
-restarted owner searches only above it, however many events other products wrote there since
-the partition's last event. An idle partition gets a new record (same offsets, same state,
-a higher floor) now and then, so its floor follows the topic's end (processors/runner.py).
+A product whose stages keep no state writes nothing here.
 """
 
 from __future__ import annotations
@@ -30,7 +24,6 @@ import json
 import logging
 
 import schemas
-from schemas.headers import COMPLIANCE_FLOOR
 from streams import topics
 
 from .fencing import FenceReader
@@ -49,7 +42,6 @@ class PartitionStates:
         self.schema = schemas.load("PartitionState")
         self.registry = schemas.Registry([self.schema, schemas.load("LimiterState")])
         self.saved: dict[int, tuple[int, str]] = {}  # p -> (offset, states json) last restored or written
-        self.floors: dict[int, int] = {}  # p -> the compliance floor (offset) of its last record
         self._partitions: int | None = None
 
     def _partition(self, p: int) -> int:
@@ -67,12 +59,10 @@ class PartitionStates:
                 rec[k] = json.dumps({"limits": json.loads(rec[k])})
         return rec
 
-    def recover(self, p: int, committed: int) -> tuple[dict[str, dict], tuple[int, int] | None]:
-        """Every stage's state of partition p as of the committed offset ({} when none was
-        saved), and the compliance floor (compliance partition, offset) that goes with it, or
-        None when the record found has none (written before floors were)."""
+    def recover(self, p: int, committed: int) -> dict[str, dict]:
+        """Every stage's state of partition p as of the committed offset ({} when none was saved)."""
         key = f"{self.product}:{p}".encode()
-        found, floor = None, None
+        found = None
         for window in self.fence_reader._scan_back(self.topic, self._partition(p)):
             for m in reversed(window):
                 if m.key() != key or not m.value():
@@ -90,14 +80,12 @@ class PartitionStates:
                                 committed)
                 else:  # a batch beyond the committed offset whose commit was lost: look further back
                     continue
-                floor = _floor(dict(m.headers() or ()).get(COMPLIANCE_FLOOR))
                 break
             if found is not None:
                 break
         states = json.loads(found) if found is not None else {}
         self.saved[p] = (committed, json.dumps(states, separators=(",", ":"), sort_keys=True))
-        self.floors[p] = floor[1] if floor else -1
-        return states, floor
+        return states
 
     def last(self, p: int) -> dict[str, dict]:
         """The state last restored or written for p (a stage switched on mid-way starts from it)."""
@@ -105,18 +93,10 @@ class PartitionStates:
 
     def forget(self, p: int) -> None:
         self.saved.pop(p, None)
-        self.floors.pop(p, None)
 
-    def refresh(self, p: int, floor: tuple[int, int], now_ms: int) -> None:
-        """A new record for an idle partition: its last offsets and state, a higher floor."""
-        offset, states = self.saved[p]
-        self.persist(p, offset, json.loads(states), now_ms, floor)
-
-    def persist(self, p: int, offset: int, states: dict[str, dict], now_ms: int,
-                floor: tuple[int, int] | None = None) -> None:
+    def persist(self, p: int, offset: int, states: dict[str, dict], now_ms: int) -> None:
         """Write p's state as of `offset` (the offset about to be committed), with the state it
-        started from and the compliance floor (compliance partition, offset) known before the
-        batch's events are written; call before the batch is flushed and committed."""
+        started from; call before the batch is flushed and committed."""
         after = json.dumps(states, separators=(",", ":"), sort_keys=True)
         before_off, before = self.saved.get(p, (offset, "{}"))
         rec = {"product_id": self.product, "partition": p, "offset_before": before_off, "offset_after": offset,
@@ -124,22 +104,11 @@ class PartitionStates:
         value, key, q = self.schema.encode(rec), f"{self.product}:{p}".encode(), self._partition(p)
         while True:
             try:
-                self.producer.produce(self.topic, value, key, q, headers=None if floor is None else [
-                    (COMPLIANCE_FLOOR, b"%d:%d" % floor)])
+                self.producer.produce(self.topic, value, key, q)
                 break
             except BufferError:
                 self.producer.poll(0.05)
         self.saved[p] = (offset, after)
-        if floor is not None:
-            self.floors[p] = floor[1]
-
-
-def _floor(value: bytes | None) -> tuple[int, int] | None:
-    try:
-        q, offset = value.split(b":")
-        return int(q), int(offset)
-    except (AttributeError, ValueError):  # none, or not ours
-        return None
 
 
 def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:

@@ -69,9 +69,6 @@ PRODUCER_CONFIG = {
 
 
 FETCH_WAIT_MS = 10
-# how often idle partitions' compliance floors follow the compliance topic's end: a restart
-# searches at most about this long of other products' events (processors/partition_state.py)
-FLOOR_REFRESH_S = 1.0
 RULE_POISON = "quarantine:poison"
 
 
@@ -158,9 +155,6 @@ class Runner:
         self.fences: dict[int, PartitionFence] = {}
         self._recover: set[int] = set()
         self._carry: dict[int, list] = {}
-        self._compliance_ends: dict[int, int] = {}  # compliance partition -> its end, last asked for
-        self._floors_due = 0.0
-        self._ends_asked: dict | None = None  # the compliance ends asked for and not yet taken
         self._failed: list = []
         self._issued: dict[int, int] = {}  # partition -> the last offset a commit was sent for
         self._stopping = False
@@ -214,9 +208,8 @@ class Runner:
     def recover(self, p: int) -> PartitionFence:
         """Restore partition p's state as of the committed offset and find what a previous
         owner wrote beyond it."""
-        t0 = time.monotonic()
         committed = self._committed(p)
-        states, floor = self.states.recover(p, committed)
+        states = self.states.recover(p, committed)
         for obj in self.stateful:
             obj.restore(p, states.get(obj.name, {}))
         for stage in self.chain:
@@ -235,15 +228,11 @@ class Runner:
             last = reader.last_source_offset(dlq, dlq_q, p, clear_position(self.raw_topic))
             if last >= committed:
                 fence.outputs[dlq] = last
-            # nothing was written about source records that did not exist yet
-            if reader.has_beyond(self.raw_topic, p, committed):
-                fence.batches, fence.event_ids = reader.compliance_since(
-                    topics.COMPLIANCE, cq, self.raw_topic, p, committed, floor[1] if floor and floor[0] == cq else None)
+            fence.batches, fence.event_ids = self.fence_reader.compliance_since(
+                topics.COMPLIANCE, cq, self.raw_topic, p, committed)
         if fence.outputs or fence.batches:
             log.warning("partition %d: resuming at %d after a crash; already written: %s, batches %s",
                         p, committed, fence.outputs, [(f, la) for f, la, _ in fence.batches])
-        log.info("partition %d: recovered at offset %d in %.2f s (compliance floor %s)", p, committed,
-                 time.monotonic() - t0, floor)
         return fence
 
     # ---- the batch loop ------------------------------------------------------------------
@@ -300,7 +289,6 @@ class Runner:
                 self._begin()
                 self._write_events(events_out)
                 self._commit([])
-            self._refresh_floors(int(time.time() * 1000))
             return 0
         now_ms = int(time.time() * 1000)
         commits = []
@@ -346,54 +334,13 @@ class Runner:
         for tp in commits:  # the state goes with the offsets (processors/partition_state.py)
             states = {obj.name: snap for obj in self.stateful if (snap := obj.snapshot(tp.partition)) is not None}
             if states or tp.partition in self.states.saved:
-                self.states.persist(tp.partition, tp.offset, states, now_ms, self._floor(tp.partition))
+                self.states.persist(tp.partition, tp.offset, states, now_ms)
         self._write_events(events_out)
         self._commit(commits)
-        self._refresh_floors(now_ms)
         self.consumed += len(msgs)
         metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
         metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
         return len(msgs)
-
-    def _floor(self, p: int) -> tuple[int, int] | None:
-        """(compliance partition of p, an offset at or below its end before this batch's events
-        are written), or None before the first refresh."""
-        q = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
-        return (q, self._compliance_ends[q]) if q in self._compliance_ends else None
-
-    def _refresh_floors(self, now_ms: int) -> None:
-        """Now and then, learn where the compliance partitions end and give each idle partition
-        a state record with that floor: after a crash, the search for what was written about
-        it starts there, not at its last event with everything other products wrote since
-        (processors/partition_state.py). Between batches, with everything written acknowledged;
-        the question goes out in one step and its answer is taken in a later one, so no batch
-        waits for it. Not with transactions: there every record needs a transaction, and a
-        restart there still searches back to the partition's last event."""
-        if self.txn is not None:
-            return
-        if self._ends_asked is not None:
-            if not all(f.done() for f in self._ends_asked.values()):
-                return
-            asked, self._ends_asked = self._ends_asked, None
-            try:
-                self._compliance_ends.update((tp.partition, f.result().offset) for tp, f in asked.items())
-            except KafkaException as exc:  # a later refresh will do
-                log.info("compliance ends not known this time: %s", exc)
-                return
-            for p in [p for p in self.states.saved if p not in self._carry]:
-                floor = self._floor(p)
-                if floor is not None and floor[1] > self.states.floors.get(p, -1):
-                    self.states.refresh(p, floor, now_ms)
-        if time.monotonic() < self._floors_due:
-            return
-        self._floors_due = time.monotonic() + FLOOR_REFRESH_S
-        for p in sorted(self._recover):  # a partition that has had no record yet needs its floor too
-            self.fences[p] = self.recover(p)
-            self._recover.discard(p)
-        if self.states.saved:
-            n = self._n_partitions(topics.COMPLIANCE)
-            self._ends_asked = self.fence_reader.ask_ends(
-                [(topics.COMPLIANCE, q) for q in {compliance_partition(self.product_id, p, n) for p in self.states.saved}])
 
     def _begin(self) -> None:
         """Before a batch's first output: with transactions, the batch's transaction begins."""

@@ -43,9 +43,6 @@ REASON = "cm.reason"
 PAYLOAD_BYTES = "cm.payload.bytes"
 PAYLOAD_SHA256 = "cm.payload.sha256"
 ORIGIN = "cm.origin"
-# on a partition state record: "<compliance partition>:<offset>", below which no compliance
-# event about the batch it belongs to, or any later batch, can be (processors/partition_state.py)
-COMPLIANCE_FLOOR = "cm.compliance.floor"
 
 
 def contract_value(contract_id: str, version: int) -> bytes:

@@ -24,27 +24,20 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
     the true log end offset, or the last stable offset for a read_committed consumer.
 
     Uses `consumer`'s assignment for the probe fetch and leaves it unassigned."""
+    out: dict[tuple[str, int], tuple[int, int]] = {}
+    probe = []
     deadline = time.monotonic() + timeout_s
-    first = {(tp.topic, tp.partition): _watermarks(consumer, TopicPartition(tp.topic, tp.partition), deadline)
-             for tp in partitions}
-    return read_ends(consumer, first, deadline)
-
-
-def read_ends(consumer: Consumer, first: dict[tuple[str, int], tuple[int, int]], deadline: float
-              ) -> dict[tuple[str, int], tuple[int, int]]:
-    """The true (low, high) of partitions from ListOffsets' first answers (`first`, as asked
-    by whichever client): fetch from just below each answer and take the consumer's position
-    after what the fetch brought. The one place that contains the embedded broker's quirk
-    (the module docstring); `consumer` is left unassigned."""
-    out = dict(first)
-    probe = [TopicPartition(t, p, hi - 1) for (t, p), (lo, hi) in first.items() if hi > lo]
+    for tp in partitions:
+        lo, hi = _watermarks(consumer, TopicPartition(tp.topic, tp.partition), deadline)
+        out[(tp.topic, tp.partition)] = (lo, hi)
+        if hi > lo:
+            probe.append(TopicPartition(tp.topic, tp.partition, hi - 1))
     if not probe:
         return out
     consumer.assign(probe)
     waiting = {(tp.topic, tp.partition): tp.offset + 1 for tp in probe}
     while waiting and time.monotonic() < deadline:
-        # one record, returned the moment it is there (consume(n, t) waits for n or all of t)
-        for m in consumer.consume(1, 0.05):
+        for m in consumer.consume(1000, 0.2):
             waiting.pop((m.topic(), m.partition()), None)
         # a transaction marker at hi - 1 is no record: the position passes it
         for tp in consumer.position([TopicPartition(*key) for key in waiting]):

@@ -55,6 +55,7 @@ from .base import PartitionSlice, Stage
 
 log = logging.getLogger("citymesh.alerts")
 
+SKEW_MARGIN_MS = 300_000  # provider clocks may run ahead of the runner's by this much
 ALERTS_RAISED = Counter("citymesh_runner_alerts_total", "Operator-rule hits written to cm.alerts",
                         ["product", "rule", "severity"])
 
@@ -172,12 +173,12 @@ class Rules(Stage):
             self._pending[p] = committed
             return
         reader = self._reader
-        not_before = reader.not_before(self.raw_topic, p, committed)
-        if not_before is None:  # nothing beyond the committed offset was ever consumed: nothing to fence
+        ts = reader.timestamp_at(self.raw_topic, p, committed)
+        if ts is None:  # nothing beyond the committed offset was ever consumed: nothing to fence
             return
         ids: set[str] = set()
         for q in range(self._alert_partitions):
-            ids |= reader.ids_since(topics.ALERTS, q, self.raw_topic, p, committed, not_before)
+            ids |= reader.ids_since(topics.ALERTS, q, self.raw_topic, p, committed, ts - SKEW_MARGIN_MS)
         if ids:  # kept until p is assigned again: a handful of ids, looked up per hit only
             self._fenced[p] = ids
             log.warning("partition %d: %d alert(s) already written before the restart will be skipped", p, len(ids))
