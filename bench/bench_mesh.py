@@ -67,13 +67,14 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
 def timed_publish(conf: dict, conn, records: list[dict], pids: dict[str, int]) -> tuple[float, dict[str, float], float]:
     """(records/s from the first publish to the runner's last commit, CPU seconds per process
     in that window, the window's seconds)."""
-    before = cpu_seconds({**pids, "publisher (this script)": os.getpid()})
+    pids = {**pids, "publisher (this script)": os.getpid()}
+    before = cpu_seconds(pids)
     t0 = time.perf_counter()
     for r in records:
         conn.publish(PRODUCT, r)
     conn.flush(120)
     t1 = drained_at(conf, f"citymesh-runner.{PRODUCT}", topics.raw(PROVIDER, PRODUCT), timeout_s=600)
-    after = cpu_seconds({**pids, "publisher (this script)": os.getpid()})
+    after = cpu_seconds(pids)
     return len(records) / (t1 - t0), {k: after[k] - before[k] for k in after if k in before}, t1 - t0
 
 
@@ -111,8 +112,8 @@ def whole_mesh(text: str, records: list[dict], tmp: Path) -> tuple[float, dict[s
             time.sleep(0.1)
         conn = ProviderConnector(keyring.load(state / "keys", PROVIDER), conf)
         try:
-            pids = {k: v for k, v in json.loads((state / "mesh.json").read_text())["processes"].items()}
-            return timed_publish(conf, conn, records, pids)
+            # read again: the supervisor writes its children's pids once they are up
+            return timed_publish(conf, conn, records, json.loads((state / "mesh.json").read_text())["processes"])
         finally:
             conn.close()
     finally:
