@@ -217,7 +217,13 @@ class ProviderConnector:
 
     def flush(self, timeout_s: float = 30.0) -> None:
         """Wait until every record is acknowledged; raise PublishError if any was not."""
-        left = self._producer.flush(timeout_s)
+        try:
+            left = self._producer.flush(timeout_s)
+        except SystemError as exc:
+            # confluent-kafka 2.16's flush (waiting in 200 ms chunks to stay interruptible) was
+            # seen once to return NULL without an exception while its broker was down (CI,
+            # test_dashboard_broker_restart): a failed flush to the caller, not a dead thread
+            raise PublishError(f"flush failed in the client library: {exc}") from exc
         if left:
             raise PublishError(f"{left} record(s) not acknowledged within {timeout_s:.0f}s")
         if self.failed:
