@@ -180,7 +180,8 @@ def status(settings: Settings, as_json: bool = False) -> int:
 
 def _runner_status(settings: Settings) -> None:
     """What each runner last said about itself (processors/status.py): progress, start-overs
-    after broker trouble, records it set aside as poison or as too large to write."""
+    after broker trouble, records it set aside as poison or as too large to write, partitions
+    it holds because the broker kept refusing their outputs (processors/quarantine.py)."""
     from processors import status as process_status
     rows = []
     for name, st in process_status.read_all(settings.state_dir).items():
@@ -193,6 +194,9 @@ def _runner_status(settings: Settings) -> None:
         if quarantined:
             line += f", {len(quarantined)} record(s) quarantined: " + "; ".join(
                 f"p{q['partition']}@{q['offset']} {q['rule']}" for q in quarantined[-3:])
+        for h in st.get("held") or []:
+            line += (f", partition {h['partition']} HELD at offset {h['offset']} (next try in {h['retry_in_s']} s): "
+                     f"{h['reason']}")
         rows.append(line)
     if rows:
         print("runners:")

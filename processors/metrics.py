@@ -27,6 +27,9 @@ QUARANTINED = Counter("citymesh_breaker_quarantined_total",
 QUARANTINED_RECORDS = Counter("citymesh_runner_quarantined_total",
                               "Raw records set aside to the dead-letter topic because they could not be processed "
                               "or written (rule quarantine:poison or quarantine:unwritable)", ["product", "rule"])
+HELD_PARTITIONS = Gauge("citymesh_runner_held_partitions",
+                        "Source partitions held because the broker kept refusing their outputs "
+                        "(rule quarantine:partition, processors/quarantine.py)", ["product"])
 RATELIMIT_THROTTLED = Counter("citymesh_ratelimit_throttled_total",
                               "Times an ingress limit paused a partition (back-pressure)", ["product"])
 RATELIMIT_PAUSED = Gauge("citymesh_ratelimit_paused_partitions", "Source partitions paused by an ingress limit",

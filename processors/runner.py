@@ -45,6 +45,7 @@ from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_PARTITION, H_SRC_TOPIC,
                       FenceReader, PartitionFence, clear_position, compliance_partition)
 from .partition_state import PartitionStates
+from .quarantine import HOLD_AFTER, REFUSALS, RULE_HELD, Hold, Holds
 from .stages import DeadLetter, PartitionSlice, Stage
 from .stages.admission import DEFAULT_MAX_BYTES, Admission
 from .stages.contracts import RULE_UNWRITABLE, ActivePlan, Contracts
@@ -83,7 +84,7 @@ class Runner:
     def __init__(self, product_id: str, client_config: dict, keys_dir, batch_size: int = 5000,
                  max_record_bytes: int = DEFAULT_MAX_BYTES, session_timeout_ms: int = 6000,
                  group_id: str | None = None, poll_timeout_s: float = 0.1, transactions: str = "off",
-                 instance: str | None = None):
+                 instance: str | None = None, holds: Holds | None = None):
         self.product_id = product_id
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
@@ -156,6 +157,11 @@ class Runner:
         self._recover: set[int] = set()
         self._carry: dict[int, list] = {}
         self._failed: list = []
+        # partitions the broker keeps refusing, kept by main across start-overs (processors/quarantine.py)
+        self.holds = holds if holds is not None else Holds()
+        self.holds.new_consumer()
+        self._refused: list[tuple[str, int, str]] = []  # (topic, partition, why) of outputs the broker refused
+        self._batch_first: dict[int, int] = {}  # partition -> first offset of the batch in progress
         self._issued: dict[int, int] = {}  # partition -> the last offset a commit was sent for
         self._stopping = False
         self.consumed = 0  # raw records consumed by this instance
@@ -196,6 +202,7 @@ class Runner:
             self._carry.pop(p, None)
             self.limiting.forget(p)
             self.states.forget(p)
+            self.holds.forget(p)
             for stage in self.chain:
                 stage.revoke(p)
 
@@ -267,6 +274,8 @@ class Runner:
         msgs = self._next_batch()
         t0 = time.perf_counter()
         msgs = [m for m in msgs if not m.error()]
+        if self.holds.active:
+            msgs = self.holds.filter(self.consumer, self.raw_topic, msgs)
         lim = self.limiting
         if lim.paused:  # ingress back-pressure
             lim.resume_due(self.consumer)
@@ -293,6 +302,7 @@ class Runner:
         now_ms = int(time.time() * 1000)
         commits = []
         self._begin()
+        self._batch_first = {}
         for p, pmsgs in by_partition.items():
             if p in self._recover:
                 self.fences[p] = self.recover(p)
@@ -302,6 +312,7 @@ class Runner:
             fence = self.fences.get(p)
             if p in self._carry:
                 pmsgs = self._carry.pop(p) + pmsgs
+            self._batch_first[p] = pmsgs[0].offset()
             done = -1
             while fence is not None and fence.batches and pmsgs:
                 # replay a partly written batch exactly as it was: same range, same processing time
@@ -354,7 +365,7 @@ class Runner:
             # ones already committed), so that every transaction is one the group coordinator
             # accepts only from a current member: a zombie commits nothing, not even events
             self.txn.commit(commits or [TopicPartition(self.raw_topic, p, o) for p, o in self._issued.items()])
-            self._issued.update((tp.partition, tp.offset) for tp in commits)
+            self._committed_to(commits)
             return
         self._flush()
         if commits:
@@ -363,7 +374,13 @@ class Runner:
             # fences like any other (processors/fencing.py), and whose partition state
             # recovery passes over to the state of the committed offset.
             self.consumer.commit(offsets=commits, asynchronous=True)
-            self._issued.update((tp.partition, tp.offset) for tp in commits)
+            self._committed_to(commits)
+
+    def _committed_to(self, commits: list) -> None:
+        self._issued.update((tp.partition, tp.offset) for tp in commits)
+        if self.holds.strikes:
+            for tp in commits:
+                self.holds.progressed(tp.partition, tp.offset)
 
     def _slice(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, emitted) -> PartitionSlice:
         return PartitionSlice(p, msgs, now_ms, fence, emitted, [
@@ -457,6 +474,46 @@ class Runner:
     def _on_delivery(self, err, msg) -> None:
         if err is not None:
             self._failed.append((msg.topic(), err))
+            if err.code() in REFUSALS:
+                self._refused.append((msg.topic(), msg.partition(), err.str()))
+
+    def refused(self) -> dict[int, tuple[int, str]]:
+        """The source partitions of the batch in progress whose outputs the broker refused,
+        {p: (p's first offset in the batch, why)}: those that write to a refused output's
+        topic partition (deliveries, dead letters, compliance events; alerts go by subject
+        and are traced to no partition). Read by main after the batch failed."""
+        try:
+            self.producer.poll(0)  # delivery reports of the failed batch still queued
+        except Exception:  # noqa: BLE001 - a producer in a fatal state still has its reports served
+            pass
+        out: dict[int, tuple[int, str]] = {}
+        by_source = {ap.topic: (lambda p, n=ap.partitions: p % n) for ap in self.plans.values()}
+        by_source[self.sinks.dlq_topic] = lambda p: p % self._n_partitions(self.sinks.dlq_topic)
+        by_source[topics.COMPLIANCE] = lambda p: compliance_partition(self.product_id, p,
+                                                                      self._n_partitions(topics.COMPLIANCE))
+        for topic, q, why in self._refused:
+            to = by_source.get(topic)
+            for p, first in self._batch_first.items():
+                if to is not None and to(p) == q:
+                    out.setdefault(p, (first, f"{topic}[{q}]: {why}"))
+        return out
+
+    def announce(self, hold: Hold) -> None:
+        """A partition just held (processors/quarantine.py): its QUARANTINE compliance event
+        and HIGH alert, written now."""
+        p, now_ms = hold.partition, int(time.time() * 1000)
+        why = (f"partition held at offset {hold.offset}: the broker refused its outputs {HOLD_AFTER} times "
+               f"({hold.reason}); tried again every {self.holds.retry_s:.0f} s, nothing skipped")
+        log.error("partition %d: %s", p, why)
+        subject = f"{self.product_id}:{p}"
+        alert = evidence.runner_alert(now_ms, self.product_id, RULE_HELD, "HIGH", subject, why, self.raw_topic, p,
+                                      hold.offset)
+        self._begin()
+        self._write_events([(p, evidence.quarantine_event(now_ms, self.product_id, self.limiting.provider,
+                                                          self.raw_topic, p, hold.offset, RULE_HELD, why), [])])
+        self._produce(topics.ALERTS, schemas.load("Alert").encode(alert), subject.encode(), None,
+                      [(H_EVENT_ID, alert["alert_id"].encode())])
+        self._commit([])
 
     def _flush(self) -> None:
         left = self.producer.flush(60)
@@ -546,11 +603,12 @@ def main(argv: list[str] | None = None) -> int:
     port = metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
     # this instance's name, kept by every start-over of this process (its transactional id)
     instance = settings.runner_instance or uuid.uuid4().hex[:12]
+    holds = Holds(settings.hold_retry_s)  # partitions the broker keeps refusing (processors/quarantine.py)
 
     def build() -> Runner:
         return Runner(args.product, settings.client_config(), settings.keyring_dir, args.batch_size,
                       session_timeout_ms=settings.session_timeout_ms, transactions=settings.transactions,
-                      instance=instance)
+                      instance=instance, holds=holds)
 
     runner: Runner | None = build()  # at start, a product or topic that is not there fails fast (SystemExit)
     # What start-up built (modules, schemas, compiled plans, polygon indexes) lives as long as the
@@ -571,14 +629,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, _stop)
     last_lag = 0.0
     health = {"product": args.product, "started_ms": int(time.time() * 1000), "consumed": 0, "fenced": 0,
-              "start_overs": 0, "last_error": None, "quarantined": []}
+              "start_overs": 0, "last_error": None, "quarantined": [], "held": []}
 
     def report() -> None:
         """Progress to the log and to `citymesh status` (processors/status.py)."""
         runner.update_lag()
         log.info("progress: %d records consumed, %d outputs fenced", runner.consumed, runner.fenced)
         health.update(consumed=health["consumed"] + runner.consumed - health.get("_seen", 0),
-                      fenced=runner.fenced, quarantined=runner.quarantined[-20:])
+                      fenced=runner.fenced, quarantined=runner.quarantined[-20:], held=holds.describe())
+        metrics.HELD_PARTITIONS.labels(args.product).set(len(holds.held))
         health["_seen"] = runner.consumed
         status.write(settings.state_dir, f"runner-{args.product}", {k: v for k, v in health.items()
                                                                       if not k.startswith("_")})
@@ -602,16 +661,24 @@ def main(argv: list[str] | None = None) -> int:
                 # catalog until the operator re-applies the topology, so "not in the catalog"
                 # (SystemExit from Runner()) is waited out here too.
                 log.warning("broker trouble, starting over from the committed offsets: %s", exc)
+                held = holds.count(runner.refused())  # the partitions it refused once too often
                 _abandon(runner)
                 runner, backoff = None, 1.0
                 while runner is None and not stopping:
                     try:
                         runner = build()
                         log.info("enforcing %s again (%d active contracts)", args.product, len(runner.plans))
+                        for hold in held:
+                            runner.announce(hold)
                     except (*BROKER_TROUBLE, SystemExit) as retry:
                         log.warning("cannot start over yet, retrying in %.0f s: %s", backoff, retry)
+                        if runner is not None:
+                            _abandon(runner)
+                            runner = None
                         time.sleep(backoff)
                         backoff = min(backoff * 2, 5.0)
+                if held:
+                    report()
         return 0
     finally:
         if runner is not None:

@@ -156,6 +156,10 @@ class Transactions:
         offsets, which the group coordinator takes only from a current member: a zombie's
         transaction is aborted (TransactionAborted) and nothing of it is ever visible."""
         try:
+            # the outputs' delivery reports first: a refused output then reaches the runner's
+            # callback (processors/quarantine.py counts it) before the transaction's error
+            # state turns it into a bare _STATE answer to the offsets
+            self.producer.flush(TRANSACTION_TIMEOUT_MS / 1000)
             if offsets:
                 _retrying(lambda: self.producer.send_offsets_to_transaction(
                     offsets, self.consumer.consumer_group_metadata()))

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
         None, description="This runner's name within its product's group, stable across its restarts (a pod name); "
                           "its transactional.id is citymesh-runner.<product>.<instance>. Default: a fresh one per "
                           "process")
+    hold_retry_s: float = Field(300.0, gt=0, description="How often a runner tries again a partition it holds "
+                                                        "because the broker kept refusing its outputs "
+                                                        "(processors/quarantine.py)")
     apply_acls: bool = Field(False, description="The cluster has an authorizer (Apache Kafka): apply creates the "
                                                 "ACLs derived from the topology, the dataspace control plane those "
                                                 "of negotiated contracts as their transfers start and stop")

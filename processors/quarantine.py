@@ -1,0 +1,124 @@
+"""Partitions the broker keeps refusing: held, not retried forever.
+
+A record no stage can take is set aside by the runner itself (``quarantine:poison``), and an
+output too large for any broker by the contracts stage (``quarantine:unwritable``). What
+neither can see coming is the broker refusing an output the runner thought writable: an
+operator set a delivery topic's ``max.message.bytes`` below the broker's, a topic policy
+refuses it, its timestamp is outside the topic's bounds. The batch is then not committed
+and the runner starts over from the committed offsets (``runner.main``), where it meets the
+same refusal again, forever: the partition stalled while ``citymesh status`` said running.
+
+So the runner process counts start-overs caused by refusals per source partition and
+offset (a refused output is traced back to the source partitions that write to its topic
+partition), and the ``HOLD_AFTER``-th at one offset holds the partition: it is paused while
+the others go on, a QUARANTINE compliance event and a HIGH alert say so, ``citymesh status``
+shows it, and every ``retry_s`` the runner tries it again, so an operator who fixed the
+topic need not restart anything. Nothing is dropped or skipped: the held records stay in
+the raw topic behind the committed offset. Trouble that is not about the record (timeouts,
+a broker restart, a topic not there yet, authorisation) never holds a partition; the
+runner waits that out as before.
+
+The holds live as long as the runner process (a rebalance that moves a held partition to
+another instance makes that one meet the refusal and hold it itself).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from confluent_kafka import KafkaError, TopicPartition
+
+# the broker's answers about an output itself: the same output meets them again on a replay
+REFUSALS = frozenset({KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE, KafkaError.INVALID_RECORD,
+                      KafkaError.INVALID_MSG, KafkaError.INVALID_MSG_SIZE, KafkaError.POLICY_VIOLATION,
+                      KafkaError.INVALID_TIMESTAMP})
+HOLD_AFTER = 3
+RETRY_S = 300.0  # the default of the CITYMESH_HOLD_RETRY_S setting
+RULE_HELD = "quarantine:partition"
+
+
+@dataclass
+class Hold:
+    partition: int
+    offset: int  # the committed offset: the first record not yet written
+    reason: str
+    since_ms: int
+    retry_at: float  # time.monotonic() of the next try
+
+    def describe(self) -> dict:
+        return {"partition": self.partition, "offset": self.offset, "reason": self.reason,
+                "since_ms": self.since_ms, "retry_in_s": max(0, round(self.retry_at - time.monotonic()))}
+
+
+class Holds:
+    """The partitions one runner process holds, and the refusals counted toward holding one.
+    Kept by runner.main across start-overs (each builds a new Runner)."""
+
+    def __init__(self, retry_s: float = RETRY_S, after: int = HOLD_AFTER):
+        self.retry_s, self.after = retry_s, after
+        self.strikes: dict[int, tuple[int, int]] = {}  # p -> (offset, refused start-overs there)
+        self.held: dict[int, Hold] = {}
+        self._paused: dict[int, int] = {}  # p -> offset, paused in the current consumer
+
+    def count(self, refused: dict[int, tuple[int, str]]) -> list[Hold]:
+        """One start-over's refusals, {source partition: (batch's first offset, reason)};
+        returns the holds they begin."""
+        out = []
+        for p, (offset, reason) in sorted(refused.items()):
+            at, n = self.strikes.get(p, (None, 0))
+            n = n + 1 if at == offset else 1
+            self.strikes[p] = (offset, n)
+            if n >= self.after and p not in self.held:
+                self.held[p] = Hold(p, offset, reason, int(time.time() * 1000), time.monotonic() + self.retry_s)
+                out.append(self.held[p])
+        return out
+
+    @property
+    def active(self) -> bool:
+        """Whether the runner's consumer must be filtered (a partition held, or one to resume)."""
+        return bool(self.held or self._paused)
+
+    def new_consumer(self) -> None:
+        """The runner started over with a fresh consumer: nothing is paused in it yet."""
+        self._paused.clear()
+
+    def filter(self, consumer, topic: str, msgs: list) -> list:
+        """msgs without those of held partitions (paused and rewound, so nothing is lost);
+        partitions whose retry is due are resumed first."""
+        now = time.monotonic()
+        for p in [p for p, h in self.held.items() if h.retry_at <= now]:
+            del self.held[p]  # its strikes stay: one more refusal at the same offset holds it again
+            at = self._paused.pop(p, None)
+            if at is not None:
+                tp = TopicPartition(topic, p, at)
+                consumer.resume([tp])
+                consumer.seek(tp)
+        if not self.held:
+            return msgs
+        keep, first = [], {}
+        for m in msgs:
+            p = m.partition()
+            if p in self.held:
+                first.setdefault(p, m.offset())
+            else:
+                keep.append(m)
+        for p, offset in first.items():
+            tp = TopicPartition(topic, p, self._paused.get(p, offset))
+            consumer.pause([tp])
+            consumer.seek(tp)
+            self._paused.setdefault(p, offset)
+        return keep
+
+    def forget(self, p: int) -> None:
+        """Partition p was revoked from this consumer."""
+        self._paused.pop(p, None)
+
+    def progressed(self, p: int, offset: int) -> None:
+        """p committed up to `offset`: a refusal counted before it was overcome."""
+        at = self.strikes.get(p)
+        if at is not None and offset > at[0]:
+            del self.strikes[p]
+
+    def describe(self) -> list[dict]:
+        return [h.describe() for h in sorted(self.held.values(), key=lambda h: h.partition)]
