@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 import threading
 import time
@@ -11,12 +14,15 @@ from pathlib import Path
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
+from deploy.broker import _die_with_parent
 from streams import keyring, topics
 from streams.connectors import ProviderConnector
+from topology.access import password_of, services
 from topology.apply import apply
 from topology.loader import load_topology
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 CONTRACTS = """
   - id: {u}-routes
@@ -179,3 +185,16 @@ def publish_paced(conn: ProviderConnector, product: str, rate: float, stopping: 
             n += 1
         conn._producer.poll(0)
         time.sleep(0.002)
+
+
+def spawn_kafka_runner(kafka, topo, keys: Path, product: str, state_dir: Path, log_path: Path,
+                       **env: str) -> subprocess.Popen:
+    """`product`'s runner process on Apache Kafka, logged in as its own service principal
+    (`env`: more CITYMESH_* settings); it dies with pytest, so no runner is left behind."""
+    user = services(topo)[f"runner-{product}"]
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "processors.runner", "--product", product, "--metrics-port", "0"], cwd=ROOT,
+            env={**os.environ, **kafka.env(user, password_of(keys, topo, user)), "CITYMESH_STATE_DIR": str(state_dir),
+                 "CITYMESH_KEYS_DIR": str(keys), "PYTHONPATH": str(ROOT), **env},
+            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

@@ -10,18 +10,14 @@ delivers everything exactly once in source order once the operator raised the li
 
 from __future__ import annotations
 
-import os
 import random
 import signal
 import string
-import subprocess
-import sys
 import time
 
 import pytest
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                    ResourceType)
-from deploy.broker import _die_with_parent
 
 import schemas
 from processors import status
@@ -29,10 +25,9 @@ from processors.quarantine import HOLD_AFTER, RULE_HELD, Holds
 from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.simulators import FleetSimulator
-from tests.mesh_fixtures import city_yaml, read_topic, source_of
+from tests.mesh_fixtures import city_yaml, read_topic, source_of, spawn_kafka_runner
 from tests.processors.test_revocation_kafka import compliance_of
-from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
-from topology.access import password_of, services
+from tests.processors.test_runner_crash import stop, wait_caught_up, wait_for_log
 from topology.apply import apply
 from topology.loader import load_topology
 
@@ -84,15 +79,8 @@ def test_a_partition_the_broker_keeps_refusing_is_held_and_the_others_go_on(tmp_
     raw, dlv = topics.raw(provider, product), topics.delivery(regulator)
     admin = AdminClient(admin_cfg)
     _set_limit(admin, dlv, TOPIC_LIMIT)
-    runner_user = services(topo)[f"runner-{product}"]
     state_dir, log_path = tmp_path / "state", tmp_path / "runner.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "processors.runner", "--product", product, "--metrics-port", "0"], cwd=ROOT,
-            env={**os.environ, **kafka.env(runner_user, password_of(keys, topo, runner_user)),
-                 "CITYMESH_STATE_DIR": str(state_dir), "CITYMESH_KEYS_DIR": str(keys),
-                 "CITYMESH_HOLD_RETRY_S": str(RETRY_S), "PYTHONPATH": str(ROOT)},
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    proc = spawn_kafka_runner(kafka, topo, keys, product, state_dir, log_path, CITYMESH_HOLD_RETRY_S=str(RETRY_S))
     ring = keyring.load(keys, provider)
     conn = ProviderConnector(ring, kafka.client_config(provider, ring.sasl_password))
     fleet = FleetSimulator(drones=9, seed=11, violators=0.0)  # ~20 records/s: small batches

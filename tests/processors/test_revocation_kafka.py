@@ -9,24 +9,20 @@ revocation is in its delivery topic (the runner's offset-exact cut still holds).
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 
 import pytest
-from deploy.broker import _die_with_parent
 from confluent_kafka import KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 import schemas
 from streams import keyring, topics
 from streams.connectors import ConsumerConnector, ProviderConnector
-from tests.mesh_fixtures import CONTRACTS, city_yaml, publish_paced, read_topic, source_of
-from tests.processors.test_runner_crash import ROOT, stop, wait_caught_up, wait_for_log
-from topology.access import password_of, services
+from tests.mesh_fixtures import CONTRACTS, city_yaml, publish_paced, read_topic, source_of, spawn_kafka_runner
+from tests.processors.test_runner_crash import stop, wait_caught_up, wait_for_log
+from topology.access import password_of
 from topology.apply import apply
 from topology.loader import load_topology
 
@@ -55,14 +51,8 @@ def test_revoked_consumer_is_refused_by_the_broker(tmp_path, kafka, unique):
     apply(topo, admin_cfg, keys_dir=keys, with_acls=True)
     product, provider, regulator = f"{u}-uav", f"{u}-skyway", f"{u}-regulator"
     raw = topics.raw(provider, product)
-    runner_user = services(topo)[f"runner-{product}"]
     log_path = tmp_path / "runner.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "processors.runner", "--product", product, "--metrics-port", "0"], cwd=ROOT,
-            env={**os.environ, **kafka.env(runner_user, password_of(keys, topo, runner_user)),
-                 "CITYMESH_STATE_DIR": str(tmp_path / "state"), "CITYMESH_KEYS_DIR": str(keys), "PYTHONPATH": str(ROOT)},
-            stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)  # no orphan if pytest dies
+    proc = spawn_kafka_runner(kafka, topo, keys, product, tmp_path / "state", log_path)
     stopping = threading.Event()
     errors: list[BaseException] = []
     refused: list[tuple[float, KafkaError]] = []
