@@ -484,7 +484,7 @@ class Runner:
         and are traced to no partition). Read by main after the batch failed."""
         try:
             self.producer.poll(0)  # delivery reports of the failed batch still queued
-        except Exception:  # noqa: BLE001 - a producer in a fatal state still has its reports served
+        except Exception:  # noqa: BLE001 - the producer's own failure is already on its way up; its reports are what is read here
             pass
         out: dict[int, tuple[int, str]] = {}
         by_source = {ap.topic: (lambda p, n=ap.partitions: p % n) for ap in self.plans.values()}
