@@ -48,12 +48,12 @@ UNSEQUENCED = Counter("citymesh_runner_unsequenced_total",
                       "Provider records without a sequence (cm.seq), accepted for one release", ["product"])
 
 
-def parse_sequence(value: bytes) -> tuple[str, int, int] | None:
+def parse_sequence(value: bytes) -> tuple[bytes, int, int] | None:
     """(producer, partition, sequence) of a cm.seq header, or None when it is malformed."""
     parts = value.split(b":")
     if len(parts) != 3 or not parts[0] or not parts[1].isdigit() or not parts[2].isdigit():
         return None
-    return parts[0].decode("ascii", "replace"), int(parts[1]), int(parts[2])
+    return parts[0], int(parts[1]), int(parts[2])
 
 
 class Replay(Stage):
@@ -62,13 +62,13 @@ class Replay(Stage):
     def __init__(self, product_id: str, event_time_window_ms: int | None = None):
         self.product_id = product_id
         self.window_ms = event_time_window_ms
-        self.seen: dict[int, dict[str, list[int]]] = {}  # p -> producer -> [last sequence, last seen ms]
+        self.seen: dict[int, dict[bytes, list[int]]] = {}  # p -> producer -> [last sequence, last seen ms]
 
     def process(self, s: PartitionSlice) -> None:
         if not s.good:
             return
         seen = self.seen.setdefault(s.p, {})
-        now, window, p = s.now_ms, self.window_ms, s.p
+        now, window, p, here = s.now_ms, self.window_ms, s.p, b"%d" % s.p
         keep, refused = [], []
         for g in s.good:
             h = g.headers
@@ -84,29 +84,44 @@ class Replay(Stage):
                 UNSEQUENCED.labels(self.product_id).inc()
                 keep.append(g)
                 continue
-            seq = parse_sequence(raw)
-            if seq is None:  # the tag covers cm.seq, so only the provider could have written this
-                refused.append(Rejected(g.msg, g.offset, RULE_REPLAY, f"malformed cm.seq {raw[:40]!r}", h))
-                continue
-            producer, written_for, n = seq
-            if written_for != p:
-                refused.append(Rejected(g.msg, g.offset, RULE_REPLAY,
-                                        f"written for partition {written_for}, found in partition {p}", h))
-                continue
+            # hot path: a well-formed cm.seq written for this partition (parse_sequence says
+            # what is wrong with any other)
+            producer, _, rest = raw.partition(b":")
+            written_for, _, n = rest.partition(b":")
+            if written_for != here or not producer or not n.isdigit():
+                why = self._misplaced(raw, p)
+                if why is not None:
+                    refused.append(Rejected(g.msg, g.offset, RULE_REPLAY, why, h))
+                    continue
+            n = int(n)
             last = seen.get(producer)
-            if last is not None and n <= last[0]:
+            if last is None:
+                seen[producer] = [n, now]
+            elif n > last[0]:
+                last[0], last[1] = n, now
+            else:
                 refused.append(Rejected(g.msg, g.offset, RULE_REPLAY,
-                                        f"sequence {n} of producer {producer} already seen (last accepted {last[0]})",
-                                        h))
+                                        f"sequence {n} of producer {producer.decode('ascii', 'replace')} already "
+                                        f"seen (last accepted {last[0]})", h))
                 continue
-            seen[producer] = [n, now]
             keep.append(g)
         if refused:
             s.good = keep
             s.rejected += refused
         self._expire(seen, now)
 
-    def _expire(self, seen: dict[str, list[int]], now: int) -> None:
+    @staticmethod
+    def _misplaced(raw: bytes, p: int) -> str | None:
+        """Why a cm.seq the hot path did not take is refused, or None when it is well formed
+        for this partition after all (a partition written as 07)."""
+        seq = parse_sequence(raw)
+        if seq is None:  # the tag covers cm.seq, so only the provider could have written this
+            return f"malformed cm.seq {raw[:40]!r}"
+        if seq[1] != p:
+            return f"written for partition {seq[1]}, found in partition {p}"
+        return None
+
+    def _expire(self, seen: dict[bytes, list[int]], now: int) -> None:
         if self.window_ms is not None:
             gone = [k for k, (_, t) in seen.items() if now - t > 2 * self.window_ms]
         elif len(seen) > MAX_PRODUCERS:
@@ -118,10 +133,10 @@ class Replay(Stage):
 
     def snapshot(self, p: int) -> dict | None:
         seen = self.seen.get(p)
-        return {"producers": {k: list(v) for k, v in seen.items()}} if seen else None
+        return {"producers": {k.decode("latin-1"): list(v) for k, v in seen.items()}} if seen else None
 
     def restore(self, p: int, state: dict) -> None:
-        self.seen[p] = {k: list(v) for k, v in state.get("producers", {}).items()}
+        self.seen[p] = {k.encode("latin-1"): list(v) for k, v in state.get("producers", {}).items()}
 
     def revoke(self, p: int) -> None:
         self.seen.pop(p, None)
