@@ -113,6 +113,7 @@ MORE = """
 def topology(products: dict[str, str]) -> str:
     text = textwrap.dedent(f"""
     participants:
+      - {{id: bench-operator, name: Operator, roles: [operator]}}   # signs the deliveries' seals, as in a city
       - {{id: bench-skyway, name: SkyWay, roles: [provider]}}
       - {{id: bench-consumer, name: Consumer, roles: [consumer]}}
       - {{id: bench-regulator, name: Regulator, roles: [regulator]}}
@@ -325,11 +326,69 @@ def profile_in_process(conf: dict, product: str, keys: Path, n: int) -> None:
     pstats.Stats(pr).sort_stats("tottime").print_stats(25)
 
 
+ISSUE15_STAGES = ("replay", "seal")  # replay protection; delivery tags and seals
+
+
+def stage_cost(conn, conf: dict, keys: Path, products: list[str], records: list[dict]) -> None:
+    """What each stage costs a five-contract runner, and what the runner gains without replay
+    protection and delivery tags (issue 15's goal: they cost <= 10 %). In process, the same
+    backlog for every run; each round runs the whole chain and the chain without those two
+    stages, alternating which goes first (a machine that slows down favours the first)."""
+    from processors.runner import Runner
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    spent: dict[bool, dict[str, float]] = {True: {}, False: {}}
+    done = {True: 0, False: 0}
+    for i, product in enumerate(products):
+        whole = (i % 4) in (0, 3)
+        publish(conn, product, records)
+        r = Runner(product, conf, keys, group_id=f"bench-stages-{time.time_ns()}")
+        if not whole:
+            r.chain = [st for st in r.chain if st.name not in ISSUE15_STAGES]
+            r.decide = r.chain[:-1]
+        for st in r.chain:
+            st.process = _timed(st.process, st.name, spent[whole])
+        try:
+            while not r.consumer.assignment():
+                r.step()
+            in_stages = sum(spent[whole].values())
+            with Timer() as t:
+                while r.consumed < len(records):
+                    r.step()
+        finally:
+            r.close()
+        done[whole] += r.consumed
+        # consuming, flushing, committing, the state records: what the runner does around the chain
+        spent[whole]["outside"] = spent[whole].get("outside", 0.0) + t.seconds - (sum(spent[whole].values()) - in_stages)
+        rates[whole].append(r.consumed / t.seconds)
+        print(f"in-process runner, 5 contracts, {'whole chain' if whole else 'without ' + ' and '.join(ISSUE15_STAGES)}: "
+              f"{rates[whole][-1]:,.0f} records/s", flush=True)
+    w, wo = statistics.median(rates[True]), statistics.median(rates[False])
+    print(f"stage cost, in-process runner, 5 contracts, {len(records)} records, {len(products) // 2} rounds: "
+          f"whole chain {w:,.0f} / without {' and '.join(ISSUE15_STAGES)} {wo:,.0f} records/s (medians) = {w / wo:.2f}"
+          f" (issue 15 goal >= 0.90)")
+    for whole in (True, False):
+        print(f"  us per source record, {'whole chain' if whole else 'without'}: "
+              + ", ".join(f"{k} {v / done[whole] * 1e6:.1f}" for k, v in spent[whole].items()))
+
+
+def _timed(process, name: str, spent: dict):
+    def timed(s):
+        t = time.perf_counter()
+        try:
+            process(s)
+        finally:
+            spent[name] = spent.get(name, 0.0) + time.perf_counter() - t
+    return timed
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=200_000)
     ap.add_argument("--profile", action="store_true", help="also profile an in-process runner (5 contracts)")
     ap.add_argument("--latency-s", type=float, default=10.0)
+    ap.add_argument("--stage-cost", type=int, default=0, metavar="ROUNDS",
+                    help="also time each stage of an in-process 5-contract runner, and the runner without replay "
+                         "protection and delivery tags against the whole chain, ROUNDS times each")
     ap.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
                     help="kafka: one Apache Kafka node with SASL_SSL and ACLs (deploy/kafka.py)")
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
@@ -350,6 +409,8 @@ def main() -> None:
         # per mode: a product for (b), one for (c), one for the latency through the runner
         p1, p5, pl = ({m: f"{u}{what}{m}" for m in modes} for what in ("one", "five", "lat"))
         products = {pr: ONE, pp: ONE + MORE}
+        staged = [f"{u}st{i}" for i in range(2 * args.stage_cost)]
+        products.update({p: ONE + MORE for p in staged})
         for m in modes:
             products.update({p1[m]: ONE, p5[m]: ONE + MORE, pl[m]: ONE})
         path, keys, conn = apply_city(conf, topology(products), tmp, secured=secured)
@@ -424,6 +485,8 @@ def main() -> None:
                   f"c {on['c'] / off['a']:.2f}")
         if args.profile:
             profile_in_process(conf, f"{pp}-uav", keys, n)
+        if staged:
+            stage_cost(conn, conf, keys, [f"{p}-uav" for p in staged], records)
 
 
 if __name__ == "__main__":
