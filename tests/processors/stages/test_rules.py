@@ -72,6 +72,16 @@ def test_repeated_hits_fold_into_an_episode_with_reminders_and_a_clearance(reade
         ("uav-height-120", "SN000000000001", 5, "raised")]
 
 
+def test_the_rules_records_fold_terms_apply_and_a_new_record_changes_episodes_under_way(reader):
+    t = uav(1)["timestamp_ms"]
+    unfolded = rules_stage(reader, {**RULES["uav-telemetry"], "fold_json": json.dumps({"off": True})})
+    assert [a[3] for a in alerts(unfolded, [uav(1, **HIGH), uav(1, **HIGH, timestamp_ms=t + 1)], 0)] == ["raised"] * 2
+    stage = rules_stage(reader)
+    alerts(stage, [uav(1, **HIGH)], 0)
+    stage.install({**RULES["uav-telemetry"], "fold_json": json.dumps({"clear_after_ms": 5_000})})
+    assert alerts(stage, [uav(9, timestamp_ms=t + 6_000)], 1) == [("uav-height-120", "SN000000000001", 1, "cleared")]
+
+
 def test_the_episodes_persisted_with_the_offsets_fold_the_same_after_a_restart(reader):
     stage = rules_stage(reader)
     t = uav(1)["timestamp_ms"]
