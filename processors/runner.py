@@ -51,7 +51,7 @@ from .stages.admission import DEFAULT_MAX_BYTES, Admission
 from .stages.contracts import RULE_UNWRITABLE, ActivePlan, Contracts
 from .stages.ingress import Ingress
 from .stages.replay import Replay
-from .stages.rules import Rules
+from .stages.rules import Rules, RulesFeed
 from .stages.seal import Seal
 from .stages.sinks import Sinks
 from .transactions import TransactionAborted, Transactions, producer_config, transactional_id, wanted
@@ -135,8 +135,8 @@ class Runner:
         self.sinks = Sinks(product_id, provider, self.raw_topic, dlq, self.producer, self._produce, self._n_partitions,
                            max_bytes)
         # operator rules -> cm.alerts, in the same pass as the contracts
-        self.alerts = Rules(client_config, product_id, schema, self.raw_topic, entry.get("event_time_field"),
-                            self.fence_reader)
+        self.alerts = Rules(product_id, schema, self.raw_topic, entry.get("event_time_field"), self.fence_reader,
+                            self._n_partitions(topics.ALERTS), RulesFeed(client_config, product_id))
         # the chain a partition's slice of a batch goes through (processors/stages/__init__.py)
         self.replay = Replay(product_id, entry.get("event_time_window_ms"))
         # (the stages that decide, then the one that writes)

@@ -124,28 +124,29 @@ def compile_record(rec: dict | None, schema: schemas.RecordSchema) -> RuleSet | 
 class Rules(Stage):
     name = "rules"
 
-    def __init__(self, client_config: dict, product_id: str, schema: schemas.RecordSchema, raw_topic: str,
-                 event_time_field: str | None, fence_reader: FenceReader):
+    def __init__(self, product_id: str, schema: schemas.RecordSchema, raw_topic: str, event_time_field: str | None,
+                 fence_reader: FenceReader, alert_partitions: int, feed: RulesFeed | None = None):
+        """`alert_partitions`: cm.alerts' partition count, which `assign` scans with `fence_reader`.
+        `feed`: the product's rules as they change (the runner's); without one, the rules are
+        what `install` was last given. Neither is read here, so the stage is built without a broker."""
         self.product_id = product_id
         self.schema = schema
         self.raw_topic = raw_topic
         self.event_time_field = event_time_field if event_time_field in schema.field_names else None
         self._reader = fence_reader
-        self._feed = RulesFeed(client_config, product_id)
+        self._feed = feed
         self.rules: RuleSet | None = None
         self._fenced: dict[int, set[str]] = {}  # source partition -> ids written before a restart
         self._pending: dict[int, int] = {}  # source partition -> committed offset, while no rules
         self._folds: dict[int, AlertFold] = {}  # source partition -> its episodes of hits
         self.fold_terms = FoldTerms()
-        md = self._feed._consumer.list_topics(topics.ALERTS, timeout=10).topics.get(topics.ALERTS)
-        if md is None or md.error is not None:
-            raise SystemExit(f"topic {topics.ALERTS} does not exist; apply the topology first")
-        self._alert_partitions = len(md.partitions)
+        self._alert_partitions = alert_partitions
         self.raised = 0
         self.fenced = 0
-        self._install(self._feed.initial())
+        self.install(feed.initial() if feed is not None else None)
 
-    def _install(self, rec: dict | None) -> None:
+    def install(self, rec: dict | None) -> None:
+        """Take a cm.control.rules record into effect (None or a tombstone: no rules)."""
         self.fold_terms = FoldTerms.from_dict(json.loads(rec.get("fold_json") or "{}") if rec and not
                                               rec.get("tombstone") else None)
         for fold in self._folds.values():  # episodes under way go on with the new terms
@@ -187,9 +188,9 @@ class Rules(Stage):
         """The alerts of the rule hits on the admitted records of one partition slice, folded
         per rule and subject (policy_enforcer/alert_fold.py), except those a crashed owner
         already wrote."""
-        rec = self._feed.poll()
+        rec = self._feed.poll() if self._feed is not None else None
         if rec is not None:
-            self._install(rec)
+            self.install(rec)
         rules, good, p = self.rules, s.good, s.p
         if rules is None or not good:
             return
@@ -244,4 +245,5 @@ class Rules(Stage):
         self._fold(p).restore(state)
 
     def close(self) -> None:
-        self._feed.close()
+        if self._feed is not None:
+            self._feed.close()
