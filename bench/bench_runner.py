@@ -336,6 +336,7 @@ def stage_cost(conn, conf: dict, keys: Path, products: list[str], records: list[
     stages, alternating which goes first (a machine that slows down favours the first)."""
     from processors.runner import Runner
     rates: dict[bool, list[float]] = {True: [], False: []}
+    cpu: dict[bool, list[float]] = {True: [], False: []}  # the runner thread's CPU seconds per record
     spent: dict[bool, dict[str, float]] = {True: {}, False: {}}
     done = {True: 0, False: 0}
     for i, product in enumerate(products):
@@ -351,9 +352,11 @@ def stage_cost(conn, conf: dict, keys: Path, products: list[str], records: list[
             while not r.consumer.assignment():
                 r.step()
             in_stages = sum(spent[whole].values())
+            cpu0 = time.thread_time()
             with Timer() as t:
                 while r.consumed < len(records):
                     r.step()
+            cpu[whole].append((time.thread_time() - cpu0) / r.consumed)
         finally:
             r.close()
         done[whole] += r.consumed
@@ -366,6 +369,9 @@ def stage_cost(conn, conf: dict, keys: Path, products: list[str], records: list[
     print(f"stage cost, in-process runner, 5 contracts, {len(records)} records, {len(products) // 2} rounds: "
           f"whole chain {w:,.0f} / without {' and '.join(ISSUE15_STAGES)} {wo:,.0f} records/s (medians) = {w / wo:.2f}"
           f" (issue 15 goal >= 0.90)")
+    cw, cwo = statistics.median(cpu[True]) * 1e6, statistics.median(cpu[False]) * 1e6
+    print(f"  the runner thread's CPU time per record (medians; less exposed to what else runs): whole chain "
+          f"{cw:.1f} us / without {cwo:.1f} us = {cwo / cw:.2f}")
     for whole in (True, False):
         print(f"  us per source record, {'whole chain' if whole else 'without'}: "
               + ", ".join(f"{k} {v / done[whole] * 1e6:.1f}" for k, v in spent[whole].items()))
