@@ -217,8 +217,11 @@ class PolygonIndex:
         def contains(x: float, y: float) -> bool:
             if x < minx or x > maxx or y < miny or y > maxy:
                 return False
-            r = int((y - miny) * sy)
-            c = int((x - minx) * sx)
+            try:  # (free in Python 3.11 unless it raises)
+                r = int((y - miny) * sy)
+                c = int((x - minx) * sx)
+            except ValueError:  # NaN passes every comparison above; a contract rejects it, saying so
+                raise ValueError(f"position (lon {x}, lat {y}) is not a number (NaN)") from None
             if r > last:
                 r = last
             if c > last:

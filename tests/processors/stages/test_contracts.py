@@ -45,7 +45,7 @@ def test_each_contract_delivers_drops_and_rejects_and_counts_them_in_one_batch_e
                                              UAV["raw_topic"], 2, 100, 103, counts, None, None)
         assert ap.topic == f"cm.dlv.{cid}" and ap.partitions == PARTITIONS
     assert s.events == [event for _, _, event in s.deliveries]  # one BATCH event per contract, nothing else
-    assert "NaN" in by_contract["logistics-routes"][1].messages[3]
+    assert "is not a number (NaN)" in by_contract["logistics-routes"][1].messages[3]
 
 
 def test_a_delivery_is_the_contracts_view_of_the_record_with_its_own_headers():
