@@ -36,6 +36,7 @@ from typing import Callable
 from confluent_kafka import Consumer, IsolationLevel, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
+from schemas.errors import CitymeshError
 from schemas.headers import BATCH_FIRST as H_BATCH_FIRST
 from schemas.headers import BATCH_LAST as H_BATCH_LAST
 from schemas.headers import BATCH_NOW as H_BATCH_NOW
@@ -90,7 +91,14 @@ class PartitionFence:
 
 
 READER_GROUP = "citymesh-fence-reader"  # group-less readers' group id (never joined; topology/access.py)
-IDLE_S = 2.0  # a read that brings nothing for this long has reached what it can read
+# A fence read that brings nothing for this long is broker trouble, not the end of the data: it
+# raises FenceReadTimeout (the runner starts over) rather than fence from part of what is
+# there, which writes the rest again (seen in CI, on a loaded machine, as duplicated alerts).
+READ_TIMEOUT_S = 30.0
+
+
+class FenceReadTimeout(CitymeshError, TimeoutError):
+    """A fence read made no progress for READ_TIMEOUT_S: what was written is not known."""
 
 
 class FenceReader:
@@ -153,11 +161,13 @@ class FenceReader:
         if hi <= lo:
             return lo, hi
         self._consumer.assign([TopicPartition(topic, partition, hi - 1)])
-        deadline = time.monotonic() + 5.0
-        while not self._consumer.consume(1, 0.05) and self._position(tp) < hi and time.monotonic() < deadline:
-            pass  # (a transaction marker at hi - 1 is no record: the position passes it)
+        deadline = time.monotonic() + READ_TIMEOUT_S
+        while not self._consumer.consume(1, 0.05) and self._position(tp) < hi:
+            if time.monotonic() > deadline:  # (a transaction marker at hi - 1 is no record: the position passes it)
+                self._consumer.unassign()
+                raise FenceReadTimeout(f"{topic}[{partition}]: offset {hi - 1} not read within {READ_TIMEOUT_S:.0f} s")
         while time.monotonic() < deadline and self._consumer.consume(SCAN_WINDOW, 0):
-            pass  # the rest of what that fetch brought
+            pass  # the rest of what that fetch brought (a partition written to meanwhile: not forever)
         hi = max(hi, self._position(tp))
         self._consumer.unassign()
         return lo, hi
@@ -183,8 +193,9 @@ class FenceReader:
                     msgs = self._consumer.consume(max(1, min(want, SCAN_WINDOW)), 0.1)
                     if msgs:
                         idle_since = time.monotonic()
-                    elif time.monotonic() - idle_since > IDLE_S:
-                        break
+                    elif time.monotonic() - idle_since > READ_TIMEOUT_S:
+                        raise FenceReadTimeout(f"{topic}[{partition}]: nothing read at {self._position(tp)} "
+                                               f"(of {start}..{end - 1}) for {READ_TIMEOUT_S:.0f} s")
                     window += [m for m in msgs if not m.error() and m.offset() < end]
                 yield window
                 end = start
@@ -244,11 +255,17 @@ class FenceReader:
         lo, hi = self._true_end(topic, partition)
         if not lo <= offset < hi:
             return None
-        self._consumer.assign([TopicPartition(topic, partition, offset)])
+        tp = TopicPartition(topic, partition, offset)
+        self._consumer.assign([tp])
         try:
-            for m in self._consumer.consume(1, 5.0):
-                if not m.error() and m.offset() >= offset:
-                    return m.timestamp()[1]
+            deadline = time.monotonic() + READ_TIMEOUT_S
+            while self._position(tp) < hi:  # (past it without a record: a transaction marker)
+                for m in self._consumer.consume(1, 0.1):
+                    if not m.error() and m.offset() >= offset:
+                        return m.timestamp()[1]
+                if time.monotonic() > deadline:
+                    raise FenceReadTimeout(f"{topic}[{partition}]: offset {offset} not read within "
+                                           f"{READ_TIMEOUT_S:.0f} s")
             return None
         finally:
             self._consumer.unassign()
