@@ -212,10 +212,20 @@ class Runner:
             committed = self.consumer.get_watermark_offsets(TopicPartition(self.raw_topic, p), timeout=10)[0]
         return committed
 
-    def recover(self, p: int) -> PartitionFence:
-        """Restore partition p's state as of the committed offset and find what a previous
-        owner wrote beyond it."""
+    def recover(self, p: int, resumed_at: int) -> PartitionFence:
+        """Restore partition p's state as of the offset consumption resumed from and find what
+        was written beyond it.
+
+        `resumed_at`: the offset of p's first record since it was assigned. It is the committed
+        offset as the consumer fetched it at the assignment, which can be older than the one
+        the group holds when it is read here: an asynchronous commit of this runner's that was
+        still under way when the partitions were revoked lands in between. The records from
+        there on were processed and written already, so the fence starts at the lower of the two."""
         committed = self._committed(p)
+        if resumed_at < committed:
+            log.warning("partition %d: resumed at %d, below the committed offset %d (a commit landed after the "
+                        "assignment): fenced from %d", p, resumed_at, committed, resumed_at)
+            committed = resumed_at
         states = self.states.recover(p, committed)
         for obj in self.stateful:
             obj.restore(p, states.get(obj.name, {}))
@@ -305,7 +315,7 @@ class Runner:
         self._batch_first = {}
         for p, pmsgs in by_partition.items():
             if p in self._recover:
-                self.fences[p] = self.recover(p)
+                self.fences[p] = self.recover(p, pmsgs[0].offset())
                 self._recover.discard(p)
             if lim.active and p not in lim.parts:  # limits switched on after the partition came
                 lim.restore(p, self.states.last(p).get(lim.name, {}))
@@ -619,8 +629,9 @@ def main(argv: list[str] | None = None) -> int:
              "in transactions" if runner.txn is not None else "without transactions", port)
     stopping = False
 
-    def _stop(*_a) -> None:
+    def _stop(signum, _frame) -> None:
         nonlocal stopping
+        log.info("%s received: stopping after the batch in progress", signal.Signals(signum).name)
         stopping = True
         if runner is not None:
             runner.stop()

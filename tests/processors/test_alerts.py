@@ -25,7 +25,7 @@ from processors.runner import Runner
 from streams import keyring, topics
 from streams.connectors import ProviderConnector
 from streams.simulators import FleetSimulator, HotlineSimulator
-from tests.mesh_fixtures import EXAMPLES, City, headers, read_topic
+from tests.mesh_fixtures import EXAMPLES, City, headers, read_topic, source_of
 from tests.processors.test_runner_crash import Publisher, flights, sigkill_repeatedly_then_catch_up
 
 ALERT = schemas.load("Alert")
@@ -342,6 +342,56 @@ def test_alerts_are_exactly_once_across_sigkill(city, client_config, bootstrap, 
     alerts = [a for _, a in alerts_of(client_config, city.product)]
     got = Counter(((a["source_partition"], a["source_offset"]), a["rule_id"]) for a in alerts)
     dupes = {k: n for k, n in got.items() if n > 1}
-    assert not dupes, f"{len(dupes)} alerts written more than once, e.g. {list(dupes.items())[:3]}"
+    story = "\n".join(ln for ln in log.splitlines() if any(w in ln for w in (
+        "assigned partitions", "resuming at", "already written", "broker trouble", "committed offset", "state")))
+    assert not dupes, f"{len(dupes)} alerts written more than once, e.g. {list(dupes.items())[:3]}; the runs:\n{story}"
     assert got == want, (f"missing {len(want - got)}, unexpected {len(got - want)}")
     assert len({a["alert_id"] for a in alerts}) == len(alerts)
+
+
+def test_a_commit_landing_after_the_assignment_writes_nothing_twice(city, client_config, caplog):
+    """A runner can resume a partition below the group's committed offset as it reads that
+    offset at the partition's first record: an asynchronous commit of its own, still under way
+    when the partitions were revoked, landed after the consumer fetched the offsets for the new
+    assignment. The records in between were processed and their alerts and deliveries written,
+    so the fence starts where consumption resumed (and the state is the one of that offset):
+    nothing is written twice, and nothing is dead-lettered as a replay of itself.
+
+    The broker and the runner are real; only the read of the committed offset is made to
+    return the later commit, which in a run depends on timing."""
+    records = list(itertools.islice(flights(drones=200, seed=5, violators=0.6), 1200))
+    with city.connector() as conn:
+        for r in records:
+            conn.publish(city.product, r)
+    enforce(city.product, city)  # all processed, alerts and deliveries written, offsets committed
+    before = len(alerts_of(client_config, city.product))
+    dlq = topics.dead_letter(city.provider, city.product)
+    dead_before = len(read_topic(client_config, dlq, settle_s=0.5))
+    group = f"citymesh-runner.{city.product}"
+    c = Consumer({**client_config, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(city.raw, p) for p in c.list_topics(city.raw, timeout=10).topics[city.raw].partitions]
+        done = {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
+        assert all(o > 10 for o in done.values()), done
+        # the offsets the consumer of the next runner fetches: an older commit
+        c.commit(offsets=[TopicPartition(city.raw, p, o // 2) for p, o in done.items()], asynchronous=False)
+    finally:
+        c.close()
+    runner = Runner(city.product, city.client, city.keys)
+    runner._committed = lambda p: done[p]  # the group's offset as read later: the commit that landed
+    caplog.set_level("WARNING", logger="citymesh.runner")
+    try:
+        runner.run(max_idle_s=2.0)
+    finally:
+        runner.close()
+
+    alerts = [a for _, a in alerts_of(client_config, city.product)]
+    got = Counter(((a["source_partition"], a["source_offset"]), a["rule_id"]) for a in alerts)
+    dupes = {k: n for k, n in got.items() if n > 1}
+    assert before > 100 and len(alerts) == before and not dupes, (before, len(alerts), list(dupes.items())[:3])
+    delivered = Counter(source_of(m, city.keys) for m in read_topic(client_config,
+                                                                     topics.delivery(f"{city.u}-regulator")))
+    assert delivered and max(delivered.values()) == 1, [k for k, n in delivered.items() if n > 1][:3]
+    # nor taken for replays of themselves (the replay check's state is the one of where it resumed)
+    assert len(read_topic(client_config, dlq, settle_s=0.5)) == dead_before
+    assert sum("below the committed offset" in r.getMessage() for r in caplog.records) == len(done)
