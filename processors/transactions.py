@@ -177,8 +177,17 @@ class Transactions:
         metrics.TRANSACTIONS.labels(self.product, "committed").inc()
 
     def abort(self) -> None:
+        """Abort the open transaction. A producer in a fatal state cannot, and need not: it was
+        fenced (a newer producer with its id started, or the coordinator timed the transaction
+        out), and fencing a producer aborts its open transaction."""
         if self.open:
-            _retrying(self.producer.abort_transaction)
+            try:
+                _retrying(self.producer.abort_transaction)
+            except KafkaException as exc:
+                if not exc.args[0].fatal():
+                    raise
+                log.warning("the open transaction was aborted by the broker, which fenced this producer: %s",
+                            exc.args[0])
             self.open = False
             metrics.TRANSACTIONS.labels(self.product, "aborted").inc()
 
