@@ -365,8 +365,7 @@ def test_a_commit_landing_after_the_assignment_writes_nothing_twice(city, client
             conn.publish(city.product, r)
     enforce(city.product, city)  # all processed, alerts and deliveries written, offsets committed
     before = len(alerts_of(client_config, city.product))
-    dlq = topics.dead_letter(city.provider, city.product)
-    dead_before = len(read_topic(client_config, dlq, settle_s=0.5))
+    dead_before = len(read_topic(client_config, city.dlq, settle_s=0.5))
     group = f"citymesh-runner.{city.product}"
     c = Consumer({**client_config, "group.id": group, "enable.auto.commit": False})
     try:
@@ -393,5 +392,5 @@ def test_a_commit_landing_after_the_assignment_writes_nothing_twice(city, client
                                                                      topics.delivery(f"{city.u}-regulator")))
     assert delivered and max(delivered.values()) == 1, [k for k, n in delivered.items() if n > 1][:3]
     # nor taken for replays of themselves (the replay check's state is the one of where it resumed)
-    assert len(read_topic(client_config, dlq, settle_s=0.5)) == dead_before
+    assert len(read_topic(client_config, city.dlq, settle_s=0.5)) == dead_before
     assert sum("below the committed offset" in r.getMessage() for r in caplog.records) == len(done)
