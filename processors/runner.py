@@ -27,8 +27,10 @@ import gc
 import logging
 import os
 import signal
+import sys
 import time
 import uuid
+from typing import NoReturn
 
 from confluent_kafka import OFFSET_INVALID, Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -54,7 +56,7 @@ from .stages.replay import Replay
 from .stages.rules import Rules, RulesFeed
 from .stages.seal import Seal
 from .stages.sinks import Sinks
-from .transactions import TransactionAborted, Transactions, producer_config, transactional_id, wanted
+from .transactions import ClientWedged, TransactionAborted, Transactions, producer_config, transactional_id, wanted
 
 log = logging.getLogger("citymesh.runner")
 
@@ -602,6 +604,16 @@ def _abandon(runner: Runner) -> None:
             pass
 
 
+def _execute_again(instance: str) -> NoReturn:
+    """Replace this process by a fresh run of its own command line (same pid, so a supervisor
+    sees no exit), as the same transactional instance: the new producer's init_transactions
+    aborts the transaction the wedged one left open. Threads, clients and sockets go with the
+    old image; nothing is lost, as after a crash (the fences and the committed offsets)."""
+    logging.shutdown()
+    os.environ["CITYMESH_RUNNER_INSTANCE"] = instance
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m processors.runner", description=__doc__.split("\n")[0])
     ap.add_argument("--product", required=True)
@@ -691,6 +703,10 @@ def main(argv: list[str] | None = None) -> int:
                 if held:
                     report()
         return 0
+    except ClientWedged as exc:
+        log.error("%s: this process executes itself again", exc)
+        runner = None  # (not closed: a call is stuck in its producer)
+        _execute_again(instance)
     finally:
         if runner is not None:
             runner.close()

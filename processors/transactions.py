@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 import uuid
 from typing import Callable
@@ -59,11 +60,25 @@ MODES = ("auto", "on", "off")
 # successor back, and what one batch may take from its first output to its commit (Kafka
 # Streams' exactly-once default)
 TRANSACTION_TIMEOUT_MS = 10_000
+# how long one transactional call may block before the client is taken for wedged: past the
+# transaction timeout the coordinator has aborted the transaction, so the call can only fail
+CALL_DEADLINE_S = 2 * TRANSACTION_TIMEOUT_MS / 1000
 
 
 class TransactionAborted(CitymeshError, RuntimeError):
     """A batch's transaction was aborted: nothing of it is visible, and it is replayed from the
     committed offsets."""
+
+
+class ClientWedged(CitymeshError, RuntimeError):
+    """A transactional call did not return within CALL_DEADLINE_S, whatever timeout it was given.
+
+    librdkafka's send_offsets_to_transaction ignores its timeout (confluentinc/librdkafka#5456)
+    and can wait forever on a group coordinator that a broker failover took out of the cluster
+    (#5511): measured here, a Kafka broker killed under a runner held its commit 28 s, and in one
+    CI run for good. A client with a call stuck in it cannot be closed safely, so the runner does
+    not start over in-process: it executes itself again (processors/runner.py), with the same
+    transactional id, whose new producer aborts the stuck transaction at once."""
 
 
 def transactional_id(group_id: str, instance: str | None = None) -> str:
@@ -143,7 +158,9 @@ class Transactions:
 
     def __init__(self, producer: Producer, consumer: Consumer, product: str, tid: str):
         self.producer, self.consumer, self.product = producer, consumer, product
-        _authorized(producer.init_transactions, tid)  # aborts what an earlier producer with this id left open
+        # aborts what an earlier producer with this id left open
+        _authorized(lambda: _retrying("init_transactions", lambda: producer.init_transactions(
+            TRANSACTION_TIMEOUT_MS / 1000)), tid)
         self.open = False
 
     def begin(self) -> None:
@@ -161,9 +178,9 @@ class Transactions:
             # state turns it into a bare _STATE answer to the offsets
             self.producer.flush(TRANSACTION_TIMEOUT_MS / 1000)
             if offsets:
-                _retrying(lambda: self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata()))
-            _retrying(self.producer.commit_transaction)
+                _retrying("send_offsets_to_transaction", lambda: self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata(), TRANSACTION_TIMEOUT_MS / 1000))
+            _retrying("commit_transaction", lambda: self.producer.commit_transaction(TRANSACTION_TIMEOUT_MS / 1000))
         except KafkaException as exc:
             err = exc.args[0]
             if not err.txn_requires_abort():
@@ -182,7 +199,7 @@ class Transactions:
         out), and fencing a producer aborts its open transaction."""
         if self.open:
             try:
-                _retrying(self.producer.abort_transaction)
+                _retrying("abort_transaction", lambda: self.producer.abort_transaction(TRANSACTION_TIMEOUT_MS / 1000))
             except KafkaException as exc:
                 if not exc.args[0].fatal():
                     raise
@@ -192,15 +209,37 @@ class Transactions:
             metrics.TRANSACTIONS.labels(self.product, "aborted").inc()
 
 
-def _retrying(call: Callable[[], None]) -> None:
+def _retrying(what: str, call: Callable[[], None]) -> None:
     """`call` again while it fails with a retriable error (a timeout on the way to the
     coordinator), for as long as a transaction may last; other errors go up."""
     deadline = time.monotonic() + 2 * TRANSACTION_TIMEOUT_MS / 1000
     while True:
         try:
-            return call()
+            return _bounded(what, call)
         except KafkaException as exc:
             err = exc.args[0]
             if not err.retriable() or err.txn_requires_abort() or err.fatal() or time.monotonic() > deadline:
                 raise
             log.info("retrying a transactional call: %s", err)
+
+
+def _bounded(what: str, call: Callable[[], None]) -> None:
+    """`call` on a thread of its own, given CALL_DEADLINE_S to return (ClientWedged if it does
+    not: the thread is left in the call, the process is about to be replaced)."""
+    done, outcome = threading.Event(), []
+
+    def run() -> None:
+        try:
+            outcome.append((call(), None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread as it is
+            outcome.append((None, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=run, name=f"citymesh-{what}", daemon=True).start()
+    if not done.wait(CALL_DEADLINE_S):
+        raise ClientWedged(f"{what} did not return within {CALL_DEADLINE_S:.0f} s (confluentinc/librdkafka#5511)")
+    result, exc = outcome[0]
+    if exc is not None:
+        raise exc
+    return result

@@ -188,13 +188,14 @@ def publish_paced(conn: ProviderConnector, product: str, rate: float, stopping: 
 
 
 def spawn_kafka_runner(kafka, topo, keys: Path, product: str, state_dir: Path, log_path: Path,
-                       **env: str) -> subprocess.Popen:
+                       launcher: tuple[str, ...] = ("-m", "processors.runner"), **env: str) -> subprocess.Popen:
     """`product`'s runner process on Apache Kafka, logged in as its own service principal
-    (`env`: more CITYMESH_* settings); it dies with pytest, so no runner is left behind."""
+    (`env`: more CITYMESH_* settings; `launcher`: what python runs, processors.runner's main
+    or a script that calls it); it dies with pytest, so no runner is left behind."""
     user = services(topo)[f"runner-{product}"]
     with open(log_path, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "processors.runner", "--product", product, "--metrics-port", "0"], cwd=ROOT,
+            [sys.executable, *launcher, "--product", product, "--metrics-port", "0"], cwd=ROOT,
             env={**os.environ, **kafka.env(user, password_of(keys, topo, user)), "CITYMESH_STATE_DIR": str(state_dir),
                  "CITYMESH_KEYS_DIR": str(keys), "PYTHONPATH": str(ROOT), **env},
             stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)

@@ -108,7 +108,11 @@ def test_failover_loses_and_duplicates_nothing(tmp_path, kafka3, unique):
         published_s = time.monotonic() - t_pub
         pub.join(120)
         assert not pub.is_alive() and not errors, errors
-        wait_caught_up(admin_cfg, f"citymesh-runner.{product}", raw, 120)
+        try:
+            wait_caught_up(admin_cfg, f"citymesh-runner.{product}", raw, 120)
+        except AssertionError as exc:  # what the runner was doing: its own lines, not librdkafka's
+            lines = [ln for ln in log_path.read_text(errors="replace").splitlines() if not ln.startswith("%")]
+            raise AssertionError(f"{exc}\nrunner log:\n" + "\n".join(lines[-60:])) from None
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
     finally:

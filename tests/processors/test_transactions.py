@@ -6,11 +6,25 @@ under the transactional ids its ACLs grant."""
 
 from __future__ import annotations
 
-import pytest
+import json
+import signal
+import threading
+import time
+from collections import Counter
 
-from processors.transactions import honours_transactions, transactional_id, wanted
-from streams import topics
-from tests.mesh_fixtures import city_yaml, make_city
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+
+import schemas
+from processors import transactions
+from processors.transactions import ClientWedged, honours_transactions, transactional_id, wanted
+from streams import keyring, topics
+from streams.connectors import ProviderConnector
+from streams.control import read_table
+from streams.simulators import FleetSimulator
+from tests.mesh_fixtures import city_yaml, make_city, read_topic, source_of, spawn_kafka_runner
+from tests.processors.test_failover_kafka import REGULATOR_ONLY
+from tests.processors.test_runner_crash import stop, wait_caught_up, wait_for_log
 from topology.access import password_of, services
 from topology.apply import apply
 from topology.loader import load_topology
@@ -39,3 +53,89 @@ def test_apache_kafka_hides_them(tmp_path, kafka, unique):
     as_runner = kafka.client_config(runner, password_of(keys, topo, runner))
     state = topics.partition_state(f"{unique}-skyway", product)
     assert wanted("auto", as_runner, transactional_id(f"citymesh-runner.{product}"), state) is True
+
+
+def test_a_transactional_call_that_does_not_return_is_bounded(monkeypatch):
+    monkeypatch.setattr(transactions, "CALL_DEADLINE_S", 0.3)
+    assert transactions._bounded("answer", lambda: 42) == 42
+    with pytest.raises(KafkaException):  # an error of the call is the caller's
+        transactions._bounded("refused", lambda: (_ for _ in ()).throw(KafkaException(KafkaError(KafkaError._FENCED))))
+    stuck = threading.Event()
+    t0 = time.monotonic()
+    with pytest.raises(ClientWedged, match="send_offsets_to_transaction did not return within"):
+        transactions._retrying("send_offsets_to_transaction", stuck.wait)
+    assert time.monotonic() - t0 < 5
+    stuck.set()
+
+
+# What the runner process runs in the next test: processors.runner's main, with the first
+# producer's send_offsets_to_transaction stuck for good, as librdkafka#5511 leaves it
+WEDGED_ONCE = """
+import os, pathlib, threading
+import processors.transactions as t
+from processors.runner import main
+t.CALL_DEADLINE_S = 3.0
+mark = pathlib.Path(os.environ["TEST_WEDGE_MARK"])
+
+class WedgedOnce:
+    def __init__(self, producer):
+        self._producer = producer
+    def __getattr__(self, name):
+        return getattr(self._producer, name)
+    def send_offsets_to_transaction(self, *args):
+        mark.touch()
+        threading.Event().wait()
+
+real_init = t.Transactions.__init__
+def init(self, producer, *args, **kwargs):
+    real_init(self, producer, *args, **kwargs)
+    if not mark.exists():
+        self.producer = WedgedOnce(producer)
+t.Transactions.__init__ = init
+raise SystemExit(main())
+"""
+
+
+@pytest.mark.kafka
+def test_a_wedged_commit_restarts_the_process_and_loses_and_duplicates_nothing(tmp_path, kafka, unique):
+    """A runner whose send_offsets_to_transaction never returns (librdkafka#5511, seen in a
+    broker failover) executes itself again: same pid, same transactional id (so the stuck
+    transaction is aborted at once), and every published record is delivered exactly once."""
+    u, keys, f = unique, tmp_path / "keys", tmp_path / "city.yaml"
+    admin_cfg = kafka.admin_config()
+    f.write_text(city_yaml(u, REGULATOR_ONLY))
+    topo = load_topology(f)
+    apply(topo, admin_cfg, keys_dir=keys, with_acls=True)
+    product, provider = f"{u}-uav", f"{u}-skyway"
+    raw, dlv = topics.raw(provider, product), topics.delivery(f"{u}-regulator")
+    sent: list[tuple[str, int]] = []
+    ring = keyring.load(keys, provider)
+    fleet = FleetSimulator(drones=200, seed=5, violators=0.1)
+    with ProviderConnector(ring, kafka.client_config(provider, ring.sasl_password)) as conn:
+        while len(sent) < 3000:
+            for r in fleet.tick(1.0):
+                r["timestamp_ms"] = int(time.time() * 1000) - 60_000 + len(sent)
+                conn.publish(product, r)
+                sent.append((r["serial_number"], r["timestamp_ms"]))
+    mark, log_path = tmp_path / "wedged", tmp_path / "runner.log"
+    proc = spawn_kafka_runner(kafka, topo, keys, product, tmp_path / "state", log_path,
+                              launcher=("-c", WEDGED_ONCE), TEST_WEDGE_MARK=str(mark))
+    try:
+        wait_for_log(log_path, "this process executes itself again", 0, 120, proc)
+        assert mark.exists()
+        since = log_path.read_text().index("executes itself again")
+        wait_for_log(log_path, "assigned partitions", since, 120, proc)  # the new image, same pid
+        wait_caught_up(admin_cfg, f"citymesh-runner.{product}", raw, 120)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        stop(proc)
+    log = log_path.read_text()
+    assert "send_offsets_to_transaction did not return within 3 s" in log
+    contract = read_table(admin_cfg, topics.CONTROL_CONTRACTS)[f"{u}-regulator"]
+    telemetry = schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"]))
+    delivered = read_topic(admin_cfg, dlv, expect=len(sent), timeout_s=60)  # (read_committed)
+    got = Counter((r["serial_number"], r["timestamp_ms"]) for r in (telemetry.decode(m.value()) for m in delivered))
+    assert got == Counter(sent)
+    sources = [source_of(m, keys) for m in delivered]
+    assert len(sources) == len(set(sources)) == len(sent)
