@@ -166,8 +166,20 @@ class FenceReader:
             if time.monotonic() > deadline:  # (a transaction marker at hi - 1 is no record: the position passes it)
                 self._consumer.unassign()
                 raise FenceReadTimeout(f"{topic}[{partition}]: offset {hi - 1} not read within {READ_TIMEOUT_S:.0f} s")
-        while time.monotonic() < deadline and self._consumer.consume(SCAN_WINDOW, 0):
-            pass  # the rest of what that fetch brought (a partition written to meanwhile: not forever)
+        # the rest of that batch and what follows it: one fetch response carries at most
+        # max.partition.fetch.bytes (1 MiB), so a large last batch (~1,800 alerts) takes several,
+        # and stopping at the first empty consume() fenced too low (CI: alerts written twice).
+        # Read on while the fetches' own high watermark is ahead and they keep bringing records
+        # (a partition written to meanwhile: not forever)
+        idle_since = time.monotonic()
+        while time.monotonic() < deadline:
+            if self._consumer.consume(SCAN_WINDOW, 0):
+                idle_since = time.monotonic()
+                continue
+            fetched_hi = (self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0))[1]
+            if self._position(tp) >= fetched_hi or time.monotonic() - idle_since > 0.5:
+                break
+            time.sleep(0.005)
         hi = max(hi, self._position(tp))
         self._consumer.unassign()
         return lo, hi

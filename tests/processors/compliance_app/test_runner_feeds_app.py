@@ -89,7 +89,7 @@ def test_runner_alerts_escalate_once_and_usage_equals_deliveries(app):
     assert closed["count"] == 34 and closed["last_seen_ms"] == t0 + 36_000
 
     # usage: every record each contract delivered, no more, no less
-    delivered = {c: len(read_topic(client, topics.delivery(c), settle_s=0.3)) for c in (f"{u}-op-uav",
+    delivered = {c: len(read_topic(client, topics.delivery(c), expect=80, settle_s=0.3)) for c in (f"{u}-op-uav",
                                                                                        f"{u}-buy-uav")}
     assert delivered == {f"{u}-op-uav": 80, f"{u}-buy-uav": 80}
     now = int(time.time() * 1000)
