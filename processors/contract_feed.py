@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 
 import schemas
 from streams import topics
+from streams.offsets import fetched_high
 
 
 class ContractFeed:
@@ -50,14 +51,11 @@ class ContractFeed:
         deadline = time.monotonic() + timeout_s
         while ends:
             if all(self._position[p] >= hi for p, hi in ends.items()):
-                # ListOffsets on the embedded broker answers the base offset of the last record
-                # batch + 1 (streams/offsets.py); the fetch that brought that record carried the
-                # true high watermark: read up to it too, or the rest of that batch (a contract
-                # written together with others) would wait for the next sync
+                # the broker's answer can fall short (streams/offsets.py): read up to the end
+                # the fetches carried too, or the rest of that batch (a contract written together
+                # with others) would wait for the next sync
                 ends = {p: hi for p in ends
-                        if (hi := (self._consumer.get_watermark_offsets(
-                            TopicPartition(topics.CONTROL_CONTRACTS, p), cached=True) or (0, 0))[1])
-                        > self._position[p]}
+                        if (hi := fetched_high(self._consumer, topics.CONTROL_CONTRACTS, p)) > self._position[p]}
                 if not ends:
                     break
             # consume() waits until it has num_messages or the timeout passed: ask for exactly

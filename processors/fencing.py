@@ -45,6 +45,7 @@ from schemas.headers import SRC_OFFSET as H_SRC_OFFSET
 from schemas.headers import SRC_PARTITION as H_SRC_PARTITION
 from schemas.headers import SEAL as H_SEAL
 from schemas.headers import SRC_TOPIC as H_SRC_TOPIC
+from streams.offsets import EndOffsetTimeout, end_offsets
 
 SCAN_WINDOW = 2000
 
@@ -148,50 +149,23 @@ class FenceReader:
         return {k: (lo, hi) for k, (lo, hi) in found.items() if 0 <= lo <= hi}
 
     def _true_end(self, topic: str, partition: int) -> tuple[int, int]:
-        """(low, high): high is where a read_committed read of the partition ends. ListOffsets
-        on the embedded broker says base offset of the last batch + 1, so a fetch from just
-        below that answer reads the rest of the batch (one fetch response, queued at once),
-        and high is the consumer's position after it. (Not the fetch's high watermark, as
-        streams.offsets.end_offsets takes: on Apache Kafka it lies beyond the records of a
-        transaction still open, which a read_committed reader waits for in vain.)"""
-        tp = TopicPartition(topic, partition)
-        known = self._prefetched.pop((topic, partition), None)  # used once
-        lo, hi = known or self._watermarks([(topic, partition)]).get((topic, partition)) or \
-            self._consumer.get_watermark_offsets(tp, timeout=10, cached=False)
-        if hi <= lo:
-            return lo, hi
-        self._consumer.assign([TopicPartition(topic, partition, hi - 1)])
-        deadline = time.monotonic() + READ_TIMEOUT_S
-        while not self._consumer.consume(1, 0.05) and self._position(tp) < hi:
-            if time.monotonic() > deadline:  # (a transaction marker at hi - 1 is no record: the position passes it)
-                self._consumer.unassign()
-                raise FenceReadTimeout(f"{topic}[{partition}]: offset {hi - 1} not read within {READ_TIMEOUT_S:.0f} s")
-        # the rest of that batch and what follows it: one fetch response carries at most
-        # max.partition.fetch.bytes (1 MiB), so a large last batch (~1,800 alerts) takes several,
-        # and stopping at the first empty consume() fenced too low (CI: alerts written twice).
-        # Read on while the fetches' own high watermark is ahead and they keep bringing records
-        # (a partition written to meanwhile: not forever)
-        idle_since = time.monotonic()
-        while time.monotonic() < deadline:
-            if self._consumer.consume(SCAN_WINDOW, 0):
-                idle_since = time.monotonic()
-                continue
-            fetched_hi = (self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0))[1]
-            if self._position(tp) >= fetched_hi or time.monotonic() - idle_since > 0.5:
-                break
-            time.sleep(0.005)
-        hi = max(hi, self._position(tp))
-        self._consumer.unassign()
-        return lo, hi
+        """(low, high): high is where a read_committed read of the partition ends, the
+        ListOffsets answers read on past where the embedded broker's fall short
+        (streams/offsets.py)."""
+        key = (topic, partition)
+        listed = self._prefetched.pop(key, None) or self._watermarks([key]).get(key)  # used once
+        try:
+            return end_offsets(self._consumer, [TopicPartition(topic, partition)], READ_TIMEOUT_S,
+                               listed={key: listed} if listed else None)[key]
+        except EndOffsetTimeout as exc:
+            raise FenceReadTimeout(str(exc)) from exc
 
     def _position(self, tp: TopicPartition) -> int:
         return self._consumer.position([tp])[0].offset
 
     def _scan_back(self, topic: str, partition: int, stop_below: int | None = None):
         """Yield messages newest-first-window by window (each window oldest-first)."""
-        # the true log end: ListOffsets on the embedded broker says base offset of the last batch
-        # + 1, which would hide the rest of that batch and fence too low (duplicates)
-        lo, hi = self._true_end(topic, partition)
+        lo, hi = self._true_end(topic, partition)  # (a short end would fence too low: duplicates)
         end = hi
         try:
             while end > lo:

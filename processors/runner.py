@@ -40,6 +40,7 @@ from schemas.errors import CitymeshError
 from streams import keyring, topics
 from streams.admin import max_message_bytes
 from streams.control import read_table
+from streams.offsets import fetched_high
 from streams.settings import Settings, get_settings
 
 from . import evidence, limiting, metrics, status
@@ -536,7 +537,7 @@ class Runner:
     def update_lag(self) -> None:
         for tp in self.consumer.assignment():
             pos = self.consumer.position([tp])[0].offset
-            _, hi = self.consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            hi = fetched_high(self.consumer, tp.topic, tp.partition)
             if pos >= 0 and hi >= 0:
                 metrics.LAG.labels(self.product_id, str(tp.partition)).set(max(0, hi - pos))
 

@@ -1,9 +1,10 @@
+import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from streams.admin import TopicCounter, TopicSpec, ensure_topics
 from streams.control import read_table
-from streams.offsets import end_offsets
+from streams.offsets import EndOffsetTimeout, end_offsets
 
 
 def test_end_offsets_count_every_record_of_a_multi_record_batch(client_config, unique):
@@ -39,3 +40,40 @@ def test_read_table_sees_every_key_of_one_batch(client_config, unique):
     p.flush()
     table = read_table(client_config, topic)
     assert sorted(table) == sorted(f"p{i}" for i in range(20) if i != 3)
+
+
+def test_end_offsets_read_a_last_batch_larger_than_a_fetch_response(client_config, unique):
+    """The fence's case (CI: alerts written twice): the last batch is far larger than what one
+    fetch response may carry, so the end is only known after several fetches."""
+    topic = f"t.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 1)])
+    p = Producer({**client_config, "linger.ms": 200, "batch.size": 4_000_000, "batch.num.messages": 100_000})
+    p.produce(topic, b"first", partition=0)
+    p.flush()
+    for i in range(3000):
+        p.produce(topic, b"%06d" % i + b"x" * 400, partition=0)
+    p.flush()
+    c = Consumer({**client_config, "group.id": "x", "isolation.level": "read_committed",
+                  "max.partition.fetch.bytes": 16_384})
+    try:
+        assert end_offsets(c, [TopicPartition(topic, 0)])[(topic, 0)] == (0, 3001)
+        assert not c.assignment()  # the probe leaves the consumer unassigned
+    finally:
+        c.close()
+
+
+def test_an_end_that_cannot_be_read_raises_instead_of_answering_short(client_config, unique):
+    topic = f"t.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 1)])
+    p = Producer(client_config)
+    for _ in range(10):
+        p.produce(topic, b"v", partition=0)
+    p.flush()
+    c = Consumer({**client_config, "group.id": "x"})
+    try:
+        # an answer beyond what the partition holds: the record below it never comes
+        with pytest.raises(EndOffsetTimeout, match=rf"{topic}\[0\] at offset 99"):
+            end_offsets(c, [TopicPartition(topic, 0)], timeout_s=1.5, listed={(topic, 0): (0, 100)})
+        assert end_offsets(c, [TopicPartition(topic, 0)], timeout_s=10) == {(topic, 0): (0, 10)}
+    finally:
+        c.close()
