@@ -4,9 +4,9 @@ Why a compiled plan: the enforcement runner calls ``Plan.evaluate`` for every ba
 every active contract, so everything that depends only on the contract is done once here:
 the purpose decision, the polygon index, the pseudonym key schedule, the output schema,
 and one generated Python function (``step``) that tests every per-record constraint and
-builds the delivered dict with every duty inlined. Generated code (like the schema
-encoders in ``schemas/codegen.py``) avoids a function call and a config look-up per rule
-per record; the generator only embeds ``repr`` of field names validated against the
+builds the delivered dict with every duty inlined (its output goes straight into the
+output schema's C encoder, ``schemas/native.py``). Generated code avoids a function call and
+a config look-up per rule per record; the generator only embeds ``repr`` of field names validated against the
 schema and refers to every policy value through a named constant.
 
 The plan names no constraint or duty: each compiles itself (``constraints/``,
@@ -39,7 +39,7 @@ from typing import Any, Callable
 
 from schemas import RecordSchema
 from schemas import headers as H
-from schemas.codegen import Unsupported, fields_encoder
+from schemas.native import Unsupported, fields_encoder
 
 from .blocks import Compiling
 from .constraints import CompiledConstraint

@@ -1,11 +1,10 @@
 /* schemas._avro: Avro binary decoding and encoding in C, driven by a schema program.
  *
  * Why: the enforcement runner decodes every raw record it admits and encodes every record
- * it delivers, once per contract. The generated Python functions in schemas/codegen.py cost
- * ~2.5 us to decode a UavTelemetry and ~1.5 us to encode one; the interpreter, not the
- * format, is the cost. This module walks the same schema, given as a small tuple program
- * (built by schemas/codegen.py: program()), in C. The generated Python stays the reference:
- * tests/schemas/test_codegen.py checks that both give the same records, bytes and refusals.
+ * it delivers, once per contract; fastavro walks the schema in Python for every record
+ * (schemas/native.py has the figures). This module walks the schema, given as a small tuple
+ * program (schemas/native.py: program()), in C. fastavro stays the reference:
+ * tests/schemas/test_native.py checks that this reads what fastavro reads and writes its bytes.
  *
  * Program nodes (tuples):
  *   (NULL,) (BOOLEAN,) (INT,) (LONG,) (FLOAT,) (DOUBLE,) (BYTES,) (STRING,)
@@ -40,7 +39,7 @@ typedef struct Node {
     struct Node *children;    /* RECORD: n; UNION_NULL, ARRAY, MAP: 1 */
 } Node;
 
-static PyObject *MISSING;  /* the marker for "no default", given by codegen */
+static PyObject *MISSING;  /* the marker for "no default", given by schemas/native.py */
 
 static void node_clear(Node *node) {
     Py_CLEAR(node->symbols);
@@ -470,7 +469,7 @@ static int write_node(const Node *node, PyObject *v, Writer *w) {
         return type_error("a boolean", v);
     case OP_INT:
     case OP_LONG: {
-        if (!PyLong_Check(v)) return type_error("an integer", v);
+        if (!PyLong_Check(v) || PyBool_Check(v)) return type_error("an integer", v);  /* an Avro int is no boolean */
         int overflow;
         long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
         if (x == -1 && PyErr_Occurred()) return -1;
@@ -482,6 +481,7 @@ static int write_node(const Node *node, PyObject *v, Writer *w) {
     }
     case OP_FLOAT:
     case OP_DOUBLE: {
+        if (PyBool_Check(v)) return type_error("a number", v);
         double x = PyFloat_AsDouble(v);
         if (x == -1.0 && PyErr_Occurred()) return -1;
         int n = node->op == OP_FLOAT ? 4 : 8;
@@ -637,7 +637,7 @@ static PyTypeObject EncoderType = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "schemas._avro",
-    "Avro binary decoding and encoding in C from a schema program (see schemas/codegen.py).", -1, NULL,
+    "Avro binary decoding and encoding in C from a schema program (see schemas/native.py).", -1, NULL,
 };
 
 PyMODINIT_FUNC PyInit__avro(void) {

@@ -23,7 +23,7 @@ from fastavro.schema import fingerprint as _fingerprint
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 from fastavro.validation import validate as _validate
 
-from .codegen import Unsupported, decoder, encoder
+from .native import Unsupported, decoder, encoder
 from .errors import CitymeshError
 
 SCHEMA_DIR = Path(__file__).resolve().parent
@@ -114,7 +114,7 @@ class RecordSchema:
             if self._body_encoder is not None:
                 return self._body_encoder(record)
             buf = io.BytesIO()
-            fastavro.schemaless_writer(buf, self.parsed, record, strict=True)
+            fastavro.schemaless_writer(buf, self.parsed, record, strict_allow_default=True)  # as the C one
             return buf.getvalue()
         except (ValueError, TypeError, KeyError, AttributeError, OverflowError, struct.error) as exc:
             raise RecordInvalid(self._explain(record, exc)) from None
@@ -122,8 +122,8 @@ class RecordSchema:
     def read_body(self, buf: bytes, pos: int) -> tuple[dict, int]:
         """The record whose Avro binary body starts at buf[pos] and the position after it
         (the caller decides whether bytes may follow). Raises on malformed input (any of
-        ValueError, IndexError, UnicodeDecodeError, struct.error, EOFError...); only the
-        generated-Python fallback returns an end past the buffer for a body cut short."""
+        ValueError, IndexError, UnicodeDecodeError, struct.error, EOFError...): the C decoder
+        where it is built, else fastavro (schemas/native.py)."""
         if self._body_decoder is not None:
             return self._body_decoder(buf, pos)
         bio = io.BytesIO(buf)

@@ -27,7 +27,7 @@ import os
 from dataclasses import dataclass
 
 from schemas import headers
-from schemas.codegen import native_enabled
+from schemas.native import native_enabled
 
 try:  # the same tags in C (streams/_hmac.c), built by `pip install -e .`
     from . import _hmac

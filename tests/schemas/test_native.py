@@ -1,10 +1,8 @@
-"""The decoders and encoders of schemas/codegen.py against fastavro, and the C walker
-(schemas/_avro.c) against the generated Python.
+"""The C codec (schemas/native.py, schemas/_avro.c) against fastavro, the reference.
 
-Every record a decoder returns must be the one fastavro reads from the same bytes, and it
+Every record the decoder returns must be the one fastavro reads from the same bytes, and it
 must never accept bytes fastavro cannot read: admission trusts it to decide what is bad
-input. The C decoder must decide every body as the generated one does, and the C encoder
-write the same bytes, refusing at least what the generated one refuses."""
+input. The encoder must write fastavro's bytes, and never write a record fastavro refuses."""
 
 import io
 import random
@@ -15,22 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import schemas
-from fastavro.schema import expand_schema
+from schemas import native
+from schemas.native import Unsupported
 
-from schemas import codegen
-from schemas.codegen import Unsupported, compile_decoder, compile_encoder, compile_fields_encoder
-
-
-def native_decoder(definition):
-    return codegen._avro.Decoder(codegen.program(expand_schema(definition)))
+native_decoder = native.decoder
 
 
 def native_encoder(definition, prefix=None):
-    program = codegen.program(expand_schema(definition))
-    return codegen._avro.Encoder(program) if prefix is None else codegen._avro.Encoder(program, prefix, True)
+    return native.encoder(definition) if prefix is None else native.fields_encoder(definition, prefix)
 
-
-DECODERS = pytest.mark.parametrize("make", [compile_decoder, native_decoder], ids=["generated", "native"])
 
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 EXTRA = {"type": "record", "name": "T", "fields": [
@@ -75,7 +66,7 @@ def _cases():
     for name in schemas.available():
         s = schemas.load(name)
         try:
-            compile_decoder(s.definition)
+            native.decoder(s.definition)
         except Unsupported:
             continue
         out.append((name, s.definition, s.parsed))
@@ -91,27 +82,33 @@ def _fastavro_read(parsed, buf):
     return rec, bio.tell()
 
 
+def _fastavro_write(parsed, rec):
+    buf = io.BytesIO()
+    # strict, but a missing field with a default takes it, as the Avro spec's writer does
+    fastavro.schemaless_writer(buf, parsed, rec, strict_allow_default=True)
+    return buf.getvalue()
+
+
 def test_the_product_schemas_compile():
     assert {"UavTelemetry", "HotlineTicket"} <= {name for name, _, _ in CASES}
 
 
 def test_the_native_codec_is_built_and_used():
     """`pip install -e .` (make test, make demo) builds schemas._avro; the hot path uses it."""
-    assert codegen.native_available()
+    assert native.native_available()
     s = schemas.load("UavTelemetry")
     assert type(s._body_decoder).__module__ == type(s._body_encoder).__module__ == "schemas._avro"
 
 
-@DECODERS
 @pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
 @SETTINGS
 @given(data=st.data())
-def test_decodes_what_fastavro_wrote_to_the_same_record(make, name, definition, parsed, data):
+def test_decodes_what_fastavro_wrote_to_the_same_record(name, definition, parsed, data):
     rec = data.draw(_strategy(definition, {}))
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, parsed, rec)
     body = b"\xc3\x01" + buf.getvalue()  # read from an offset, as admission does
-    assert make(definition)(body, 2) == (_fastavro_read(parsed, body[2:])[0], len(body))
+    assert native_decoder(definition)(body, 2) == (_fastavro_read(parsed, body[2:])[0], len(body))
 
 
 def _fuzzed_bodies(name, definition, parsed, n=4000):
@@ -138,12 +135,11 @@ def _fuzzed_bodies(name, definition, parsed, n=4000):
 
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
-@DECODERS
 @pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
-def test_never_accepts_bytes_fastavro_cannot_read(make, name, definition, parsed):
+def test_never_accepts_bytes_fastavro_cannot_read(name, definition, parsed):
     """Random and mutated bodies: whatever the decoder reads whole, fastavro reads whole too,
     and to the same record."""
-    dec = make(definition)
+    dec = native_decoder(definition)
     accepted = 0
     for body in _fuzzed_bodies(name, definition, parsed):
         try:
@@ -158,58 +154,27 @@ def test_never_accepts_bytes_fastavro_cannot_read(make, name, definition, parsed
     assert accepted > 0
 
 
-@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
-@pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
-def test_the_native_decoder_decides_every_body_as_the_generated_one(name, definition, parsed):
-    """The same record and end, or both refuse; where the generated reader returns an end
-    past the buffer (a body cut short), the native one refuses."""
-    generated, native = compile_decoder(definition), native_decoder(definition)
-    outcomes = {"same": 0, "refused": 0}
-    for body in _fuzzed_bodies(name + "/native", definition, parsed):
-        try:
-            theirs = generated(body, 0)
-        except Exception:  # noqa: BLE001 - refused: the native one must refuse too
-            theirs = None
-        if theirs is not None and theirs[1] > len(body):
-            theirs = None
-        try:
-            ours = native(body, 0)
-        except (ValueError, IndexError) as exc:  # UnicodeDecodeError is a ValueError
-            assert theirs is None, (body, exc)
-            outcomes["refused"] += 1
-            continue
-        assert theirs == ours or repr(theirs) == repr(ours), body  # NaN != NaN
-        outcomes["same"] += 1
-    assert outcomes["same"] and outcomes["refused"]
-
-
-@DECODERS
 @pytest.mark.parametrize("body,why", [
     (b"\x01", "negative enum index"),  # zigzag -1
     (b"\x06", "enum index past the symbols"),
 ])
-def test_rejects_an_enum_index_out_of_range(make, body, why):
-    dec = make({"type": "record", "name": "R", "fields": [
+def test_rejects_an_enum_index_out_of_range(body, why):
+    dec = native_decoder({"type": "record", "name": "R", "fields": [
         {"name": "e", "type": {"type": "enum", "name": "E", "symbols": ["A", "B", "C"]}}]})
     with pytest.raises((ValueError, IndexError)):
         dec(body, 0)
 
 
-@DECODERS
-def test_rejects_bad_boolean_union_branch_length_and_overlong_varint(make):
-    dec = make({"type": "record", "name": "R", "fields": [
+def test_rejects_bad_boolean_union_branch_length_and_overlong_varint():
+    dec = native_decoder({"type": "record", "name": "R", "fields": [
         {"name": "b", "type": "boolean"}, {"name": "u", "type": ["null", "long"]}, {"name": "s", "type": "string"}]})
     assert dec(b"\x01\x02\x04\x04ab", 0) == ({"b": True, "u": 2, "s": "ab"}, 6)
     for bad in (b"\x02\x00\x00", b"\x00\x04\x00", b"\x00\x00\x03", b"\x00\x00\x02\xff",
                 b"\x00\x02" + b"\xff" * 11 + b"\x01\x00", b"\x00\x00\x02\xc3\x28"):
         with pytest.raises((ValueError, IndexError, UnicodeDecodeError)):
             dec(bad, 0)
-    if make is compile_decoder:  # a string cut short reads what is there; the end says how much is missing
-        rec, end = dec(b"\x00\x00\x04a", 0)
-        assert end == 5 > len(b"\x00\x00\x04a")
-    else:  # the native one refuses it
-        with pytest.raises(ValueError, match="1 more byte"):
-            dec(b"\x00\x00\x04a", 0)
+    with pytest.raises(ValueError, match="1 more byte"):  # a string cut short
+        dec(b"\x00\x00\x04a", 0)
 
 
 def test_the_native_decoder_refuses_a_block_count_the_bytes_cannot_hold():
@@ -241,9 +206,8 @@ def test_the_encoders_write_fastavros_bytes(name, definition, parsed, data):
     buf = io.BytesIO()
     fastavro.schemaless_writer(buf, parsed, rec)
     values = [rec[f["name"]] for f in definition["fields"]]
-    assert compile_encoder(definition)(rec) == native_encoder(definition)(rec) == buf.getvalue()
-    assert (compile_fields_encoder(definition, b"H")(*values) == native_encoder(definition, b"H")(*values)
-            == b"H" + buf.getvalue())
+    assert native_encoder(definition)(rec) == buf.getvalue()
+    assert native_encoder(definition, b"H")(*values) == b"H" + buf.getvalue()
 
 
 WRONG = [None, "x", "HUGE", 1, -1, 2**31, 2**64, 1.5, float("nan"), True, b"\x00", bytearray(b"abcd"), [], [1, "a"],
@@ -252,26 +216,25 @@ WRONG = [None, "x", "HUGE", 1, -1, 2**31, 2**64, 1.5, float("nan"), True, b"\x00
 
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
 @pytest.mark.parametrize("name,definition,parsed", CASES, ids=[c[0] for c in CASES])
-def test_the_native_encoder_refuses_what_the_generated_one_refuses(name, definition, parsed):
+def test_the_native_encoder_writes_nothing_fastavro_would_not(name, definition, parsed):
     """Each field in turn given each value of WRONG (and one field dropped, one added): what
-    the native encoder writes, the generated one writes byte for byte; what the generated
-    one refuses, the native one refuses. (The generated one lets None through as an empty
-    array or map; the native one refuses it.)"""
-    ours, theirs = native_encoder(definition), compile_encoder(definition)
-    ours_f, theirs_f = native_encoder(definition, b""), compile_fields_encoder(definition)
+    the native encoder writes, strict fastavro (defaults allowed) writes byte for byte; the rest it refuses with
+    TypeError, ValueError, KeyError or OverflowError."""
+    ours, ours_f = native_encoder(definition), native_encoder(definition, b"")
     rec = _strategy(definition, {}).example()
     cases = [dict(rec, **{f["name"]: w}) for f in definition["fields"] for w in WRONG]
     cases += [{k: v for k, v in rec.items() if k != f["name"]} for f in definition["fields"]]
     cases.append(dict(rec, colour="red"))
     written = refused = 0
     for case in cases:
-        for o, t, args in ((ours, theirs, (case,)), (ours_f, theirs_f, [case.get(f["name"]) for f in definition["fields"]])):
+        positional = {f["name"]: case.get(f["name"]) for f in definition["fields"]}  # what ours_f is given
+        for o, args, meant in ((ours, (case,), case), (ours_f, list(positional.values()), positional)):
             try:
                 got = o(*args)
             except (TypeError, ValueError, KeyError, OverflowError):
                 refused += 1
                 continue
-            assert t(*args) == got, case
+            assert _fastavro_write(parsed, meant) == got, case
             written += 1
     assert written and refused
 
@@ -292,3 +255,17 @@ def test_the_native_encoder_names_the_problem():
         enc(rec, rec)
     with pytest.raises(TypeError, match="takes 8 positional"):
         native_encoder(EXTRA, b"")(1)
+
+
+@pytest.mark.filterwarnings("ignore::hypothesis.errors.NonInteractiveExampleWarning")
+def test_with_the_c_parts_switched_off_records_go_through_fastavro(monkeypatch):
+    definition = schemas.load("UavTelemetry").definition
+    rec = _strategy(definition, {}).example()
+    on = schemas.RecordSchema.from_definition(definition)
+    monkeypatch.setenv("CITYMESH_NATIVE", "0")
+    off = schemas.RecordSchema.from_definition(definition)
+    assert off._body_decoder is None and off._body_encoder is None
+    assert off.encode(rec) == on.encode(rec)
+    assert off.decode(on.encode(rec)) == on.decode(on.encode(rec))
+    with pytest.raises(Unsupported):  # a contract's plan then encodes its dict (policy_enforcer/plan.py)
+        native.fields_encoder(definition)
