@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from dataclasses import dataclass
 
 from schemas import headers
 from schemas.native import native_enabled
@@ -110,36 +109,24 @@ def trace_id_of(traceparent: bytes | str) -> str:
     return s.split("-")[1] if s.count("-") >= 3 else s
 
 
-@dataclass(frozen=True)
-class Verdict:
-    ok: bool
-    reason: str | None = None
-
-
 def headers_dict(headers) -> dict[str, bytes]:
     return dict(headers) if headers else {}
 
 
-def verify(headers: dict[str, bytes], payload: bytes, keys: dict[str, tuple[str, bytes]]) -> Verdict:
-    """Check the authenticity tag against the operator's keys: participant -> (key id, secret)."""
-    participant = headers.get(H_PARTICIPANT)
-    if not participant:
-        return Verdict(False, "missing-participant")
-    entry = keys.get(participant.decode("utf-8", "replace"))
-    if entry is None:
-        return Verdict(False, "unknown-participant")
+def tag_problem(tagger, key_id: bytes, headers: dict[str, bytes], payload: bytes) -> str | None:
+    """Why a provider record's cm.auth does not prove it (missing-auth-tag, unknown-key-id,
+    bad-auth-tag), or None when it does: ``tagger`` holds the provider's key, ``key_id`` its
+    id. The caller has checked that cm.participant is the participant the key belongs to."""
     auth = headers.get(H_AUTH)
     if not auth:
-        return Verdict(False, "missing-auth-tag")
-    key_id, _, tag_hex = auth.partition(b":")
-    if key_id.decode("ascii", "replace") != entry[0]:
-        return Verdict(False, "unknown-key-id")
-    expected = Tagger(entry[1]).tag(participant, headers.get(H_PRODUCT, b""),
-                                    signed_time(headers.get(H_EVENT_TIME, b""), headers.get(H_SEQUENCE)), payload)
+        return "missing-auth-tag"
+    claimed_id, _, tag_hex = auth.partition(b":")
+    if claimed_id != key_id:
+        return "unknown-key-id"
     try:
         given = bytes.fromhex(tag_hex.decode("ascii"))
     except ValueError:
-        return Verdict(False, "bad-auth-tag")
-    if not hmac.compare_digest(expected, given):
-        return Verdict(False, "bad-auth-tag")
-    return Verdict(True)
+        return "bad-auth-tag"
+    expected = tagger.tag(headers.get(H_PARTICIPANT, b""), headers.get(H_PRODUCT, b""),
+                          signed_time(headers.get(H_EVENT_TIME, b""), headers.get(H_SEQUENCE)), payload)
+    return None if hmac.compare_digest(expected, given) else "bad-auth-tag"

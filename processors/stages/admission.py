@@ -8,7 +8,6 @@ Only the product's provider may write its raw topic, so only the provider's key 
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass
 
 import schemas
@@ -129,21 +128,7 @@ class Admission(Stage):
             return "not-the-provider"
         if h.get(envelope.H_PRODUCT) != self.product:
             return "wrong-product"
-        auth = h.get(envelope.H_AUTH)
-        if not auth:
-            return "missing-auth-tag"
-        key_id, _, tag_hex = auth.partition(b":")
-        if key_id != self._key_id:
-            return "unknown-key-id"
-        try:
-            given = bytes.fromhex(tag_hex.decode("ascii"))
-        except ValueError:
-            return "bad-auth-tag"
-        expected = self._tagger.tag(participant, self.product,
-                                    signed_time(h.get(H_EVENT_TIME, b""), h.get(H_SEQUENCE)), v)
-        if not hmac.compare_digest(expected, given):
-            return "bad-auth-tag"
-        return None
+        return envelope.tag_problem(self._tagger, self._key_id, h, v)
 
 
 _REASONS = {

@@ -87,17 +87,18 @@ def test_auth_tag_verifies_and_detects_tampering(provider, client_config):
     conn.publish(product, rec)
     conn.flush()
     m = _read_all(client_config, topics.raw(ring.participant_id, product), 1)[0]
-    keys = {ring.participant_id: (ring.key_id, ring.hmac_key)}
-    h = dict(m.headers())
-    assert envelope.verify(h, m.value(), keys).ok
+    tagger, key_id, h = envelope.Tagger(ring.hmac_key), ring.key_id.encode(), dict(m.headers())
+    assert envelope.tag_problem(tagger, key_id, h, m.value()) is None
     tampered = bytearray(m.value())
     tampered[-1] ^= 1
-    assert envelope.verify(h, bytes(tampered), keys).reason == "bad-auth-tag"
-    assert envelope.verify({**h, "cm.product": b"other"}, m.value(), keys).reason == "bad-auth-tag"
-    assert envelope.verify(h, m.value(), {}).reason == "unknown-participant"
-    assert envelope.verify({k: v for k, v in h.items() if k != "cm.auth"}, m.value(), keys).reason == "missing-auth-tag"
+    assert envelope.tag_problem(tagger, key_id, h, bytes(tampered)) == "bad-auth-tag"
+    assert envelope.tag_problem(tagger, key_id, {**h, "cm.product": b"other"}, m.value()) == "bad-auth-tag"
+    assert envelope.tag_problem(tagger, key_id, {**h, "cm.seq": b"x:0:1"}, m.value()) == "bad-auth-tag"
+    assert envelope.tag_problem(tagger, b"other-key", h, m.value()) == "unknown-key-id"
+    no_tag = {k: v for k, v in h.items() if k != "cm.auth"}
+    assert envelope.tag_problem(tagger, key_id, no_tag, m.value()) == "missing-auth-tag"
     other = keyring.Keyring.generate(ring.participant_id)
-    assert not envelope.verify(h, m.value(), {ring.participant_id: (ring.key_id, other.hmac_key)}).ok
+    assert envelope.tag_problem(envelope.Tagger(other.hmac_key), key_id, h, m.value()) == "bad-auth-tag"
 
 
 def test_invalid_record_raises_and_sends_nothing(provider, client_config):
