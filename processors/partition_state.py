@@ -15,6 +15,13 @@ records newest first for the one whose ``offset_after`` or ``offset_before`` equ
 committed offset, and restores that state. The scan is short: the records it passes are of
 batches written but not committed, at most as many as commits were lost in the crash.
 
+Each record also carries the compliance floor (processors/fencing.py: ComplianceFloors):
+an offset of the shared compliance partition below which none of the batch's events, nor
+those of a later batch, can be. A partition that stays idle gets a new record with the same
+state and a newer floor once a second (not with transactions: a record needs a transaction
+of its own there), so a restart's search of the compliance topic stays short however much
+other products write to it meanwhile.
+
 A product whose stages keep no state writes nothing here.
 """
 
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import schemas
 from streams import topics
@@ -40,8 +48,12 @@ class PartitionStates:
         self.producer = producer
         self.fence_reader = fence_reader
         self.schema = schemas.load("PartitionState")
-        self.registry = schemas.Registry([self.schema, schemas.load("LimiterState")])
+        # the records written before the compliance floor: the same fields without it
+        before_floor = schemas.RecordSchema.from_definition({**self.schema.definition, "fields": [
+            f for f in self.schema.definition["fields"] if f["name"] != "compliance_floor"]})
+        self.registry = schemas.Registry([self.schema, before_floor, schemas.load("LimiterState")])
         self.saved: dict[int, tuple[int, str]] = {}  # p -> (offset, states json) last restored or written
+        self.written_at: dict[int, float] = {}  # p -> time.monotonic() of its last record
         self._partitions: int | None = None
 
     def _partition(self, p: int) -> int:
@@ -59,15 +71,17 @@ class PartitionStates:
                 rec[k] = json.dumps({"limits": json.loads(rec[k])})
         return rec
 
-    def recover(self, p: int, committed: int) -> dict[str, dict]:
-        """Every stage's state of partition p as of the committed offset ({} when none was saved)."""
+    def recover(self, p: int, committed: int) -> tuple[dict[str, dict], int | None]:
+        """Every stage's state of partition p as of the committed offset ({} when none was
+        saved), and the compliance floor of the record it came from (None: not known)."""
         key = f"{self.product}:{p}".encode()
-        found = None
+        found = floor = None
         for window in self.fence_reader._scan_back(self.topic, self._partition(p)):
             for m in reversed(window):
                 if m.key() != key or not m.value():
                     continue
                 s = self._decode(m.value())
+                floor = s.get("compliance_floor")
                 if s["offset_after"] == committed:
                     found = s["state_after_json"]
                 elif s["offset_before"] == committed:
@@ -85,7 +99,7 @@ class PartitionStates:
                 break
         states = json.loads(found) if found is not None else {}
         self.saved[p] = (committed, json.dumps(states, separators=(",", ":"), sort_keys=True))
-        return states
+        return states, floor if found is not None else None
 
     def last(self, p: int) -> dict[str, dict]:
         """The state last restored or written for p (a stage switched on mid-way starts from it)."""
@@ -93,14 +107,25 @@ class PartitionStates:
 
     def forget(self, p: int) -> None:
         self.saved.pop(p, None)
+        self.written_at.pop(p, None)
 
-    def persist(self, p: int, offset: int, states: dict[str, dict], now_ms: int) -> None:
+    def persist(self, p: int, offset: int, states: dict[str, dict], now_ms: int, floor: int | None = None) -> None:
         """Write p's state as of `offset` (the offset about to be committed), with the state it
-        started from; call before the batch is flushed and committed."""
-        after = json.dumps(states, separators=(",", ":"), sort_keys=True)
-        before_off, before = self.saved.get(p, (offset, "{}"))
-        rec = {"product_id": self.product, "partition": p, "offset_before": before_off, "offset_after": offset,
-               "time_ms": now_ms, "state_before_json": before, "state_after_json": after}
+        started from; call before the batch is flushed and committed, and before its compliance
+        events are written (`floor`: see the module's docstring)."""
+        self._write(p, self.saved.get(p, (offset, "{}")), offset, json.dumps(states, separators=(",", ":"),
+                                                                              sort_keys=True), now_ms, floor)
+
+    def refresh(self, p: int, floor: int, now_ms: int) -> None:
+        """The state p was last saved with again, with a newer compliance floor (an idle
+        partition: nothing was written for it since its last record)."""
+        offset, states = self.saved[p]
+        self._write(p, (offset, states), offset, states, now_ms, floor)
+
+    def _write(self, p: int, before: tuple[int, str], offset: int, after: str, now_ms: int, floor: int | None) -> None:
+        rec = {"product_id": self.product, "partition": p, "offset_before": before[0], "offset_after": offset,
+               "time_ms": now_ms, "state_before_json": before[1], "state_after_json": after,
+               "compliance_floor": floor}
         value, key, q = self.schema.encode(rec), f"{self.product}:{p}".encode(), self._partition(p)
         while True:
             try:
@@ -109,6 +134,7 @@ class PartitionStates:
             except BufferError:
                 self.producer.poll(0.05)
         self.saved[p] = (offset, after)
+        self.written_at[p] = time.monotonic()
 
 
 def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:

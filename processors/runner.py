@@ -46,7 +46,7 @@ from streams.settings import Settings, get_settings
 from . import evidence, limiting, metrics, status
 from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_PARTITION, H_SRC_TOPIC,
-                      FenceReader, PartitionFence, clear_position, compliance_partition)
+                      ComplianceFloors, FenceReader, PartitionFence, clear_position, compliance_partition)
 from .partition_state import PartitionStates
 from .quarantine import HOLD_AFTER, REFUSALS, RULE_HELD, Hold, Holds
 from .stages import DeadLetter, PartitionSlice, Stage
@@ -128,6 +128,10 @@ class Runner:
         self.fence_reader = FenceReader(client_config)
         self._partitions = {name: len(t.partitions) for name, t in self.producer.list_topics(timeout=10).topics.items()}
         self.states = PartitionStates(product_id, provider, self.producer, self.fence_reader)
+        self.floors = ComplianceFloors(self.fence_reader._admin, topics.COMPLIANCE)
+        # p -> the compliance floor p was recovered with: a partition still fenced writes no
+        # newer one, since the previous owner's events of a batch it replays lie below that
+        self._recovered_floor: dict[int, int | None] = {}
         # rate limits, quotas, provider breaker (processors/limiting.py)
         participants = read_table(client_config, topics.CONTROL_PARTICIPANTS)
         self.limiting = limiting.Limiting(
@@ -202,6 +206,7 @@ class Runner:
             self._recover.discard(p)
             self._issued.pop(p, None)
             self.fences.pop(p, None)
+            self._recovered_floor.pop(p, None)
             self._carry.pop(p, None)
             self.limiting.forget(p)
             self.states.forget(p)
@@ -224,12 +229,14 @@ class Runner:
         the group holds when it is read here: an asynchronous commit of this runner's that was
         still under way when the partitions were revoked lands in between. The records from
         there on were processed and written already, so the fence starts at the lower of the two."""
+        started = time.monotonic()
         committed = self._committed(p)
         if resumed_at < committed:
             log.warning("partition %d: resumed at %d, below the committed offset %d (a commit landed after the "
                         "assignment): fenced from %d", p, resumed_at, committed, resumed_at)
             committed = resumed_at
-        states = self.states.recover(p, committed)
+        states, floor = self.states.recover(p, committed)
+        self._recovered_floor[p] = floor
         for obj in self.stateful:
             obj.restore(p, states.get(obj.name, {}))
         for stage in self.chain:
@@ -238,7 +245,7 @@ class Runner:
         reader, dlq = self.fence_reader, self.sinks.dlq_topic
         deliveries = [(ap.topic, p % ap.partitions, ap.position_of) for ap in self.plans.values()]
         dlq_q = p % self._n_partitions(dlq)
-        cq = compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
+        cq = self._compliance_of(p)
         with reader.prefetched([(t, q) for t, q, _ in deliveries] + [(dlq, dlq_q), (topics.COMPLIANCE, cq)]):
             for topic, q, position_of in deliveries:
                 last, sealed = reader.delivery_tail(topic, q, p, position_of, committed)
@@ -249,10 +256,12 @@ class Runner:
             if last >= committed:
                 fence.outputs[dlq] = last
             fence.batches, fence.event_ids = self.fence_reader.compliance_since(
-                topics.COMPLIANCE, cq, self.raw_topic, p, committed)
+                topics.COMPLIANCE, cq, self.raw_topic, p, committed, floor)
         if fence.outputs or fence.batches:
             log.warning("partition %d: resuming at %d after a crash; already written: %s, batches %s",
                         p, committed, fence.outputs, [(f, la) for f, la, _ in fence.batches])
+        log.info("partition %d: recovered at offset %d in %.2f s (compliance floor %s of partition %d)", p, committed,
+                 time.monotonic() - started, floor, cq)
         return fence
 
     # ---- the batch loop ------------------------------------------------------------------
@@ -286,6 +295,7 @@ class Runner:
         """One batch: returns how many raw records it consumed."""
         msgs = self._next_batch()
         t0 = time.perf_counter()
+        self._refresh_floors()
         msgs = [m for m in msgs if not m.error()]
         if self.holds.active:
             msgs = self.holds.filter(self.consumer, self.raw_topic, msgs)
@@ -316,6 +326,7 @@ class Runner:
         commits = []
         self._begin()
         self._batch_first = {}
+        fenced = set()  # partitions that began this batch fenced: their state keeps the recovered floor
         for p, pmsgs in by_partition.items():
             if p in self._recover:
                 self.fences[p] = self.recover(p, pmsgs[0].offset())
@@ -323,6 +334,8 @@ class Runner:
             if lim.active and p not in lim.parts:  # limits switched on after the partition came
                 lim.restore(p, self.states.last(p).get(lim.name, {}))
             fence = self.fences.get(p)
+            if fence is not None:
+                fenced.add(p)
             if p in self._carry:
                 pmsgs = self._carry.pop(p) + pmsgs
             self._batch_first[p] = pmsgs[0].offset()
@@ -358,13 +371,32 @@ class Runner:
         for tp in commits:  # the state goes with the offsets (processors/partition_state.py)
             states = {obj.name: snap for obj in self.stateful if (snap := obj.snapshot(tp.partition)) is not None}
             if states or tp.partition in self.states.saved:
-                self.states.persist(tp.partition, tp.offset, states, now_ms)
+                floor = (self._recovered_floor.get(tp.partition) if tp.partition in fenced else
+                         self.floors.known.get(self._compliance_of(tp.partition)))
+                self.states.persist(tp.partition, tp.offset, states, now_ms, floor)
         self._write_events(events_out)
         self._commit(commits)
         self.consumed += len(msgs)
         metrics.RECORDS_IN.labels(self.product_id).inc(len(msgs))
         metrics.BATCH_SECONDS.labels(self.product_id).observe(time.perf_counter() - t0)
         return len(msgs)
+
+    def _compliance_of(self, p: int) -> int:
+        return compliance_partition(self.product_id, p, self._n_partitions(topics.COMPLIANCE))
+
+    def _refresh_floors(self) -> None:
+        """Keep the compliance floors fresh; an idle partition's state is written again with
+        the newer floor once a second (processors/partition_state.py), so a restart's search
+        of the shared compliance topic does not grow with what other products write there."""
+        mine = [tp.partition for tp in self.consumer.assignment()]
+        if not self.floors.refresh({self._compliance_of(p) for p in mine}) or self.txn is not None:
+            return
+        now, now_ms = time.monotonic(), int(time.time() * 1000)
+        for p in mine:
+            floor = self.floors.known.get(self._compliance_of(p))
+            if (floor is not None and p in self.states.saved and p not in self.fences and p not in self._recover
+                    and now - self.states.written_at.get(p, 0.0) >= ComplianceFloors.INTERVAL_S):
+                self.states.refresh(p, floor, now_ms)
 
     def _begin(self) -> None:
         """Before a batch's first output: with transactions, the batch's transaction begins."""
