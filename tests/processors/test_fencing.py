@@ -101,3 +101,29 @@ def test_a_restart_searches_the_compliance_topic_only_down_to_the_floor(tmp_path
     delivered = read_topic(client_config, topics.delivery(f"{unique}-regulator"), expect=published)
     positions = [source_of(m, city.keys) for m in delivered]
     assert len(positions) == len(set(positions)) == published
+
+
+def test_alert_ids_are_found_below_a_later_owners_older_batch(client_config, unique):
+    """Two crashes in a row (processors/fencing.py: FenceReader.ids_since): owner A wrote an
+    alert about offset 12591 and died before its batch's compliance events; B skipped it,
+    committed up to 12588 and wrote alerts of its next batch; C resumes at 12588 and must
+    find A's alert below B's about the older batch, or it writes it again."""
+    from confluent_kafka.admin import AdminClient
+
+    from processors.fencing import FenceReader
+    from streams.admin import TopicSpec, ensure_topics
+    topic, src = f"alerts.{unique}", f"cm.raw.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 1)])
+    p = Producer(client_config)
+    for eid, first, last, offset in (("a-12591", 12400, 12600, 12591),   # A, its batch never committed
+                                     ("b-12500", 12400, 12587, 12500),   # B, committed up to 12588
+                                     ("b-12650", 12588, 12700, 12650)):  # B, its next batch
+        p.produce(topic, b"alert", partition=0, headers=[
+            ("cm.src.topic", src.encode()), ("cm.src.partition", b"2"), ("cm.batch.first", b"%d" % first),
+            ("cm.batch.last", b"%d" % last), ("cm.src.offset", b"%d" % offset), ("cm.event.id", eid.encode())])
+        p.flush()
+    reader = FenceReader(client_config)
+    try:
+        assert reader.ids_since(topic, 0, src, 2, 12588, 0) == {"a-12591", "b-12650"}
+    finally:
+        reader.close()
