@@ -303,7 +303,6 @@ class ComplianceFloors:
     def __init__(self, admin: AdminClient, topic: str):
         self._admin, self._topic = admin, topic
         self.known: dict[int, int] = {}  # compliance partition -> an end offset it had
-        self.updated = 0.0  # time.monotonic() of the last answer taken
         self._asked: dict | None = None
         self._asked_at = 0.0
 
@@ -316,8 +315,6 @@ class ComplianceFloors:
                     self.known[tp.partition] = f.result().offset
                     changed = True
             self._asked = None
-            if changed:
-                self.updated = time.monotonic()
         now = time.monotonic()
         if self._asked is None and partitions and now - self._asked_at >= self.INTERVAL_S:
             self._asked_at = now
