@@ -357,9 +357,16 @@ def cmd_usage(args, settings: Settings) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    n = int(text)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{n}: want 1 or more")
+    return n
+
+
 def cmd_up(args, settings: Settings) -> int:
     from .mesh import up
-    return up(settings, args.topology, args.engine)
+    return up(settings, args.topology, args.engine, args.runner_groups, args.runner_processes)
 
 
 def cmd_down(args, settings: Settings) -> int:
@@ -385,6 +392,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
                    help="tansu: the embedded broker, quick, no access control (default); kafka: Apache Kafka "
                         "(KRaft, fetched through Maven), SCRAM over TLS, ACLs from the topology, data kept across down/up")
+    s.add_argument("--runner-groups", type=_positive, default=1, metavar="G",
+                   help="runner groups per product, each enforcing its share of the contracts (default 1)")
+    s.add_argument("--runner-processes", type=_positive, default=1, metavar="N",
+                   help="runner processes per group, sharing the product's partitions (default 1)")
     s.set_defaults(fn=cmd_up)
     sub.add_parser("down", help="stop what `up` started").set_defaults(fn=cmd_down)
     s = sub.add_parser("status", help="processes, broker, topics and HTTP addresses")

@@ -15,7 +15,7 @@ from topology.loader import TopologyFileError, load_topology
 
 from . import supervisor
 from .broker import EmbeddedBroker, wait_for_metadata
-from .processes import mesh_processes
+from .processes import mesh_processes, service_of
 from .state import MeshState, client_config
 
 
@@ -23,7 +23,8 @@ NO_ACCESS_CONTROL = ("NO access control: any client on this machine can read and
                      "(`citymesh up --engine kafka` runs Apache Kafka with SCRAM over TLS and ACLs from the topology)")
 
 
-def up(settings: Settings, topology_path: str, engine: str = "tansu") -> int:
+def up(settings: Settings, topology_path: str, engine: str = "tansu", runner_groups: int = 1,
+       runner_processes: int = 1) -> int:
     state = MeshState.load(settings)
     if state is not None and all(state.alive().values()):
         print(f"the mesh is already up ({state.bootstrap}); `citymesh down` first to restart it")
@@ -58,14 +59,11 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu") -> int:
     print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)"
           + (f", {report.acls} ACLs, {len(report.credentials)} credential(s) set" if with_acls else ""))
     env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
-    wanted = mesh_processes(topo, topology_path)
-    # the one runner of a product keeps its transactional id when the supervisor restarts it, so
-    # the restart aborts what it left open at once (processors/transactions.py)
-    instance = {name: {"CITYMESH_RUNNER_INSTANCE": "0"} for name in wanted if name.startswith("runner-")}
+    wanted = mesh_processes(topo, topology_path, runner_groups, runner_processes)
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     (settings.state_dir / supervisor.TABLE_FILE).write_text(json.dumps(
-        {name: {"argv": argv, "env": {**env, **process_env.get(name, {}), **instance.get(name, {})},
+        {name: {"argv": argv, "env": {**env, **process_env.get(service_of(name, argv), {})},
                 "log": str((logs / f"{name}.log").resolve())}
          for name, argv in wanted.items()}, indent=2))
     argv = supervisor.python_module("deploy.supervisor", "--state-dir", str(settings.state_dir.resolve()))
@@ -81,7 +79,8 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu") -> int:
     print(f"supervisor pid {sup.pid}: restarts any process below that dies (`citymesh status` shows restarts)")
     for name in wanted:
         print(f"started {name} pid {state.processes.get(name, '?')}"
-              + (f" as {process_env[name]['CITYMESH_SASL_USERNAME']}" if name in process_env else ""))
+              + (f" as {process_env[service]['CITYMESH_SASL_USERNAME']}"
+                 if (service := service_of(name, wanted[name])) in process_env else ""))
     if "dashboard" in state.processes:  # the address it really bound (another may hold the default port)
         from dashboard.server import wait_for_url
         print(f"dashboard: {wait_for_url(settings.state_dir, 15, state.started_ms / 1000) or 'http://' + settings.dashboard_listen + '/'}")

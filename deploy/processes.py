@@ -11,11 +11,25 @@ from topology.models import Topology
 from .supervisor import python_module
 
 
-def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
-    """name -> argv of every process the mesh needs for this topology."""
+def runner_name(product: str, group: int, instance: int, groups: int, processes: int) -> str:
+    """`runner-<product>` when a product has one runner, else `runner-<product>.g<group>.<instance>`."""
+    return f"runner-{product}" if groups == processes == 1 else f"runner-{product}.g{group}.{instance}"
+
+
+def mesh_processes(topo: Topology, topology_path: str, runner_groups: int = 1,
+                   runner_processes: int = 1) -> dict[str, list[str]]:
+    """name -> argv of every process the mesh needs for this topology. Each product gets
+    `runner_groups` groups of runners that split its contracts between them
+    (processors/sharding.py), each of `runner_processes` instances that split its partitions."""
     procs = {}
-    for p in topo.products:  # one enforcement runner per data product (scale out: more of the same)
-        procs[f"runner-{p.id}"] = python_module("processors.runner", "--product", p.id)
+    for p in topo.products:
+        for g in range(runner_groups):
+            for i in range(runner_processes):
+                name = runner_name(p.id, g, i, runner_groups, runner_processes)
+                # the instance name is kept when the supervisor restarts it, so the restart aborts
+                # the transaction it left open at once (processors/transactions.py)
+                procs[name] = python_module("processors.runner", "--product", p.id, "--group", str(g),
+                                            "--groups", str(runner_groups), "--instance", str(i), "--name", name)
     procs["ledger-sink"] = python_module("processors.ledger.sink")  # cm.compliance + cm.alerts -> hash chain
     # escalation, lost link, surges, metering: over cm.alerts, cm.compliance and the operator's own deliveries
     procs["compliance-app"] = python_module("processors.compliance_app", *_operator_contracts(topo))
@@ -39,6 +53,11 @@ def mesh_processes(topo: Topology, topology_path: str) -> dict[str, list[str]]:
             procs[f"source-{src.id}"] = python_module("streams.adapters.dji_mqtt", *base,
                                                       *(["--mqtt", src.mqtt] if src.mqtt else []))
     return procs
+
+
+def service_of(name: str, argv: list[str]) -> str:
+    """The service a process runs as (topology/access.py): one for all runners of a product."""
+    return f"runner-{argv[argv.index('--product') + 1]}" if name.startswith("runner-") else name
 
 
 def _operator_contracts(topo: Topology) -> list[str]:

@@ -10,6 +10,7 @@ record: a revocation is never late for records produced after it.
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
@@ -20,8 +21,9 @@ from streams.offsets import fetched_high
 
 
 class ContractFeed:
-    def __init__(self, client_config: dict, product_id: str):
+    def __init__(self, client_config: dict, product_id: str, owns: Callable[[str], bool] = lambda _cid: True):
         self.product_id = product_id
+        self._owns = owns  # which of the product's contracts this runner enforces (processors/sharding.py)
         self.contracts: dict[str, dict] = {}
         self._schema = schemas.load("Contract")
         self._consumer = Consumer({**client_config, "group.id": f"citymesh-contract-feed-{product_id}",
@@ -75,7 +77,7 @@ class ContractFeed:
                         changes.append(({**old, "state": "REVOKED"}, old))
                     continue
                 c = self._schema.decode(m.value())
-                if c["product_id"] != self.product_id:
+                if c["product_id"] != self.product_id or not self._owns(key):
                     continue
                 old = self.contracts.get(key)
                 if old is None or _differs(old, c):

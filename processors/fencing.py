@@ -41,6 +41,7 @@ from schemas.headers import BATCH_FIRST as H_BATCH_FIRST
 from schemas.headers import BATCH_LAST as H_BATCH_LAST
 from schemas.headers import BATCH_NOW as H_BATCH_NOW
 from schemas.headers import EVENT_ID as H_EVENT_ID
+from schemas.headers import RUNNER_GROUP as H_RUNNER_GROUP
 from schemas.headers import SRC_OFFSET as H_SRC_OFFSET
 from schemas.headers import SRC_PARTITION as H_SRC_PARTITION
 from schemas.headers import SEAL as H_SEAL
@@ -220,9 +221,11 @@ class FenceReader:
         return last, committed - 1
 
     def compliance_since(self, topic: str, partition: int, src_topic: str, src_partition: int,
-                         committed: int, floor: int | None = None) -> tuple[list[tuple[int, int, int]], set[str]]:
+                         committed: int, floor: int | None = None,
+                         runner_group: bytes | None = None) -> tuple[list[tuple[int, int, int]], set[str]]:
         """([(batch first, batch last, processing time)] oldest first, event ids) of the
-        compliance events written about source offsets at or after `committed`. `floor`: an
+        compliance events one runner group (its cm.runner.group marker, None for the lead's:
+        processors/sharding.py) wrote about source offsets at or after `committed`. `floor`: an
         offset below which none of them can be (ComplianceFloors); the compliance topic is
         shared by every product, so without it the search walks back through all their events
         since this partition's last one (issue 14: 68-71 s per partition at 300k)."""
@@ -232,7 +235,8 @@ class FenceReader:
         for window in self._scan_back(topic, partition, floor):
             for m in reversed(window):
                 h = dict(m.headers() or ())
-                if h.get(H_SRC_PARTITION) != want_p or h.get(H_SRC_TOPIC) != want_t or H_BATCH_FIRST not in h:
+                if (h.get(H_SRC_PARTITION) != want_p or h.get(H_SRC_TOPIC) != want_t or H_BATCH_FIRST not in h
+                        or h.get(H_RUNNER_GROUP) != runner_group):
                     continue
                 last = int(h[H_BATCH_LAST])
                 if last < committed:  # older than the committed offset: nothing more to find

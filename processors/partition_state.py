@@ -6,7 +6,8 @@ after a crash must decide exactly as the original did (processors/fencing.py), s
 start from the state the original started from: the state as of the committed offset.
 
 How: every batch that touches source partition p writes ONE record (schema PartitionState,
-key ``<product>:<p>``) to the compacted topic cm.state.<provider>.<product>, carrying every
+key ``<product>:<p>``, ``<product>.<group>:<p>`` for a runner group other than the lead:
+processors/sharding.py) to the compacted topic cm.state.<provider>.<product>, carrying every
 stage's state as of the offset the batch started from (``offset_before``) and as of the
 offset it is about to commit (``offset_after``); it is flushed with the batch's outputs,
 before the offsets are committed. The runner does not wait for a commit's answer, so the
@@ -30,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from typing import Callable
 
 import schemas
 from streams import topics
@@ -42,8 +44,10 @@ log = logging.getLogger("citymesh.state")
 class PartitionStates:
     """Reads and writes one product's partition states (the runner's producer writes them)."""
 
-    def __init__(self, product: str, provider: str, producer, fence_reader: FenceReader):
+    def __init__(self, product: str, provider: str, producer, fence_reader: FenceReader,
+                 key_of: Callable[[int], bytes] | None = None):
         self.product = product
+        self.key_of = key_of or (lambda p: f"{product}:{p}".encode())
         self.topic = topics.partition_state(provider, product)
         self.producer = producer
         self.fence_reader = fence_reader
@@ -74,7 +78,7 @@ class PartitionStates:
     def recover(self, p: int, committed: int) -> tuple[dict[str, dict], int | None]:
         """Every stage's state of partition p as of the committed offset ({} when none was
         saved), and the compliance floor of the record it came from (None: not known)."""
-        key = f"{self.product}:{p}".encode()
+        key = self.key_of(p)
         found = floor = None
         for window in self.fence_reader._scan_back(self.topic, self._partition(p)):
             for m in reversed(window):
@@ -126,7 +130,7 @@ class PartitionStates:
         rec = {"product_id": self.product, "partition": p, "offset_before": before[0], "offset_after": offset,
                "time_ms": now_ms, "state_before_json": before[1], "state_after_json": after,
                "compliance_floor": floor}
-        value, key, q = self.schema.encode(rec), f"{self.product}:{p}".encode(), self._partition(p)
+        value, key, q = self.schema.encode(rec), self.key_of(p), self._partition(p)
         while True:
             try:
                 self.producer.produce(self.topic, value, key, q)
@@ -138,8 +142,8 @@ class PartitionStates:
 
 
 def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:
-    """Partition -> every stage's newest persisted state, with its offset and time (for
-    `citymesh status`)."""
+    """Partition -> every stage's newest persisted state (the lead runner group's), with its
+    offset and time (for `citymesh status`)."""
     reader = FenceReader(client_config)
     store = PartitionStates(product, provider, None, reader)
     out: dict[int, dict] = {}
@@ -152,7 +156,7 @@ def read_states(client_config: dict, provider: str, product: str) -> dict[int, d
                 for m in reversed(window):
                     if m.value():
                         s = store._decode(m.value())
-                        if s["partition"] not in out:
+                        if s["partition"] not in out and m.key() == store.key_of(s["partition"]):
                             out[s["partition"]] = {**json.loads(s["state_after_json"]), "offset": s["offset_after"],
                                                    "time_ms": s["time_ms"]}
                 break  # the newest window holds the newest state of the partitions written there

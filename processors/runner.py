@@ -7,7 +7,8 @@ what was rejected to the dead-letter topic, emit the batch's compliance events, 
 the broker's acknowledgements, then commit the source offsets (without waiting for the
 commit's answer: see step()). Each partition's slice of a batch passes through a chain of
 stages, one file each in processors/stages/ (admission → replay → ingress → rules →
-contracts → seal → sinks). More instances in the same consumer group share the product's partitions.
+contracts → seal → sinks). More instances in the same consumer group share the product's partitions;
+more groups share its contracts (processors/sharding.py).
 
 Exactly-once: see processors/fencing.py. Decisions are a function of the record, the
 contract version and the batch's processing time; a restarted runner fences off what a
@@ -45,9 +46,10 @@ from streams.settings import Settings, get_settings
 
 from . import evidence, limiting, metrics, status
 from .contract_feed import ContractFeed
-from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_SRC_PARTITION, H_SRC_TOPIC,
-                      ComplianceFloors, FenceReader, PartitionFence, clear_position, compliance_partition)
+from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_RUNNER_GROUP, H_SRC_PARTITION,
+                      H_SRC_TOPIC, ComplianceFloors, FenceReader, PartitionFence, clear_position, compliance_partition)
 from .partition_state import PartitionStates
+from .sharding import RunnerGroup, RunnerGroupError
 from .quarantine import HOLD_AFTER, REFUSALS, RULE_HELD, Hold, Holds
 from .stages import DeadLetter, PartitionSlice, Stage
 from .stages.admission import DEFAULT_MAX_BYTES, Admission
@@ -87,8 +89,10 @@ class Runner:
     def __init__(self, product_id: str, client_config: dict, keys_dir, batch_size: int = 5000,
                  max_record_bytes: int = DEFAULT_MAX_BYTES, session_timeout_ms: int = 6000,
                  group_id: str | None = None, poll_timeout_s: float = 0.1, transactions: str = "off",
-                 instance: str | None = None, holds: Holds | None = None):
+                 instance: str | None = None, holds: Holds | None = None,
+                 runner_group: RunnerGroup = RunnerGroup()):
         self.product_id = product_id
+        self.runner_group = runner_group
         self.batch_size = batch_size
         self.poll_timeout_s = poll_timeout_s
         catalog = read_table(client_config, topics.CONTROL_CATALOG)
@@ -105,7 +109,7 @@ class Runner:
         # the largest record the broker takes, so nothing is ever written that it refuses
         # (stages/contracts.py and stages/sinks.py keep every output within it)
         max_bytes = max_message_bytes(AdminClient(client_config), dlq)
-        group_id = group_id or f"citymesh-runner.{product_id}"
+        group_id = group_id or runner_group.consumer_group(product_id)
         tid = transactional_id(group_id, instance)
         in_transactions = wanted(transactions, client_config, tid, topics.partition_state(provider, product_id))
         self.producer = Producer({**client_config, **PRODUCER_CONFIG, "message.max.bytes": max(max_bytes, 1_000_000),
@@ -124,42 +128,45 @@ class Runner:
         })
         # the write path with transactions (None: flush, then commit the offsets)
         self.txn = Transactions(self.producer, self.consumer, product_id, tid) if in_transactions else None
-        self.feed = ContractFeed(client_config, product_id)
+        self.feed = ContractFeed(client_config, product_id, runner_group.owns)
         self.fence_reader = FenceReader(client_config)
         self._partitions = {name: len(t.partitions) for name, t in self.producer.list_topics(timeout=10).topics.items()}
-        self.states = PartitionStates(product_id, provider, self.producer, self.fence_reader)
+        self.states = PartitionStates(product_id, provider, self.producer, self.fence_reader,
+                                      lambda p: runner_group.state_key(product_id, p))
         self.floors = ComplianceFloors(self.fence_reader._admin, topics.COMPLIANCE)
         # p -> the compliance floor p was recovered with: a partition still fenced writes no
         # newer one, since the previous owner's events of a batch it replays lie below that
         self._recovered_floor: dict[int, int | None] = {}
-        # rate limits, quotas, provider breaker (processors/limiting.py)
+        # rate limits, quotas, provider breaker (processors/limiting.py); the provider's limits
+        # and breaker are about the product: the lead group's
         participants = read_table(client_config, topics.CONTROL_PARTICIPANTS)
+        lead = runner_group.lead
         self.limiting = limiting.Limiting(
             product_id, provider, self.raw_topic, self._n_partitions(self.raw_topic), entry.get("event_time_field"),
             limiting.ingress_terms(participants.get(provider),
-                                   sum(1 for e in catalog.values() if e["provider_id"] == provider)))
+                                   sum(1 for e in catalog.values() if e["provider_id"] == provider)) if lead else None)
         self.contracts = Contracts(entry, keyring.mesh_secret(keys_dir), self.limiting, self._n_partitions, max_bytes)
         self.sinks = Sinks(product_id, provider, self.raw_topic, dlq, self.producer, self._produce, self._n_partitions,
-                           max_bytes)
-        # operator rules -> cm.alerts, in the same pass as the contracts
+                           max_bytes, product_wide=lead)
+        # operator rules -> cm.alerts, in the same pass as the contracts (the lead group's)
         self.alerts = Rules(product_id, schema, self.raw_topic, entry.get("event_time_field"), self.fence_reader,
-                            self._n_partitions(topics.ALERTS), RulesFeed(client_config, product_id))
+                            self._n_partitions(topics.ALERTS), RulesFeed(client_config, product_id)) if lead else None
         # the chain a partition's slice of a batch goes through (processors/stages/__init__.py)
         self.replay = Replay(product_id, entry.get("event_time_window_ms"))
         # (the stages that decide, then the one that writes)
-        self.chain: list[Stage] = [
+        self.chain: list[Stage] = [stage for stage in (
             Admission(product_id, provider, schema, keyring.load(keys_dir, provider), max_record_bytes),
             self.replay,
-            Ingress(self.limiting),
+            Ingress(self.limiting) if lead else None,
             self.alerts,
             self.contracts,
             Seal(_operator_signer(keys_dir, participants)),
             self.sinks,
-        ]
+        ) if stage is not None]
         self.decide = self.chain[:-1]
         self.quarantined: list[dict] = []  # records set aside as poison by this instance (for `status`)
         # what keeps per-partition state (snapshot/restore), persisted with the offsets
-        self.stateful = [self.limiting, self.replay, self.alerts]
+        self.stateful = [obj for obj in (self.limiting, self.replay, self.alerts) if obj is not None]
         self.fences: dict[int, PartitionFence] = {}
         self._recover: set[int] = set()
         self._carry: dict[int, list] = {}
@@ -214,11 +221,10 @@ class Runner:
             for stage in self.chain:
                 stage.revoke(p)
 
-    def _committed(self, p: int) -> int:
+    def _committed(self, p: int) -> int | None:
+        """p's committed offset in this runner's group; None when the group has committed none."""
         committed = self.consumer.committed([TopicPartition(self.raw_topic, p)], timeout=10)[0].offset
-        if committed == OFFSET_INVALID or committed < 0:
-            committed = self.consumer.get_watermark_offsets(TopicPartition(self.raw_topic, p), timeout=10)[0]
-        return committed
+        return None if committed == OFFSET_INVALID or committed < 0 else committed
 
     def recover(self, p: int, resumed_at: int) -> PartitionFence:
         """Restore partition p's state as of the offset consumption resumed from and find what
@@ -231,7 +237,9 @@ class Runner:
         there on were processed and written already, so the fence starts at the lower of the two."""
         started = time.monotonic()
         committed = self._committed(p)
-        if resumed_at < committed:
+        if committed is None:  # the group has committed nothing: it resumed at the topic's start
+            committed = resumed_at
+        elif resumed_at < committed:
             log.warning("partition %d: resumed at %d, below the committed offset %d (a commit landed after the "
                         "assignment): fenced from %d", p, resumed_at, committed, resumed_at)
             committed = resumed_at
@@ -244,19 +252,21 @@ class Runner:
         fence = PartitionFence(committed)
         reader, dlq = self.fence_reader, self.sinks.dlq_topic
         deliveries = [(ap.topic, p % ap.partitions, ap.position_of) for ap in self.plans.values()]
-        dlq_q = p % self._n_partitions(dlq)
+        dlq_q = p % self._n_partitions(dlq) if self.runner_group.lead else None  # (dead letters: the lead's)
         cq = self._compliance_of(p)
-        with reader.prefetched([(t, q) for t, q, _ in deliveries] + [(dlq, dlq_q), (topics.COMPLIANCE, cq)]):
+        with reader.prefetched([(t, q) for t, q, _ in deliveries] + [(topics.COMPLIANCE, cq)]
+                               + ([(dlq, dlq_q)] if dlq_q is not None else [])):
             for topic, q, position_of in deliveries:
                 last, sealed = reader.delivery_tail(topic, q, p, position_of, committed)
                 if last >= committed:
                     fence.outputs[topic] = last
                 fence.sealed[topic] = sealed
-            last = reader.last_source_offset(dlq, dlq_q, p, clear_position(self.raw_topic))
-            if last >= committed:
-                fence.outputs[dlq] = last
+            if dlq_q is not None:
+                last = reader.last_source_offset(dlq, dlq_q, p, clear_position(self.raw_topic))
+                if last >= committed:
+                    fence.outputs[dlq] = last
             fence.batches, fence.event_ids = self.fence_reader.compliance_since(
-                topics.COMPLIANCE, cq, self.raw_topic, p, committed, floor)
+                topics.COMPLIANCE, cq, self.raw_topic, p, committed, floor, self.runner_group.marker)
         if fence.outputs or fence.batches:
             log.warning("partition %d: resuming at %d after a crash; already written: %s, batches %s",
                         p, committed, fence.outputs, [(f, la) for f, la, _ in fence.batches])
@@ -428,10 +438,11 @@ class Runner:
                 self.holds.progressed(tp.partition, tp.offset)
 
     def _slice(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, emitted) -> PartitionSlice:
+        marker = self.runner_group.marker  # (recovery finds its own group's batches by it)
         return PartitionSlice(p, msgs, now_ms, fence, emitted, [
             (H_SRC_TOPIC, self.raw_topic.encode()), (H_SRC_PARTITION, str(p).encode()),
             (H_BATCH_FIRST, str(msgs[0].offset()).encode()), (H_BATCH_LAST, str(msgs[-1].offset()).encode()),
-            (H_BATCH_NOW, str(now_ms).encode())])
+            (H_BATCH_NOW, str(now_ms).encode()), *([(H_RUNNER_GROUP, marker)] if marker else [])])
 
     def _process(self, p: int, msgs: list, now_ms: int, fence: PartitionFence | None, events_out: list,
                  already_emitted) -> None:
@@ -474,6 +485,9 @@ class Runner:
             log.error("partition %d: offset %d quarantined, no stage can take it: %s", p, m.offset(), reason)
             metrics.QUARANTINED_RECORDS.labels(self.product_id, RULE_POISON).inc()
             s = self._slice(p, [m], now_ms, fence, already_emitted)
+            if not self.runner_group.lead:  # dead letters, their events and alerts are the lead group's
+                self._write(s, events_out)
+                return
             s.dead.append(DeadLetter(m, m.offset(), RULE_POISON, reason))
             s.events.append(evidence.quarantine_event(now_ms, self.product_id, self.limiting.provider,
                                                       self.raw_topic, p, m.offset(), RULE_POISON, reason))
@@ -652,26 +666,37 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--product", required=True)
     ap.add_argument("--batch-size", type=int, default=5000)
     ap.add_argument("--metrics-port", type=int, default=None)
+    ap.add_argument("--group", type=int, default=0, help="this runner's group of --groups (processors/sharding.py)")
+    ap.add_argument("--groups", type=int, default=1, help="how many runner groups share the product's contracts")
+    ap.add_argument("--instance", help="this instance's name in its group, kept across restarts "
+                                       "(default: CITYMESH_RUNNER_INSTANCE, else a fresh one)")
+    ap.add_argument("--name", help="the name `citymesh status` shows (default: runner-<product>)")
     args = ap.parse_args(argv)
+    try:
+        runner_group = RunnerGroup(args.group, args.groups)
+    except RunnerGroupError as exc:
+        ap.error(str(exc))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings: Settings = get_settings()
     port = metrics.serve(args.metrics_port if args.metrics_port is not None else settings.metrics_port)
     # this instance's name, kept by every start-over of this process (its transactional id)
-    instance = settings.runner_instance or uuid.uuid4().hex[:12]
+    instance = args.instance or settings.runner_instance or uuid.uuid4().hex[:12]
+    name = args.name or f"runner-{args.product}"
     holds = Holds(settings.hold_retry_s)  # partitions the broker keeps refusing (processors/quarantine.py)
 
     def build() -> Runner:
         return Runner(args.product, settings.client_config(), settings.keyring_dir, args.batch_size,
                       session_timeout_ms=settings.session_timeout_ms, transactions=settings.transactions,
-                      instance=instance, holds=holds)
+                      instance=instance, holds=holds, runner_group=runner_group)
 
     runner: Runner | None = build()  # at start, a product or topic that is not there fails fast (SystemExit)
     # What start-up built (modules, schemas, compiled plans, polygon indexes) lives as long as the
     # process: out of the collector's way, a full collection no longer walks it (measured: gen-2
     # pauses of 20-34 ms every ~10 s at 10k records/s, each one a latency spike)
     gc.freeze()
-    log.info("enforcing %s (%d active contracts, %s); metrics on :%d", args.product, len(runner.plans),
-             "in transactions" if runner.txn is not None else "without transactions", port)
+    log.info("enforcing %s (%d active contracts, %s%s); metrics on :%d", args.product, len(runner.plans),
+             "in transactions" if runner.txn is not None else "without transactions",
+             f", runner group {runner_group.index} of {runner_group.count}" if runner_group.count > 1 else "", port)
     stopping = False
 
     def _stop(signum, _frame) -> None:
@@ -695,7 +720,7 @@ def main(argv: list[str] | None = None) -> int:
                       fenced=runner.fenced, quarantined=runner.quarantined[-20:], held=holds.describe())
         metrics.HELD_PARTITIONS.labels(args.product).set(len(holds.held))
         health["_seen"] = runner.consumed
-        status.write(settings.state_dir, f"runner-{args.product}", {k: v for k, v in health.items()
+        status.write(settings.state_dir, name, {k: v for k, v in health.items()
                                                                       if not k.startswith("_")})
 
     try:

@@ -17,6 +17,8 @@ operator and the regulator, carry the source position in clear:
   cm.batch.now, cm.event.id, cm.rule, cm.reason
 and a dead letter too large to copy carries a reference to the record instead of it:
   cm.payload.bytes, cm.payload.sha256
+The compliance events of a runner group other than a product's lead (processors/sharding.py):
+  cm.runner.group
 """
 
 PARTICIPANT = "cm.participant"
@@ -43,6 +45,7 @@ REASON = "cm.reason"
 PAYLOAD_BYTES = "cm.payload.bytes"
 PAYLOAD_SHA256 = "cm.payload.sha256"
 ORIGIN = "cm.origin"
+RUNNER_GROUP = "cm.runner.group"
 
 
 def contract_value(contract_id: str, version: int) -> bytes:

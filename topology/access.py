@@ -207,6 +207,7 @@ def grants(topo: Topology, negotiated_contracts: Iterable[Held] = ()) -> set[Gra
         runner = svc[f"runner-{p.id}"]
         allow(runner, "topic", raw, "Read")
         allow(runner, "group", f"citymesh-runner.{p.id}", "Read")
+        allow(runner, "group", f"citymesh-runner.{p.id}.", "Read", pattern="prefixed")  # its other runner groups
         outputs = [topics.dead_letter(p.provider, p.id), topics.partition_state(p.provider, p.id),
                    topics.COMPLIANCE, topics.ALERTS]
         for t in outputs:  # written, and read back after a restart (processors/fencing.py)

@@ -7,6 +7,9 @@
 - every contract's deliveries to its cm.dlv.<contract>, in source order;
 - alerts to cm.alerts, keyed by their subject.
 
+A runner group other than the product's lead (processors/sharding.py) writes its contracts'
+deliveries only: dead letters, their events and alerts are about the product, the lead's.
+
 Outputs of source partition p go to partition p mod n of their topic (alerts: by subject),
 from the runner's idempotent producer. After a crash, what the previous owner already wrote
 beyond the committed offset is skipped: by source offset for dead letters and deliveries
@@ -40,7 +43,7 @@ class Sinks(Stage):
     name = "sinks"
 
     def __init__(self, product_id: str, provider_id: str, raw_topic: str, dlq_topic: str, producer, produce,
-                 n_partitions, max_record_bytes: int):
+                 n_partitions, max_record_bytes: int, product_wide: bool = True):
         self.product_id, self.provider_id = product_id, provider_id
         self.raw_topic, self.dlq_topic = raw_topic, dlq_topic
         self.producer = producer
@@ -50,13 +53,15 @@ class Sinks(Stage):
         self._src_topic = (SRC_TOPIC, raw_topic.encode())
         self._alert = None
         self.fenced = 0  # outputs skipped because a previous owner had written them
+        self.product_wide = product_wide  # dead letters, REJECT events and alerts too (the lead group)
 
     def process(self, s: PartitionSlice) -> None:
         fence, p = s.fence, s.p
         fenced = 0
         # dead letters, in source order (the fence needs it), with the reason
         dead = sorted([(r.offset, r.msg, r.rule, r.reason, r.headers, True) for r in s.rejected]
-                      + [(d.offset, d.msg, d.rule, d.reason, None, d.event) for d in s.dead], key=lambda x: x[0])
+                      + [(d.offset, d.msg, d.rule, d.reason, None, d.event) for d in s.dead],
+                      key=lambda x: x[0]) if self.product_wide else ()
         for offset, msg, rule, reason, headers, event in dead:
             if fence is not None and fence.written(self.dlq_topic, offset):
                 fenced += 1
@@ -87,7 +92,7 @@ class Sinks(Stage):
                 except BufferError:
                     self._produce(topic, payload, key, q, hdrs, ts)
         # alerts, fenced by id in the rules stage
-        if s.alerts:
+        if s.alerts and self.product_wide:
             if self._alert is None:
                 import schemas
                 self._alert = schemas.load("Alert")

@@ -39,13 +39,13 @@ MAX_KILLS = 8
 RATE = 2_000
 
 
-def spawn_runner(city, bootstrap: str, log_path: Path) -> subprocess.Popen:
+def spawn_runner(city, bootstrap: str, log_path: Path, *args: str) -> subprocess.Popen:
     env = {**os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_STATE_DIR": str(city.path.parent / "state"),
            "CITYMESH_KEYS_DIR": str(city.keys), "PYTHONPATH": str(ROOT)}
     log = open(log_path, "ab")
     try:
         return subprocess.Popen([sys.executable, "-m", "processors.runner", "--product", city.product,
-                                 "--metrics-port", "0"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+                                 "--metrics-port", "0", *args], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     finally:
         log.close()
 

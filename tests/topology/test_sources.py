@@ -26,6 +26,23 @@ def test_every_mesh_process_has_its_own_principal():
     assert principals["runner-uav-telemetry"] == "sz-data-bureau.runner.uav-telemetry"
 
 
+def test_runner_groups_and_processes_become_runner_processes():
+    """`up --runner-groups 2 --runner-processes 3`: six runners per product, each told its group
+    and its stable instance name, all under the product's one runner principal."""
+    from deploy.processes import service_of
+    from topology.access import services
+    topo = load_topology(EXAMPLES / "city.yaml")
+    procs = mesh_processes(topo, "city.yaml", runner_groups=2, runner_processes=3)
+    uav = {name: argv for name, argv in procs.items() if name.startswith("runner-uav-telemetry")}
+    assert sorted(uav) == [f"runner-uav-telemetry.g{g}.{i}" for g in (0, 1) for i in range(3)]
+    argv = uav["runner-uav-telemetry.g1.2"]
+    assert argv[argv.index("--group") + 1] == "1" and argv[argv.index("--groups") + 1] == "2"
+    assert argv[argv.index("--instance") + 1] == "2" and argv[argv.index("--name") + 1] == "runner-uav-telemetry.g1.2"
+    principals = services(topo)
+    assert {principals[service_of(name, argv)] for name, argv in uav.items()} == {"sz-data-bureau.runner.uav-telemetry"}
+    assert set(mesh_processes(topo, "city.yaml")) - set(procs) == {"runner-uav-telemetry", "runner-hotline-tickets"}
+
+
 @pytest.mark.parametrize("change,message", [
     (("type: open311-http", "type: fax"), "unknown source type 'fax'"),
     (("    type: open311-http           # Open311 GeoReport v2: POST /open311/v2/requests.json\n    product: hotline-tickets",

@@ -1,0 +1,229 @@
+"""Contract sharding (processors/sharding.py): one product's contracts split over runner
+groups. The rule, without a broker; then two runner groups as real processes on one product
+with ten contracts, one group's runner SIGKILLed at random moments while records flow: every
+delivery topic holds each permitted record exactly once, in source order, and the dead
+letters, written by the lead group alone, hold each malformed record once."""
+
+from __future__ import annotations
+
+import ast
+import collections
+import itertools
+import random
+import re
+import signal
+import time
+
+import pytest
+
+import schemas
+from processors.sharding import RunnerGroup, RunnerGroupError, group_of
+from streams import topics
+from streams.control import read_table
+from tests.mesh_fixtures import compliance_events, headers, make_city, read_topic
+from tests.processors.test_runner_crash import (Publisher, compile_contract, delivered_once, delivered_so_far, flights,
+                                                permitted, spawn_runner, stop, wait_caught_up, wait_for_log)
+
+IDS = [f"contract-{i}" for i in range(2000)]
+
+
+def test_every_contract_has_exactly_one_group():
+    for count in (1, 2, 3, 7):
+        groups = [RunnerGroup(k, count) for k in range(count)]
+        for cid in IDS[:300]:
+            owners = [g.index for g in groups if g.owns(cid)]
+            assert owners == [group_of(cid, count)]
+
+
+def test_groups_share_contracts_evenly():
+    shares = collections.Counter(group_of(cid, 4) for cid in IDS)
+    assert set(shares) == {0, 1, 2, 3}
+    assert all(400 <= n <= 600 for n in shares.values()), shares  # 500 each expected
+
+
+def test_adding_a_group_moves_only_what_the_new_group_wins():
+    for count in (1, 2, 5):
+        moved = [cid for cid in IDS if group_of(cid, count) != group_of(cid, count + 1)]
+        assert all(group_of(cid, count + 1) == count for cid in moved)
+        assert len(moved) < 1.3 * len(IDS) / (count + 1)  # about 1/(count+1) of them
+
+
+def test_the_lead_keeps_the_names_a_single_runner_had():
+    lead, other = RunnerGroup(0, 3), RunnerGroup(2, 3)
+    assert lead.lead and not other.lead
+    assert lead.consumer_group("uav") == RunnerGroup().consumer_group("uav") == "citymesh-runner.uav"
+    assert other.consumer_group("uav") == "citymesh-runner.uav.2"
+    assert lead.state_key("uav", 1) == b"uav:1" and other.state_key("uav", 1) == b"uav.2:1"
+    assert lead.marker is None and other.marker == b"2"
+
+
+@pytest.mark.parametrize("index,count", [(2, 2), (-1, 2), (0, 0)])
+def test_a_group_outside_its_count_is_refused(index, count):
+    with pytest.raises(RunnerGroupError, match=f"runner group {index} of {count}"):
+        RunnerGroup(index, count)
+
+
+def test_each_group_finds_only_its_own_batches(client_config, unique):
+    """Both groups write BATCH events about the same source partition to the same compliance
+    partition, with their own batch ranges: a group's recovery must replay its own batches
+    only (another group's range, replayed, would mint new event ids and count twice)."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    from processors.fencing import FenceReader
+    from streams.admin import TopicSpec, ensure_topics
+    topic, src = f"compliance.{unique}", f"cm.raw.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 1)])
+    p = Producer(client_config)
+    for eid, first, last, marker in (("lead-1", 100, 180, None), ("g1-1", 100, 150, b"1"),
+                                     ("g1-2", 151, 230, b"1"), ("lead-2", 181, 260, None)):
+        p.produce(topic, b"event", partition=0, headers=[
+            ("cm.src.topic", src.encode()), ("cm.src.partition", b"2"), ("cm.batch.first", b"%d" % first),
+            ("cm.batch.last", b"%d" % last), ("cm.batch.now", b"1"), ("cm.event.id", eid.encode()),
+            *([("cm.runner.group", marker)] if marker else [])])
+    p.flush()
+    reader = FenceReader(client_config)
+    try:
+        assert reader.compliance_since(topic, 0, src, 2, 151) == ([(100, 180, 1), (181, 260, 1)], {"lead-1", "lead-2"})
+        assert reader.compliance_since(topic, 0, src, 2, 151, runner_group=b"1") == ([(151, 230, 1)], {"g1-2"})
+    finally:
+        reader.close()
+
+
+def ten_contracts(u: str) -> tuple[str, dict[int, list[str]]]:
+    """Ten contracts, five for each of two runner groups (ids chosen by the rule), half of
+    them narrowing fields, geofence and height, half taking whole records."""
+    ids = {0: [], 1: []}
+    for i in itertools.count():
+        cid = f"{u}-c{i}"
+        if len(ids[group_of(cid, 2)]) < 5:
+            ids[group_of(cid, 2)].append(cid)
+        if len(ids[0]) == len(ids[1]) == 5:
+            break
+    narrow = """
+  - id: {cid}
+    product: {u}-uav
+    consumer: {u}-logistics
+    purposes: [route-planning]
+    policy:
+      permission:
+        fields: [serial_number, flight_id, timestamp_ms, lat, lon, height_agl_m]
+        constraints:
+          - {{type: purpose, in: [route-planning]}}
+          - {{type: geofence, inside: urban}}
+          - {{type: value, field: height_agl_m, op: "<=", value: {height}}}
+      duties:
+        - {{type: pseudonymise, field: serial_number}}
+"""
+    whole = """
+  - id: {cid}
+    product: {u}-uav
+    consumer: {u}-regulator
+    purposes: [airspace-supervision]
+    policy:
+      permission:
+        constraints:
+          - {{type: purpose, in: [airspace-supervision]}}
+"""
+    text = ""
+    for n, cid in enumerate(ids[0] + ids[1]):
+        text += (narrow if n % 2 else whole).format(cid=cid, u=u, height=60 + 10 * n)
+    return text.replace("{", "{{").replace("}", "}}"), ids  # (make_city formats it once more)
+
+
+def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_config, unique, bootstrap):
+    text, ids = ten_contracts(unique)
+    city = make_city(tmp_path, client_config, unique, text)
+    schema = schemas.load("UavTelemetry")
+    rnd = random.Random(20261203)
+    records = flights(drones=300, seed=23, violators=0.3)
+    conn = city.connector()
+    raw = __import__("confluent_kafka").Producer({**client_config, "enable.idempotence": True, "linger.ms": 5})
+    good_headers = [("cm.participant", city.provider.encode()), ("cm.product", city.product.encode())]
+    bad = []
+
+    def chunk() -> int:
+        for r in itertools.islice(records, 500):
+            conn.publish(city.product, r)
+        raw.produce(city.raw, b"not a record", f"bad-{len(bad)}".encode(), headers=good_headers)
+        bad.append(len(bad))
+        conn.flush()
+        raw.flush()
+        return 501
+
+    logs = {g: tmp_path / f"runner-g{g}.log" for g in (0, 1)}
+    for path in logs.values():
+        path.touch()
+    runners = {g: spawn_runner(city, bootstrap, logs[g], "--group", str(g), "--groups", "2") for g in (0, 1)}
+    pub = Publisher(2_000, chunk, at_least=30_000)
+    kills = 0
+    try:
+        for g in (0, 1):
+            wait_for_log(logs[g], "assigned partitions", 0, 40, runners[g])
+        pub.start()
+        watch = topics.delivery(ids[1][0])
+        while True:  # SIGKILL group 1's runner mid-run, at least twice and until a kill landed mid-batch
+            written = delivered_so_far(client_config, watch)
+            deadline = time.monotonic() + 30
+            while delivered_so_far(client_config, watch) <= written and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if kills >= 5 or (kills >= 2 and "after a crash" in logs[1].read_text(errors="replace")):
+                break
+            time.sleep(rnd.uniform(0.0, 0.5))
+            assert runners[1].poll() is None, logs[1].read_text()[-3000:]
+            runners[1].send_signal(signal.SIGKILL)
+            runners[1].wait(10)
+            kills += 1
+            since = len(logs[1].read_text(errors="replace"))
+            runners[1] = spawn_runner(city, bootstrap, logs[1], "--group", "1", "--groups", "2")
+            wait_for_log(logs[1], "assigned partitions", since, 40, runners[1])
+        pub.stop.set()
+        pub.join(60)
+        assert not pub.is_alive() and not pub.errors, pub.errors
+        wait_caught_up(client_config, f"citymesh-runner.{city.product}", city.raw, 90)
+        wait_caught_up(client_config, f"citymesh-runner.{city.product}.1", city.raw, 90)
+        for g in (0, 1):
+            runners[g].send_signal(signal.SIGTERM)
+            runners[g].wait(15)
+    finally:
+        pub.stop.set()
+        conn.close()
+        raw.close()
+        for proc in runners.values():
+            stop(proc)
+    log0, log1 = (logs[g].read_text(errors="replace") for g in (0, 1))
+    assert "Traceback" not in log0 + log1, (log0 + log1)[-3000:]
+    assert "runner group 1 of 2" in log1 and "5 active contracts" in log1 and "5 active contracts" in log0
+    assert "after a crash" in log1, "no kill landed while outputs were being written"
+    print(f"group 1 killed {kills} times; " + "; ".join(ln for ln in log1.splitlines() if "after a crash" in ln))
+
+    sent = read_topic(client_config, city.raw, pub.sent)
+    assert len(sent) == pub.sent
+    bad_expected, by_partition = set(), {}
+    for m in sent:
+        if m.key().startswith(b"bad-"):
+            bad_expected.add((m.partition(), m.offset()))
+        else:
+            by_partition.setdefault(m.partition(), []).append((m.offset(), schema.decode(m.value())))
+    contracts = read_table(client_config, topics.CONTROL_CONTRACTS)
+    events = compliance_events(client_config, city.product)
+    assert len({e["event_id"] for e in events}) == len(events), "a compliance event was written twice"
+    for cid in ids[0] + ids[1]:
+        expected = permitted(compile_contract(contracts[cid], schema, city.keys), by_partition)
+        got = delivered_once(cid, read_topic(client_config, topics.delivery(cid), len(expected)), city.keys, expected)
+        counted = sum(e["counts"].get("deliver", 0) for e in events if e["kind"] == "BATCH" and e["contract_id"] == cid)
+        assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, topic holds {len(got)}"
+        print(f"{cid} (group {group_of(cid, 2)}): {len(got)} delivered exactly once, counted {counted}")
+    # the dead letters and their REJECT events are the lead group's alone: each malformed record once
+    dlq = read_topic(client_config, city.dlq, len(bad_expected))
+    dlq_keys = [(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"])) for m in dlq]
+    assert sorted(dlq_keys) == sorted(bad_expected)
+    rejects = [(e["source_partition"], e["first_offset"]) for e in events if e["kind"] == "REJECT"]
+    assert sorted(rejects) == sorted(bad_expected)
+    # what group 1's restarts replayed were group 1's own batches (the lead's have other ranges)
+    own = {(e["source_partition"], e["first_offset"], e["last_offset"]) for e in events
+           if e["kind"] == "BATCH" and e["contract_id"] in ids[1]}
+    for line in (ln for ln in log1.splitlines() if "after a crash" in ln):
+        p = int(re.search(r"partition (\d+):", line)[1])
+        for first, last in ast.literal_eval(line.split(", batches ")[1]):
+            assert (p, first, last) in own, f"group 1 replayed a batch it did not write: {line}"
