@@ -254,23 +254,23 @@ class Limiting:
             ev = self._event("QUOTA", now_ms, p, first, last, ("quota", self.product, p, first, last, cid, version),
                              rule=f"quota:{t.action}", counts=counts,
                              reason=f"over {t.records} per {t.per_ms} ms" + (f" per {t.key}" if t.key else ""))
-            ev.update(contract_id=cid, contract_version=version, consumer_id=consumer)
+            ev.contract_id, ev.contract_version, ev.consumer_id = cid, version, consumer
             events.append(ev)
         return counts
 
-    def _transition(self, now_ms, p, first, last, old, new) -> dict:
+    def _transition(self, now_ms, p, first, last, old, new) -> evidence.ComplianceEvent:
         log.warning("partition %d: provider breaker %s -> %s", p, old, new)
         metrics.BREAKER_STATE.labels("provider", f"{self.product}:{p}").set(metrics.BREAKER_STATE_VALUE[new])
         return self._event("BREAKER", now_ms, p, first, last, ("breaker", self.product, p, first, last, old, new),
                            rule=f"breaker:{new}", reason=f"{old} -> {new}", counts={},
                            details={"from": old, "to": new})
 
-    def _event(self, kind, now_ms, p, first, last, id_parts, rule, reason, counts, details=None) -> dict:
-        return {"event_id": evidence.event_id(*id_parts), "time_ms": now_ms, "kind": kind,
-                "product_id": self.product, "provider_id": self.provider, "contract_id": None,
-                "contract_version": None, "consumer_id": None, "rule": rule, "reason": reason,
-                "counts": counts, "source_topic": self.raw_topic, "source_partition": p, "first_offset": first,
-                "last_offset": last, "digest": None, "trace_id": None, "details": details or {}}
+    def _event(self, kind, now_ms, p, first, last, id_parts, rule, reason, counts,
+               details=None) -> evidence.ComplianceEvent:
+        return evidence.ComplianceEvent(
+            evidence.event_id(*id_parts), now_ms, evidence.Kind(kind), self.product, self.provider, rule=rule,
+            reason=reason, counts=counts, source_topic=self.raw_topic, source_partition=p, first_offset=first,
+            last_offset=last, details=details or {})
 
 
 def describe(state: dict) -> str:

@@ -317,7 +317,7 @@ class Runner:
         for m in msgs:
             by_partition.setdefault(m.partition(), []).append(m)
         changes = self.feed.sync()
-        events_out: list[tuple[int, dict, list]] = []
+        events_out: list[tuple[int, evidence.ComplianceEvent, list]] = []
         if changes:
             from_offsets = {p: ms[0].offset() for p, ms in by_partition.items()}
             for tp in self.consumer.assignment():
@@ -502,7 +502,7 @@ class Runner:
         self.sinks.process(s)
         self.quarantined += [{"partition": s.p, "offset": d.offset, "rule": d.rule, "reason": d.reason}
                              for d in s.dead if d.rule in (RULE_POISON, RULE_UNWRITABLE)]
-        events_out += [(s.p, ev, s.batch_headers) for ev in s.events if ev["event_id"] not in s.emitted]
+        events_out += [(s.p, ev, s.batch_headers) for ev in s.events if ev.event_id not in s.emitted]
 
     def _snapshot(self, p: int) -> dict:
         return {obj.name: obj.snapshot(p) for obj in self.stateful}
@@ -516,8 +516,8 @@ class Runner:
         n = self._n_partitions(topics.COMPLIANCE)
         for p, ev, batch_headers in events_out:
             q = compliance_partition(self.product_id, p, n) if batch_headers else None
-            headers = batch_headers + [(H_EVENT_ID, ev["event_id"].encode())]
-            self._produce(topics.COMPLIANCE, schema.encode(ev), f"{self.product_id}:{p}".encode(), q, headers)
+            headers = batch_headers + [(H_EVENT_ID, ev.event_id.encode())]
+            self._produce(topics.COMPLIANCE, schema.encode(ev.record()), f"{self.product_id}:{p}".encode(), q, headers)
 
     def _produce(self, topic: str, value, key, partition, headers, timestamp: int = 0) -> None:
         while True:

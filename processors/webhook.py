@@ -141,13 +141,13 @@ class WebhookWorker:
         BREAKER_STATE.labels("webhook", self.contract_id).set(_STATE_VALUE[new])
         log.warning("breaker of %s: %s -> %s", self.push["url"], old, new)
         now = int(time.time() * 1000)
-        ev = {"event_id": evidence.event_id("breaker", self.contract_id, old, new, now), "time_ms": now,
-              "kind": "BREAKER", "product_id": self.contract["product_id"], "provider_id": self.contract["provider_id"],
-              "contract_id": self.contract_id, "contract_version": self.contract["version"],
-              "consumer_id": self.contract["consumer_id"], "rule": "breaker:webhook", "reason": f"{old} -> {new}",
-              "counts": {}, "source_topic": self.topic, "source_partition": None, "first_offset": None,
-              "last_offset": None, "digest": None, "trace_id": None, "details": {"endpoint": self.push["url"]}}
-        self._events.produce(topics.COMPLIANCE, schemas.load("ComplianceEvent").encode(ev), self.contract_id.encode())
+        ev = evidence.ComplianceEvent(
+            evidence.event_id("breaker", self.contract_id, old, new, now), now, evidence.Kind.BREAKER,
+            self.contract["product_id"], self.contract["provider_id"], self.contract_id, self.contract["version"],
+            self.contract["consumer_id"], rule="breaker:webhook", reason=f"{old} -> {new}", source_topic=self.topic,
+            details={"endpoint": self.push["url"]})
+        self._events.produce(topics.COMPLIANCE, schemas.load("ComplianceEvent").encode(ev.record()),
+                             self.contract_id.encode())
         self._events.flush(10)
 
     def run(self, until=None) -> None:

@@ -38,7 +38,7 @@ class PartitionSlice:
     dead: list = field(default_factory=list)        # DeadLetter, from limits and the breaker
     alerts: list = field(default_factory=list)      # (alert record, subject, source offset)
     deliveries: list = field(default_factory=list)  # (ActivePlan, BatchResult, its BATCH event or None)
-    events: list = field(default_factory=list)      # compliance events (dicts in the ComplianceEvent schema)
+    events: list = field(default_factory=list)      # compliance events (processors.evidence.ComplianceEvent)
 
     @property
     def first(self) -> int:

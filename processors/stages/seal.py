@@ -45,7 +45,7 @@ class Seal(Stage):
                 last = last if s.good[last].offset > sealed_to else None
             digest = seal_digest(tags)
             if event is not None:
-                event["digest"] = digest.decode()
+                event.digest = digest.decode()
             if last is not None and fence is not None:
                 fence.sealed[ap.topic] = s.good[last].offset
             if last is not None and self.signer is not None:

@@ -74,13 +74,13 @@ def test_a_quota_takes_deliveries_back_and_is_counted():
     stage.process(s)
     (_, quoted, quoted_event), (_, free, free_event) = s.deliveries
     assert delivered(quoted) == [0, 1] and delivered(free) == [0, 1, 2, 3]
-    assert quoted_event["counts"] == {"deliver": 2, "drop:quota": 2} and free_event["counts"] == {"deliver": 4}
-    [quota_event] = [e for e in s.events if e["kind"] == "QUOTA"]
-    assert quota_event["contract_id"] == "regulator-uav" and quota_event["counts"] == {"drop:quota": 2}
+    assert quoted_event.counts == {"deliver": 2, "drop:quota": 2} and free_event.counts == {"deliver": 4}
+    [quota_event] = [e for e in s.events if e.kind == "QUOTA"]
+    assert quota_event.contract_id == "regulator-uav" and quota_event.counts == {"drop:quota": 2}
     # the window is used up: the next slice delivers nothing under the quota
     s = admitted_slice(Provider(), RECORDS[:1], first=4, now=NOW + 1)
     stage.process(s)
-    assert [e["counts"] for _, _, e in s.deliveries] == [{"drop:quota": 1}, {"deliver": 1}]
+    assert [e.counts for _, _, e in s.deliveries] == [{"drop:quota": 1}, {"deliver": 1}]
 
 
 def test_a_delivery_larger_than_the_broker_takes_is_quarantined_once_per_record():
@@ -91,7 +91,7 @@ def test_a_delivery_larger_than_the_broker_takes_is_quarantined_once_per_record(
     s = admitted_slice(provider, [big, uav(2, serial_number="S", flight_id="S-1")])
     stage.process(s)
     for _, result, event in s.deliveries:  # the full-record contracts cannot write the big one
-        assert delivered(result) == [1] and event["counts"] == {"deliver": 1, RULE_UNWRITABLE: 1}
+        assert delivered(result) == [1] and event.counts == {"deliver": 1, RULE_UNWRITABLE: 1}
     [dead] = s.dead
     assert isinstance(dead, DeadLetter) and (dead.offset, dead.rule) == (0, RULE_UNWRITABLE)
     assert "is larger than the broker takes" in dead.reason
@@ -104,18 +104,18 @@ def test_contract_changes_take_effect_at_the_batch_boundary():
     stage.process(s)
     assert s.deliveries == [] and s.events == []
     [event] = stage.apply([(contract("regulator-uav"), None)], {0: 7, 1: 3})
-    assert (event["kind"], event["rule"], event["reason"]) == ("CONTRACT_CHANGE", "state:ACTIVE", "ABSENT -> ACTIVE")
-    assert event["details"] == {"from_offsets": "0:7,1:3"} and event["first_offset"] == 3
+    assert (event.kind, event.rule, event.reason) == ("CONTRACT_CHANGE", "state:ACTIVE", "ABSENT -> ACTIVE")
+    assert event.details == {"from_offsets": "0:7,1:3"} and event.first_offset == 3
     assert list(stage.plans) == ["regulator-uav"]
     [event] = stage.apply([(contract("regulator-uav", state="REVOKED", version=2), contract("regulator-uav"))], {0: 9})
-    assert event["reason"] == "ACTIVE -> REVOKED" and stage.plans == {}
+    assert event.reason == "ACTIVE -> REVOKED" and stage.plans == {}
 
 
 def test_a_contract_that_does_not_compile_is_not_enforced():
     stage = contracts_stage(["regulator-uav"])
     broken = contract("regulator-uav", version=2, policy_json=json.dumps({"permission": {"fields": ["no_such"]}}))
     [event] = stage.apply([(broken, contract("regulator-uav"))], {})
-    assert stage.plans == {} and event["kind"] == "CONTRACT_CHANGE"
+    assert stage.plans == {} and event.kind == "CONTRACT_CHANGE"
 
 
 @pytest.mark.parametrize("cid", ["logistics-routes", "insurance-pricing", "emergency-uav", "regulator-uav",

@@ -45,8 +45,8 @@ def test_over_the_limit_the_rest_of_the_slice_goes_to_the_dead_letter_topic():
     assert outcome(s) == ([0, 1, 3], [2], {4: RULE_INGRESS, 5: RULE_INGRESS, 6: RULE_INGRESS})
     assert all(d.reason == "over the provider's ingress limit" and not d.event for d in s.dead)
     [event] = s.events
-    assert event["kind"] == "RATE_LIMIT" and event["rule"] == RULE_INGRESS
-    assert event["counts"] == {"drop:ratelimit": 3} and (event["first_offset"], event["last_offset"]) == (0, 6)
+    assert event.kind == "RATE_LIMIT" and event.rule == RULE_INGRESS
+    assert event.counts == {"drop:ratelimit": 3} and (event.first_offset, event.last_offset) == (0, 6)
     # no tokens left in the same second; a second later the bucket holds 4 again
     assert outcome(run(lim, provider, 7, 2)) == ([], [], {7: RULE_INGRESS, 8: RULE_INGRESS})
     assert outcome(run(lim, provider, 9, 5, now=NOW + 1000)) == ([9, 10, 11, 12], [], {13: RULE_INGRESS})
@@ -87,14 +87,14 @@ def test_the_breaker_opens_on_rejects_quarantines_then_probes_and_closes():
     lim, provider = limiting({"breaker": breaker}), Provider()
     s = run(lim, provider, 0, 4, bad=(0, 1, 2))  # 3 of 4 refused: over the failure ratio
     assert outcome(s) == ([3], [0, 1, 2], {})
-    assert [(e["kind"], e["rule"], e["reason"]) for e in s.events] == [("BREAKER", "breaker:OPEN", "CLOSED -> OPEN")]
+    assert [(e.kind, e.rule, e.reason) for e in s.events] == [("BREAKER", "breaker:OPEN", "CLOSED -> OPEN")]
     # open: the slice is quarantined unprocessed, admitted or not
     s = run(lim, provider, 4, 3, bad=(5,), now=NOW + 1)
     assert outcome(s) == ([], [], {4: RULE_QUARANTINE, 5: RULE_QUARANTINE, 6: RULE_QUARANTINE})
-    assert [(e["kind"], e["counts"]) for e in s.events] == [("QUARANTINE", {"quarantine": 3})]
+    assert [(e.kind, e.counts) for e in s.events] == [("QUARANTINE", {"quarantine": 3})]
     assert s.dead[0].reason == "provider breaker OPEN"
     # after open_ms: half-open lets probe_samples through; good probes close it
     s = run(lim, provider, 7, 4, now=NOW + 10_001)
     assert outcome(s) == ([7, 8], [], {9: RULE_QUARANTINE, 10: RULE_QUARANTINE})
-    assert [e["rule"] for e in s.events] == ["breaker:HALF_OPEN", RULE_QUARANTINE, "breaker:CLOSED"]
+    assert [e.rule for e in s.events] == ["breaker:HALF_OPEN", RULE_QUARANTINE, "breaker:CLOSED"]
     assert outcome(run(lim, provider, 11, 3, now=NOW + 10_002)) == ([11, 12, 13], [], {})

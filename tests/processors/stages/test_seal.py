@@ -64,7 +64,7 @@ def test_every_delivery_is_tagged_and_the_last_of_each_contract_sealed_for_its_c
         assert (int(count), signer) == (len(msgs), b"sz-data-bureau")
         assert digest == seal_digest([dict(m.headers())[AUTH] for m in msgs])
         [event] = [e for ap, _, e in s.deliveries if ap.contract_id == cid]
-        assert event["digest"] == digest.decode()  # what the regulator can match with what was received
+        assert event.digest == digest.decode()  # what the regulator can match with what was received
         v = verifier(stage, cid)
         assert check(v, msgs) == [(OK, None)] * len(msgs)
         # the next slice's seal covers exactly what followed, and is now checked in full
@@ -123,7 +123,7 @@ def test_what_a_crashed_owner_already_sealed_is_not_sealed_again():
     assert fence.sealed[topic] == 3
     [(_, result, event)] = s.deliveries
     assert all(AUTH in dict(h) for h in result.headers)  # the skipped ones are tagged all the same
-    assert event["digest"] == seal_digest([dict(m.headers())[AUTH] for m in msgs]).decode()
+    assert event.digest == seal_digest([dict(m.headers())[AUTH] for m in msgs]).decode()
 
 
 def test_a_slice_the_fence_says_was_sealed_entirely_gets_no_new_seal():

@@ -78,11 +78,11 @@ def test_dead_letters_in_source_order_and_a_reject_event_for_each_admission_reje
     assert queued.written() == [(DLQ, 4 % DLQ_PARTITIONS, b"SN000000000011", b"not an avro record"),
                                 (DLQ, 4 % DLQ_PARTITIONS, b"SN000000000013", s.msgs[3].value())]
     [event] = s.events
-    assert (event["kind"], event["rule"], event["first_offset"], event["source_partition"]) == \
+    assert (event.kind, event.rule, event.first_offset, event.source_partition) == \
         ("REJECT", "reject:not-avro", 11, 4)
-    assert event["counts"] == {"reject:not-avro": 1}
-    assert event["details"] == {"claimed_participant": "skyway"}
-    assert event["trace_id"] == envelope.trace_id_of(dict(s.msgs[1].headers())[envelope.H_TRACE])
+    assert event.counts == {"reject:not-avro": 1}
+    assert event.details == {"claimed_participant": "skyway"}
+    assert event.trace_id == envelope.trace_id_of(dict(s.msgs[1].headers())[envelope.H_TRACE])
 
 
 def test_deliveries_go_to_each_contracts_topic_in_source_order(queued):
@@ -115,7 +115,7 @@ def test_after_a_crash_what_the_fence_says_was_written_is_skipped(queued):
                                 (topic, 4, result.keys[2], result.records[2])]
     assert out.fenced == 3
     # the reject event is queued all the same: the runner drops the ids a crashed batch already wrote
-    assert [e["first_offset"] for e in s.events if e["kind"] == "REJECT"] == [11]
+    assert [e.first_offset for e in s.events if e.kind == "REJECT"] == [11]
 
 
 def test_a_dead_letter_too_large_for_the_broker_is_a_reference(queued):
