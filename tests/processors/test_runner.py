@@ -7,7 +7,7 @@ import random
 import pytest
 
 import schemas
-from processors.runner import Runner
+from processors.runner import OUTPUTS_PER_BATCH, Runner, batch_limit
 from streams import envelope, topics
 from streams.simulators import FleetSimulator
 from tests.mesh_fixtures import (CONTRACTS, city_yaml, compliance_events, headers, make_city, raw_producer, read_topic,
@@ -220,3 +220,12 @@ def test_contracts_hot_reload_at_a_batch_boundary(city, client_config, tmp_path)
     assert stopped["details"]["from_offsets"] == started["details"]["from_offsets"]
     froms = dict(tuple(map(int, x.split(":"))) for x in stopped["details"]["from_offsets"].split(","))
     assert all(o < froms[p] for p, o in reg_offsets) and all(o >= froms[p] for p, o in late_offsets)
+
+
+def test_a_batch_holds_fewer_records_the_more_contracts_there_are():
+    """A batch's deliveries are held until it is flushed: its records x contracts are bounded
+    (peak RSS with 50 contracts), not its records alone."""
+    assert batch_limit(5000, 0) == batch_limit(5000, 1) == batch_limit(5000, 5) == 5000
+    assert batch_limit(5000, 20) == OUTPUTS_PER_BATCH // 20 and batch_limit(5000, 50) == 500
+    assert batch_limit(5000, 1000) == 100  # never a batch so small that its fixed costs dominate
+    assert batch_limit(200, 50) == 200  # a smaller --batch-size stays as asked
