@@ -24,6 +24,13 @@ and ROUNDS times without the replay and seal stages (issue 15's replay protectio
 and seals), alternating which goes first, and prints the ratio of the medians, the runner thread's
 CPU time per record and each stage's time per record.
 
+--contracts 1,5,20,50 runs only issue 14's scaling part, in one run: per number of contracts N, the raw
+fan-out (the baseline loop writing the same bytes to N topics, the limit of N contracts), the runner
+with N contracts (one process), and with --runner-groups G also G runner groups sharing the N contracts
+(processors/sharding.py; G processes on a product of their own with the same records); the per-record
+cost of one more contract above the fan-out's, peak RSS, and a plot (PNG, --plot) of throughput
+against contracts.
+
 --engine kafka runs the same on one Apache Kafka node with SASL_SSL (SCRAM-SHA-512 over TLS) and
 the topology's ACLs: the provider publishes as itself, each runner logs in as its own service
 principal, the baseline loop as the operator's bootstrap account (the same SASL_SSL costs).
@@ -155,9 +162,12 @@ def publish(conn, product: str, records: list[dict]) -> None:
     conn.flush(120)
 
 
-def baseline(conf: dict, src: str, dst: str, n: int, transactional: bool = False) -> float:
-    """consume -> produce of the same bytes, batch loop like the runner's (see module doc);
-    `transactional`: each batch one transaction with its offsets, as the runner's with transactions."""
+def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: bool = False) -> float:
+    """consume -> produce of the same bytes, batch loop like the runner's (see module doc), to
+    one topic or to each of several (the raw fan-out: the limit of a runner with as many
+    contracts); `transactional`: each batch one transaction with its offsets, as the runner's
+    with transactions."""
+    dsts = [dst] if isinstance(dst, str) else dst
     group = f"bench-baseline-{time.time_ns()}"
     consumer = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
@@ -185,12 +195,13 @@ def baseline(conf: dict, src: str, dst: str, n: int, transactional: bool = False
                 p = m.partition()
                 hdrs = (m.headers() or []) + [src_topic, ("cm.src.partition", b"%d" % p),
                                               ("cm.src.offset", b"%d" % m.offset())]
-                while True:
-                    try:
-                        producer.produce(dst, m.value(), m.key(), p, headers=hdrs)
-                        break
-                    except BufferError:
-                        producer.poll(0.05)
+                for dst in dsts:
+                    while True:
+                        try:
+                            producer.produce(dst, m.value(), m.key(), p, headers=hdrs)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
                 commits[p] = m.offset() + 1
             offsets = [TopicPartition(src, p, o) for p, o in commits.items()]
             if transactional:
@@ -206,7 +217,8 @@ def baseline(conf: dict, src: str, dst: str, n: int, transactional: bool = False
 
 
 class RunnerProcess:
-    def __init__(self, product: str, bootstrap: str, state: Path, log: Path, extra_env: dict | None = None):
+    def __init__(self, product: str, bootstrap: str, state: Path, log: Path, extra_env: dict | None = None,
+                 args: tuple[str, ...] = ()):
         env = {**os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_STATE_DIR": str(state),
                "PYTHONPATH": str(ROOT), **(extra_env or {})}
         self.log = log
@@ -214,7 +226,7 @@ class RunnerProcess:
         self._log_from = log.stat().st_size if log.exists() else 0
         with open(log, "ab") as f:
             self.proc = subprocess.Popen([sys.executable, "-m", "processors.runner", "--product", product,
-                                          "--metrics-port", "0"], cwd=ROOT, env=env, stdout=f,
+                                          "--metrics-port", "0", *args], cwd=ROOT, env=env, stdout=f,
                                          stderr=subprocess.STDOUT)
 
     def wait_assigned(self, timeout_s: float = 60) -> float:
@@ -261,13 +273,121 @@ def drained_at(conf: dict, group: str, topic: str, timeout_s: float = 300) -> fl
 
 def runner_rate(conf: dict, bootstrap: str, product: str, raw: str, n: int, state: Path, log: Path,
                 env: dict | None = None) -> tuple[float, float]:
-    rp = RunnerProcess(product, bootstrap, state, log, env)
+    run = groups_run(conf, bootstrap, product, raw, n, state, log, 1, env)
+    return run["rate"], run["rss"]
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used so far (/proc/<pid>/stat), 0 when unknown."""
     try:
-        t0 = rp.wait_assigned()
-        t1 = drained_at(conf, f"citymesh-runner.{product}", raw)
-        return n / (t1 - t0), rp.peak_rss_mb()
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError, TypeError):
+        return 0.0
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def broker_pid(bootstrap: str) -> int | None:
+    """The embedded broker's pid (its command line names its listener), None for another broker."""
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and f"tcp://{bootstrap}".encode() in (d / "cmdline").read_bytes():
+                return int(d.name)
+        except OSError:
+            continue
+    return None
+
+
+def groups_run(conf: dict, bootstrap: str, product: str, raw: str, n: int, state: Path, log: Path, groups: int,
+               env: dict | None = None) -> dict[str, float]:
+    """`groups` runner groups, one process each, splitting the product's contracts
+    (processors/sharding.py; 1: the plain runner): raw records/s from the first assignment to
+    the last group's last commit, the largest peak RSS among them, and the cores the runners
+    and the embedded broker kept busy meanwhile (CPU seconds per second)."""
+    args = [("--group", str(k), "--groups", str(groups)) if groups > 1 else () for k in range(groups)]
+    rps = [RunnerProcess(product, bootstrap, state, log, env, a) for a in args]
+    broker = broker_pid(bootstrap)
+    try:
+        t0 = min([rp.wait_assigned() for rp in rps])
+        cpu0, b0 = sum(cpu_seconds(rp.proc.pid) for rp in rps), cpu_seconds(broker)
+        names = [f"citymesh-runner.{product}"] + [f"citymesh-runner.{product}.{k}" for k in range(1, groups)]
+        t1 = max([drained_at(conf, g, raw) for g in names])
+        cpu1, b1 = sum(cpu_seconds(rp.proc.pid) for rp in rps), cpu_seconds(broker)
+        return {"rate": n / (t1 - t0), "rss": max(rp.peak_rss_mb() for rp in rps),
+                "runner_cores": (cpu1 - cpu0) / (t1 - t0), "broker_cores": (b1 - b0) / (t1 - t0)}
     finally:
-        rp.stop()
+        for rp in rps:
+            rp.stop()
+
+
+def contracts(n: int) -> str:
+    """n contracts on product {p}: the five of (c) over and over, each under its own id."""
+    templates = [("  - id:" + t) for t in (ONE + MORE).split("  - id:")[1:]]
+    out = []
+    for i in range(n):
+        t = templates[i % len(templates)]
+        out.append(t.replace(f"{{p}}-c{i % len(templates)}\n", f"{{p}}-c{i}\n", 1))
+    return "".join(out)
+
+
+def scaling(conf: dict, bootstrap: str, u: str, products: dict[str, int], n: int, state: Path, log: Path,
+            groups: int, plot: Path) -> None:
+    """Issue 14's goals against contracts: the raw fan-out (the same bytes to N topics, the
+    limit of N contracts) and the runner with N contracts, N in `products` (product -> N),
+    in one run; the per-record cost of each extra contract above the raw fan-out's; the
+    runner's peak RSS; with `groups` > 1 also that many runner groups sharing the contracts;
+    a plot of throughput against contracts."""
+    from confluent_kafka.admin import AdminClient
+
+    from streams.admin import TopicSpec, ensure_topics
+    most = max(products.values())
+    outs = [f"bench.fanout.{u}.{i}" for i in range(most)]
+    ensure_topics(AdminClient(conf), [TopicSpec(t, 3) for t in outs])
+    rows = []
+    for product, k in products.items():
+        raw = topics.raw("bench-skyway", f"{product}-uav")
+        broker, w0 = broker_pid(bootstrap), time.perf_counter()
+        b0 = cpu_seconds(broker)
+        fan = baseline(conf, raw, outs[:k], n)
+        fan_broker = (cpu_seconds(broker) - b0) / (time.perf_counter() - w0)
+        one = groups_run(conf, bootstrap, f"{product}-uav", raw, n, state, log, 1)
+        run, rss = one["rate"], one["rss"]
+        # (a product of its own, the same contracts and records: the lead group is the one-process runner's group)
+        twin = f"{product}s"
+        shard = (groups_run(conf, bootstrap, f"{twin}-uav", topics.raw("bench-skyway", f"{twin}-uav"), n, state, log,
+                            groups) if groups > 1 else None)
+        rows.append((k, fan, run, rss, shard["rate"] if shard else float("nan")))
+        print(f"{k:>3} contracts: raw fan-out to {k} topics {fan:>9,.0f}/s (broker {fan_broker:.2f} cores)   "
+              f"runner {run:>9,.0f}/s ({run / fan:.2f} of the fan-out; runner {one['runner_cores']:.2f} + broker "
+              f"{one['broker_cores']:.2f} cores), peak RSS {rss:.0f} MB"
+              + (f"   {groups} runner groups {shard['rate']:>9,.0f}/s ({shard['rate'] / run:.2f}x one; runners "
+                 f"{shard['runner_cores']:.2f} + broker {shard['broker_cores']:.2f} cores), peak RSS {shard['rss']:.0f} MB"
+                 if shard else ""), flush=True)
+    (k1, f1, r1, *_), (kn, fn, rn, rssn, *_) = rows[0], rows[-1]
+    per_raw = (1 / fn - 1 / f1) / (kn - k1) * 1e6
+    per_run = (1 / rn - 1 / r1) / (kn - k1) * 1e6
+    print(f"per-record cost of one more contract, {k1} -> {kn}: runner {per_run:.2f} us, raw fan-out {per_raw:.2f} us,"
+          f" above it {per_run - per_raw:.2f} us (goal <= 0.5 us above)")
+    five = next((r for r in rows if r[0] == 5), None)
+    print(f"goals: runner(1)/raw(1) {r1 / f1:.2f} (>= 0.85)"
+          + (f"; runner(5)/raw(5 copies) {five[2] / five[1]:.2f} (>= 0.6)" if five else "")
+          + f"; peak RSS with {kn} contracts {rssn:.0f} MB (<= 250 MB)")
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    ks = [r[0] for r in rows]
+    ax.plot(ks, [r[1] for r in rows], "o-", label="raw fan-out (same bytes to N topics)")
+    ax.plot(ks, [r[2] for r in rows], "s-", label="runner, one process")
+    if groups > 1:
+        ax.plot(ks, [r[4] for r in rows], "^-", label=f"runner, {groups} groups sharing the contracts")
+    ax.set(xscale="log", yscale="log", xlabel="contracts on the product", ylabel="source records/s")
+    ax.set_title(f"citymesh runner against contracts ({n:,} records, {os.cpu_count()} cores)", fontsize=10)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(plot, dpi=110)
+    print(f"plot: {plot}")
 
 
 def latency(conf: dict, bootstrap: str, product: str, conn, state: Path, log: Path, rate: int = 10_000,
@@ -402,6 +522,11 @@ def main() -> None:
                          "protection and delivery tags against the whole chain, ROUNDS times each")
     ap.add_argument("--engine", choices=("tansu", "kafka"), default="tansu",
                     help="kafka: one Apache Kafka node with SASL_SSL and ACLs (deploy/kafka.py)")
+    ap.add_argument("--contracts", help="only the scaling part: raw fan-out and runner with these numbers of "
+                                        "contracts, e.g. 1,5,20,50 (issue 14), and a plot of them")
+    ap.add_argument("--runner-groups", type=int, default=1,
+                    help="with --contracts: also this many runner groups sharing the contracts")
+    ap.add_argument("--plot", default=str(ROOT / "bench" / "runner_scaling.png"))
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
                     help="runners (and the baseline) with each batch one transaction with its offsets; "
                          "both: off, then on, in the same run")
@@ -416,6 +541,18 @@ def main() -> None:
         state = tmp / "state"
         conf = secured.admin_config() if secured else {"bootstrap.servers": bootstrap}
         u = f"b{time.time_ns() % 10**6}"
+        if args.contracts:
+            counts = [int(k) for k in args.contracts.split(",")]
+            scaled = {f"{u}n{k}": k for k in counts}
+            twins = {f"{p}s": k for p, k in scaled.items()} if args.runner_groups > 1 else {}
+            _, _, conn = apply_city(conf, topology({p: contracts(k) for p, k in {**scaled, **twins}.items()}), tmp)
+            for p in [*scaled, *twins]:
+                publish(conn, f"{p}-uav", records)
+            print(f"machine: {machine()}; command: .venv/bin/python bench/bench_runner.py --records {n} "
+                  f"--contracts {args.contracts} --runner-groups {args.runner_groups}", flush=True)
+            scaling(conf, bootstrap, u, scaled, n, tmp / "state", tmp / "runner.log", args.runner_groups,
+                    Path(args.plot))
+            return
         pr, pp = f"{u}rawlat", f"{u}prof"
         # per mode: a product for (b), one for (c), one for the latency through the runner
         p1, p5, pl = ({m: f"{u}{what}{m}" for m in modes} for what in ("one", "five", "lat"))

@@ -10,12 +10,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
+# scripts that run again with these arguments, after their default run
+ALSO = {"bench_runner.py": [["--contracts", "1,5,20,50", "--runner-groups", "2"]]}
+
+
 def main() -> int:
     failed = []
     for script in sorted(HERE.glob("bench_*.py")):
-        print(f"\n=== {script.name} " + "=" * (60 - len(script.name)), flush=True)
-        if subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode != 0:
-            failed.append(script.name)
+        for args in [[], *ALSO.get(script.name, [])]:
+            name = " ".join([script.name, *args])
+            print(f"\n=== {name} " + "=" * max(0, 60 - len(name)), flush=True)
+            if subprocess.run([sys.executable, str(script), *args], cwd=HERE.parent).returncode != 0:
+                failed.append(name)
     if failed:
         print(f"failed: {', '.join(failed)}")
     return 1 if failed else 0
