@@ -49,8 +49,8 @@ from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_RUNNER_GROUP, H_SRC_PARTITION,
                       H_SRC_TOPIC, ComplianceFloors, FenceReader, PartitionFence, clear_position, compliance_partition)
 from .partition_state import PartitionStates
-from .sharding import RunnerGroup, RunnerGroupError
 from .quarantine import HOLD_AFTER, REFUSALS, RULE_HELD, Hold, Holds
+from .sharding import RunnerGroup, RunnerGroupError
 from .stages import DeadLetter, PartitionSlice, Stage
 from .stages.admission import DEFAULT_MAX_BYTES, Admission
 from .stages.contracts import RULE_UNWRITABLE, ActivePlan, Contracts
@@ -75,6 +75,7 @@ PRODUCER_CONFIG = {
 
 
 FETCH_WAIT_MS = 10
+RULE_POISON = "quarantine:poison"
 # A batch holds at most this many outputs (records x contracts): each delivery is a payload and
 # a list of headers held until the batch is flushed, so with 50 contracts a 5,000-record batch
 # held 250,000 of them (issue 14: peak RSS 626 MB). 25,000 is the default batch at 5 contracts.
@@ -84,7 +85,6 @@ OUTPUTS_PER_BATCH = 25_000
 def batch_limit(batch_size: int, contracts: int) -> int:
     """How many raw records a batch takes with this many contracts (at least 100)."""
     return max(100, min(batch_size, OUTPUTS_PER_BATCH // max(1, contracts)))
-RULE_POISON = "quarantine:poison"
 
 
 class DeliveryFailed(CitymeshError, RuntimeError):
