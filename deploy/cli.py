@@ -91,7 +91,8 @@ def cmd_apply(args, settings: Settings) -> int:
         if kind != "strimzi":
             raise SystemExit(f"error: --emit {kind}: only 'strimzi' is known")
         try:
-            written = emit(topo, Path(out_dir), replicas=max(3, settings.replication_factor))
+            written = emit(topo, Path(out_dir), replicas=max(3, settings.replication_factor),
+                           runner_groups=args.runner_groups)
         except EmitError as exc:
             raise SystemExit(f"error: {args.file}: {exc}") from None
         print("\n".join(f"{Path(out_dir) / name}: {n} resource(s)" for name, n in written.items()))
@@ -406,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--emit", nargs=2, metavar=("strimzi", "DIR"),
                    help="write Strimzi KafkaTopic/KafkaUser resources (same ACLs as apply) and runner Deployments "
                         "to DIR instead of applying")
+    s.add_argument("--runner-groups", type=_positive, default=1, metavar="G",
+                   help="with --emit: a runner Deployment per product and group of G sharing its contracts")
     s.set_defaults(fn=cmd_apply)
     s = sub.add_parser("catalog", help="list data products (--as ID: the DSP catalog that participant sees)")
     s.add_argument("--as", dest="as_participant", help="ask the participant's connector over DSP")

@@ -75,9 +75,11 @@ def user_resources(topo: Topology, cluster: str) -> list[dict]:
     return out
 
 
-def runner_deployments(topo: Topology, cluster: str, image: str) -> list[dict]:
+def runner_deployments(topo: Topology, cluster: str, image: str, runner_groups: int = 1) -> list[dict]:
+    """One Deployment per product and runner group (processors/sharding.py); scale a group's
+    processes with its replicas, which share the product's partitions."""
     out = []
-    for p in topo.products:
+    for p, group in ((p, g) for p in topo.products for g in range(runner_groups)):
         user = services(topo)[f"runner-{p.id}"]
         env = [{"name": "CITYMESH_BOOTSTRAP", "value": f"{cluster}-kafka-bootstrap:9093"},
                {"name": "CITYMESH_SECURITY_PROTOCOL", "value": "SASL_SSL"},
@@ -90,13 +92,17 @@ def runner_deployments(topo: Topology, cluster: str, image: str) -> list[dict]:
                # a transactional id the pod keeps across container restarts
                {"name": "CITYMESH_TRANSACTIONS", "value": "on"},
                {"name": "CITYMESH_RUNNER_INSTANCE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
-        name = _k8s_name(f"citymesh-runner-{p.id}")
+        name = _k8s_name(f"citymesh-runner-{p.id}" + (f"-g{group}" if runner_groups > 1 else ""))
+        command = ["python", "-m", "processors.runner", "--product", p.id]
+        if runner_groups > 1:
+            command += ["--group", str(group), "--groups", str(runner_groups)]
         out.append({"apiVersion": "apps/v1", "kind": "Deployment",
-                    "metadata": {"name": name, "labels": {"app": "citymesh-runner", "citymesh/product": p.id}},
+                    "metadata": {"name": name, "labels": {"app": "citymesh-runner", "citymesh/product": p.id,
+                                                          "citymesh/runner-group": str(group)}},
                     "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
                              "template": {"metadata": {"labels": {"app": name}}, "spec": {
                                  "containers": [{"name": "runner", "image": image,
-                                                 "command": ["python", "-m", "processors.runner", "--product", p.id],
+                                                 "command": command,
                                                  "env": env, "ports": [{"name": "metrics", "containerPort": 9400}],
                                                  "volumeMounts": [{"name": "ca", "mountPath": "/etc/citymesh/ca"},
                                                                   {"name": "keys", "mountPath": "/etc/citymesh/keys"}]}],
@@ -107,12 +113,12 @@ def runner_deployments(topo: Topology, cluster: str, image: str) -> list[dict]:
 
 
 def emit(topo: Topology, out_dir: Path, cluster: str = "citymesh", replicas: int = 3,
-         image: str = "citymesh:0.1.0") -> dict[str, int]:
+         image: str = "citymesh:0.1.0", runner_groups: int = 1) -> dict[str, int]:
     """Write topics.yaml, users.yaml and runners.yaml; returns resources written per file."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {"topics.yaml": topic_resources(topo, cluster, replicas), "users.yaml": user_resources(topo, cluster),
-             "runners.yaml": runner_deployments(topo, cluster, image)}
+             "runners.yaml": runner_deployments(topo, cluster, image, runner_groups)}
     for name, docs in files.items():
         (out_dir / name).write_text(yaml.safe_dump_all(docs, sort_keys=False, allow_unicode=True))
     return {name: len(docs) for name, docs in files.items()}

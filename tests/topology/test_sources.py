@@ -56,3 +56,16 @@ def test_bad_sources_name_the_entry(tmp_path, change, message):
     with pytest.raises(TopologyFileError) as err:
         load_topology(bad)
     assert "sources[1] (hotline-open311)" in str(err.value) and message in str(err.value)
+
+
+def test_strimzi_runner_deployments_per_group():
+    """`citymesh apply --emit strimzi DIR --runner-groups 2`: a Deployment per product and group."""
+    from deploy.strimzi import runner_deployments
+    topo = load_topology(EXAMPLES / "city.yaml")
+    one = runner_deployments(topo, "citymesh", "img")
+    two = runner_deployments(topo, "citymesh", "img", runner_groups=2)
+    assert [d["metadata"]["name"] for d in one] == ["citymesh-runner-uav-telemetry", "citymesh-runner-hotline-tickets"]
+    assert len(two) == 4 and two[1]["metadata"]["name"] == "citymesh-runner-uav-telemetry-g1"
+    command = two[1]["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-4:] == ["--group", "1", "--groups", "2"] and "--group" not in one[0]["spec"]["template"]["spec"][
+        "containers"][0]["command"]
