@@ -83,8 +83,9 @@ OUTPUTS_PER_BATCH = 25_000
 
 
 def batch_limit(batch_size: int, contracts: int) -> int:
-    """How many raw records a batch takes with this many contracts (at least 100)."""
-    return max(100, min(batch_size, OUTPUTS_PER_BATCH // max(1, contracts)))
+    """How many raw records a batch takes with this many contracts (`batch_size` at most, and
+    not fewer than 100 unless `batch_size` asks for fewer)."""
+    return min(batch_size, max(100, OUTPUTS_PER_BATCH // max(1, contracts)))
 
 
 class DeliveryFailed(CitymeshError, RuntimeError):

@@ -228,4 +228,4 @@ def test_a_batch_holds_fewer_records_the_more_contracts_there_are():
     assert batch_limit(5000, 0) == batch_limit(5000, 1) == batch_limit(5000, 5) == 5000
     assert batch_limit(5000, 20) == OUTPUTS_PER_BATCH // 20 and batch_limit(5000, 50) == 500
     assert batch_limit(5000, 1000) == 100  # never a batch so small that its fixed costs dominate
-    assert batch_limit(200, 50) == 200  # a smaller --batch-size stays as asked
+    assert batch_limit(200, 50) == 200 and batch_limit(40, 2) == 40  # a smaller --batch-size stays as asked
