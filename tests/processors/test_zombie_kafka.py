@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 import schemas
 from deploy.broker import _die_with_parent
@@ -47,7 +47,8 @@ from topology.apply import apply
 from topology.loader import load_topology
 
 pytestmark = pytest.mark.kafka
-BURST = 10_000  # records published at once before a stop, so the runner is busy (in a transaction)
+BURST = 30_000  # records published at once before a stop, so the runner is busy (in a transaction)
+TRIES = 10  # stops per attempt that found the burst already drained (SIGCONT at once, another burst)
 RATE = 500  # records a second all along, so the successor and the zombie always have work
 ATTEMPTS = 3  # a stop that falls between two transactions fences nothing: stop again (rarely needed)
 FENCED = ("transaction aborted", "the producer is unusable")
@@ -76,6 +77,11 @@ def committed(admin: AdminClient, group: str, raw: str, n: int) -> dict[int, int
     tps = [TopicPartition(raw, p) for p in range(n)]
     fut = admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group, tps)])[group]
     return {tp.partition: tp.offset for tp in fut.result(timeout=15).topic_partitions}
+
+
+def ends(admin: AdminClient, raw: str, n: int) -> dict[int, int]:
+    fut = admin.list_offsets({TopicPartition(raw, p): OffsetSpec.latest() for p in range(n)}, request_timeout=15)
+    return {tp.partition: f.result().offset for tp, f in fut.items()}
 
 
 def test_zombie_runner_writes_nothing_visible(tmp_path, kafka, unique):
@@ -119,15 +125,21 @@ def test_zombie_runner_writes_nothing_visible(tmp_path, kafka, unique):
         zombie.wait_for("in transactions", 0, 5)  # auto found Apache Kafka honours them
         pub.start()
         for attempt in range(1, ATTEMPTS + 1):
-            publish(BURST)
-            at_burst = committed(admin, group, raw, 3)
-            deadline = time.monotonic() + 60
-            while committed(admin, group, raw, 3) == at_burst and time.monotonic() < deadline:
-                time.sleep(0.1)  # the runners are draining the burst, batch after batch
-            time.sleep(rnd.uniform(0.1, 1.0))
-            zombie.proc.send_signal(signal.SIGSTOP)
-            t_stop = time.monotonic()
-            at_stop = committed(admin, group, raw, 3)
+            for _ in range(TRIES):  # stop the zombie while it drains a burst: inside one of its transactions
+                at_burst = committed(admin, group, raw, 3)
+                publish(BURST)
+                burst_end = ends(admin, raw, 3)
+                deadline = time.monotonic() + 60
+                while committed(admin, group, raw, 3) == at_burst and time.monotonic() < deadline:
+                    time.sleep(0.05)  # the runner is draining the burst, batch after batch
+                time.sleep(rnd.uniform(0.0, 0.3))
+                zombie.proc.send_signal(signal.SIGSTOP)
+                t_stop = time.monotonic()
+                at_stop = committed(admin, group, raw, 3)
+                if any(at_stop[p] < burst_end[p] for p in at_stop):
+                    break  # still draining: a transaction is likely open
+                report.append(f"attempt {attempt}: the burst was drained before the stop; again")
+                zombie.proc.send_signal(signal.SIGCONT)
             if successor is None:
                 successor = RunnerProcess("successor", product, env, tmp_path / "successor.log")
                 mark = 0
