@@ -701,7 +701,16 @@ def main(argv: list[str] | None = None) -> int:
                       session_timeout_ms=settings.session_timeout_ms, transactions=settings.transactions,
                       instance=instance, holds=holds, runner_group=runner_group)
 
-    runner: Runner | None = build()  # at start, a product or topic that is not there fails fast (SystemExit)
+    runner: Runner | None = None
+    backoff = 1.0
+    while runner is None:
+        try:  # at start, a product or topic that is not there fails fast (SystemExit) ...
+            runner = build()
+        except BROKER_TROUBLE as exc:  # ... a broker that does not answer is waited for (CI: a runner that
+            # executed itself again after a wedge met a node being restarted and died here)
+            log.warning("cannot start yet, retrying in %.0f s: %s", backoff, exc)
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
     # What start-up built (modules, schemas, compiled plans, polygon indexes) lives as long as the
     # process: out of the collector's way, a full collection no longer walks it (measured: gen-2
     # pauses of 20-34 ms every ~10 s at 10k records/s, each one a latency spike)
