@@ -123,6 +123,31 @@ def delivered_once(cid: str, delivered: list, keys_dir, expected: dict) -> dict[
     return got
 
 
+def contracts_delivered_once(client: dict, city, raw: list, contract_ids: list[str]) -> tuple[set, list[dict]]:
+    """The raw topic's records split into malformed ones (keys b"bad-...") and good ones; asserts
+    no compliance event id is there twice, and each contract's delivery topic holds what its plan
+    permits of the good ones once, in source order, counted once by its BATCH events. Returns
+    (the malformed records' positions, the product's compliance events)."""
+    schema = schemas.load("UavTelemetry")
+    bad, by_partition = set(), {}
+    for m in raw:
+        if m.key().startswith(b"bad-"):
+            bad.add((m.partition(), m.offset()))
+        else:
+            by_partition.setdefault(m.partition(), []).append((m.offset(), schema.decode(m.value())))
+    contracts = read_table(client, topics.CONTROL_CONTRACTS)
+    events = compliance_events(client, city.product)
+    assert len({e["event_id"] for e in events}) == len(events), "a compliance event was written twice"
+    for cid in contract_ids:
+        expected = permitted(compile_contract(contracts[cid], schema, city.keys), by_partition)
+        got = delivered_once(cid, read_topic(client, topics.delivery(cid), len(expected)), city.keys, expected)
+        counted = sum(e["counts"].get("deliver", 0) for e in events
+                      if e["kind"] == "BATCH" and e["contract_id"] == cid)
+        assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, topic holds {len(got)}"
+        print(f"{cid}: {len(got)} delivered exactly once, counted {counted}")
+    return bad, events
+
+
 def stop(proc: subprocess.Popen | None) -> None:
     if proc is not None and proc.poll() is None:
         proc.kill()
@@ -256,22 +281,8 @@ def test_sigkill_at_random_moments_loses_and_duplicates_nothing(tmp_path, client
     assert len(raw) == pub.sent
     print(f"published {pub.sent - len(bad)} records and {len(bad)} malformed ones")
     assert pub.sent - len(bad) >= N_GOOD
-    bad_expected, by_partition = set(), {}
-    for m in raw:
-        if m.key().startswith(b"bad-"):
-            bad_expected.add((m.partition(), m.offset()))
-        else:
-            by_partition.setdefault(m.partition(), []).append((m.offset(), schema.decode(m.value())))
-    contracts = read_table(client_config, topics.CONTROL_CONTRACTS)
-    events = compliance_events(client_config, city.product)
-    assert len({e["event_id"] for e in events}) == len(events), "a compliance event was written twice"
-    for cid in (f"{city.u}-routes", f"{city.u}-regulator"):
-        expected = permitted(compile_contract(contracts[cid], schema, city.keys), by_partition)
-        got = delivered_once(cid, read_topic(client_config, topics.delivery(cid), len(expected)), city.keys, expected)
-        counted = sum(e["counts"].get("deliver", 0) for e in events
-                      if e["kind"] == "BATCH" and e["contract_id"] == cid)
-        assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, topic holds {len(got)}"
-        print(f"{cid}: {len(got)} delivered exactly once, counted {counted}")
+    bad_expected, events = contracts_delivered_once(client_config, city, raw,
+                                                    [f"{city.u}-routes", f"{city.u}-regulator"])
     dlq = read_topic(client_config, city.dlq, len(bad_expected))
     dlq_keys = [(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"])) for m in dlq]
     assert len(dlq_keys) == len(set(dlq_keys)) and set(dlq_keys) == bad_expected

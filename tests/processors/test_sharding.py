@@ -16,13 +16,11 @@ import time
 
 import pytest
 
-import schemas
 from processors.sharding import RunnerGroup, RunnerGroupError, group_of
 from streams import topics
-from streams.control import read_table
-from tests.mesh_fixtures import compliance_events, headers, make_city, read_topic
-from tests.processors.test_runner_crash import (Publisher, compile_contract, delivered_once, delivered_so_far, flights,
-                                                permitted, spawn_runner, stop, wait_caught_up, wait_for_log)
+from tests.mesh_fixtures import headers, make_city, read_topic
+from tests.processors.test_runner_crash import (Publisher, contracts_delivered_once, delivered_so_far, flights,
+                                                spawn_runner, stop, wait_caught_up, wait_for_log)
 
 IDS = [f"contract-{i}" for i in range(2000)]
 
@@ -134,7 +132,6 @@ def ten_contracts(u: str) -> tuple[str, dict[int, list[str]]]:
 def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_config, unique, bootstrap):
     text, ids = ten_contracts(unique)
     city = make_city(tmp_path, client_config, unique, text)
-    schema = schemas.load("UavTelemetry")
     rnd = random.Random(20261203)
     records = flights(drones=300, seed=23, violators=0.3)
     conn = city.connector()
@@ -199,21 +196,7 @@ def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_
 
     sent = read_topic(client_config, city.raw, pub.sent)
     assert len(sent) == pub.sent
-    bad_expected, by_partition = set(), {}
-    for m in sent:
-        if m.key().startswith(b"bad-"):
-            bad_expected.add((m.partition(), m.offset()))
-        else:
-            by_partition.setdefault(m.partition(), []).append((m.offset(), schema.decode(m.value())))
-    contracts = read_table(client_config, topics.CONTROL_CONTRACTS)
-    events = compliance_events(client_config, city.product)
-    assert len({e["event_id"] for e in events}) == len(events), "a compliance event was written twice"
-    for cid in ids[0] + ids[1]:
-        expected = permitted(compile_contract(contracts[cid], schema, city.keys), by_partition)
-        got = delivered_once(cid, read_topic(client_config, topics.delivery(cid), len(expected)), city.keys, expected)
-        counted = sum(e["counts"].get("deliver", 0) for e in events if e["kind"] == "BATCH" and e["contract_id"] == cid)
-        assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, topic holds {len(got)}"
-        print(f"{cid} (group {group_of(cid, 2)}): {len(got)} delivered exactly once, counted {counted}")
+    bad_expected, events = contracts_delivered_once(client_config, city, sent, ids[0] + ids[1])
     # the dead letters and their REJECT events are the lead group's alone: each malformed record once
     dlq = read_topic(client_config, city.dlq, len(bad_expected))
     dlq_keys = [(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"])) for m in dlq]
