@@ -701,16 +701,30 @@ def main(argv: list[str] | None = None) -> int:
                       session_timeout_ms=settings.session_timeout_ms, transactions=settings.transactions,
                       instance=instance, holds=holds, runner_group=runner_group)
 
-    runner: Runner | None = None
-    backoff = 1.0
-    while runner is None:
-        try:  # at start, a product or topic that is not there fails fast (SystemExit) ...
-            runner = build()
-        except BROKER_TROUBLE as exc:  # ... a broker that does not answer is waited for (CI: a runner that
-            # executed itself again after a wedge met a node being restarted and died here)
-            log.warning("cannot start yet, retrying in %.0f s: %s", backoff, exc)
-            time.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+    stopping = False
+
+    def build_when_possible(waits_for: tuple, then=lambda _runner: None) -> Runner | None:
+        """build() (and `then` on what it built), again after 1, 2, 4, 5, 5 ... s while that
+        raises one of `waits_for`; None when told to stop meanwhile."""
+        backoff = 1.0
+        while not stopping:
+            built = None
+            try:
+                built = build()
+                then(built)
+                return built
+            except waits_for as exc:
+                log.warning("cannot start yet, retrying in %.0f s: %s", backoff, exc)
+                if built is not None:
+                    _abandon(built)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+        return None
+
+    # at start, a product or topic that is not there fails fast (SystemExit); a broker that does
+    # not answer is waited for (CI: a runner that executed itself again after a wedge met a node
+    # being restarted, and died here)
+    runner: Runner | None = build_when_possible(BROKER_TROUBLE)
     # What start-up built (modules, schemas, compiled plans, polygon indexes) lives as long as the
     # process: out of the collector's way, a full collection no longer walks it (measured: gen-2
     # pauses of 20-34 ms every ~10 s at 10k records/s, each one a latency spike)
@@ -718,7 +732,6 @@ def main(argv: list[str] | None = None) -> int:
     log.info("enforcing %s (%d active contracts, %s%s); metrics on :%d", args.product, len(runner.plans),
              "in transactions" if runner.txn is not None else "without transactions",
              f", runner group {runner_group.index} of {runner_group.count}" if runner_group.count > 1 else "", port)
-    stopping = False
 
     def _stop(signum, _frame) -> None:
         nonlocal stopping
@@ -765,20 +778,13 @@ def main(argv: list[str] | None = None) -> int:
                 log.warning("broker trouble, starting over from the committed offsets: %s", exc)
                 held = holds.count(runner.refused())  # the partitions it refused once too often
                 _abandon(runner)
-                runner, backoff = None, 1.0
-                while runner is None and not stopping:
-                    try:
-                        runner = build()
-                        log.info("enforcing %s again (%d active contracts)", args.product, len(runner.plans))
-                        for hold in held:
-                            runner.announce(hold)
-                    except (*BROKER_TROUBLE, SystemExit) as retry:
-                        log.warning("cannot start over yet, retrying in %.0f s: %s", backoff, retry)
-                        if runner is not None:
-                            _abandon(runner)
-                            runner = None
-                        time.sleep(backoff)
-                        backoff = min(backoff * 2, 5.0)
+
+                def resume(new: Runner) -> None:
+                    log.info("enforcing %s again (%d active contracts)", args.product, len(new.plans))
+                    for hold in held:
+                        new.announce(hold)
+
+                runner = build_when_possible((*BROKER_TROUBLE, SystemExit), resume)
                 if held:
                     report()
         return 0
