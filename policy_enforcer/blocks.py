@@ -129,14 +129,25 @@ class PolicyCheck:
         return ft
 
 
-@dataclass
 class Compiling:
-    """One contract being compiled: what its blocks may need besides themselves."""
+    """One contract being compiled: what its blocks may need besides themselves.
 
-    purposes: list[str]                          # the consumer's declared purposes
-    pseudonym_key: bytes                         # the contract's key (derive_contract_key)
-    scrubber: Callable[[str], str] | None        # text -> text for scrub_pii; None: policy_enforcer.pii
-    _seen: dict[str, int] = field(default_factory=dict)
+    Reading ``pseudonym_key`` marks the plan ``keyed``: its outputs are then the contract's
+    own. A plan no block keyed delivers what any contract with the same policy, purposes and
+    product delivers, and the contracts stage computes those outputs once (``Plan.output_key``)."""
+
+    def __init__(self, purposes: list[str], pseudonym_key: bytes, scrubber: Callable[[str], str] | None):
+        self.purposes = purposes          # the consumer's declared purposes
+        self._pseudonym_key = pseudonym_key
+        self.scrubber = scrubber          # text -> text for scrub_pii; None: policy_enforcer.pii
+        self.keyed = False
+        self._seen: dict[str, int] = {}
+
+    @property
+    def pseudonym_key(self) -> bytes:
+        """The contract's key (derive_contract_key)."""
+        self.keyed = True
+        return self._pseudonym_key
 
     def rule_id(self, rule: str) -> str:
         """``rule``, or ``rule#2``, ``rule#3`` ... when an earlier block took it."""

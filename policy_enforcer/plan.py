@@ -139,9 +139,10 @@ def key_bytes(value: Any) -> bytes | None:
 class SourceBatch:
     """One source partition's admitted records of a batch, as every contract's plan reads
     them: decoded records, their payloads, offsets and the providers' traceparents. What
-    the plans share (the provenance plaintext) is computed once, on first use."""
+    the plans share (the provenance plaintext; the outputs of plans with one ``output_key``)
+    is computed once, on first use."""
 
-    __slots__ = ("partition", "records", "values", "offsets", "traceparents", "_sources", "_traces")
+    __slots__ = ("partition", "records", "values", "offsets", "traceparents", "_sources", "_traces", "outputs")
 
     def __init__(self, partition: int, records: list[dict], values: list[bytes], offsets: list[int],
                  traceparents: list[bytes | None]):
@@ -151,6 +152,7 @@ class SourceBatch:
         self.offsets = offsets
         self.traceparents = traceparents
         self._sources = self._traces = None
+        self.outputs: dict[tuple, tuple[bytes, BatchResult]] = {}  # (output_key, now_ms) -> (header, result)
 
     def sources(self) -> bytes:
         if self._sources is None:
@@ -194,6 +196,12 @@ class Plan:
         self._fields: list[FieldOutput] = compile_fields(checked.delivered, checked.fields, checked.duties,
                                                          checked.context_scrub, ctx)
         self.output_schema: RecordSchema = build_output_schema(schema, self.contract_id, self._fields)
+        # equal for plans that decide and deliver the same for every record (payloads but
+        # for the output schema's name in their header): None for a plan whose outputs are
+        # its own because a block read the contract's key (pseudonyms)
+        self.output_key = None if ctx.keyed else (
+            schema.fingerprint, self.policy_digest, tuple(ctx.purposes), product, scrubber,
+            self.not_before_ms, self.not_after_ms, len(self.output_schema.header))
         # a plan that copies every field unchanged, in order, delivers the source body as it is
         self.passthrough = [(f.expr, f.as_string) for f in self._fields] == [
             (f"r[{n!r}]", False) for n in schema.field_names]
@@ -316,8 +324,9 @@ class Plan:
     def deliver(self, batch: SourceBatch, now_ms: int) -> BatchResult:
         """The whole Kafka records this contract's consumer receives from one partition's
         batch: ``evaluate_encoded`` plus each delivery's headers (static ones first, then
-        the per-contract source reference and traceparent)."""
-        result = self.evaluate_encoded(batch.records, batch.values, now_ms)
+        the per-contract source reference and traceparent). A plan whose ``output_key``
+        an earlier plan of the batch had takes that plan's outputs, under its own header."""
+        result = self._outputs(batch, now_ms)
         if result.counts.get(DELIVER):
             sources = batch.sources()
             refs = self.source_refs.seal(sources)
@@ -331,6 +340,20 @@ class Plan:
         else:
             result.headers = [None] * len(result.records)
         return result
+
+    def _outputs(self, batch: SourceBatch, now_ms: int) -> BatchResult:
+        if self.output_key is None:
+            return self.evaluate_encoded(batch.records, batch.values, now_ms)
+        shared = batch.outputs.get((self.output_key, now_ms))
+        if shared is None:
+            shared = batch.outputs[(self.output_key, now_ms)] = (
+                self.output_schema.header, self.evaluate_encoded(batch.records, batch.values, now_ms))
+        header, first = shared
+        own, n = self.output_schema.header, len(header)
+        # a list of its own: quota and quarantine take records out of it (counts alike)
+        records = (list(first.records) if own == header else
+                   [None if payload is None else own + payload[n:] for payload in first.records])
+        return BatchResult(first.decisions, records, first.rules, dict(first.counts), first.messages, first.keys)
 
     def _encode(self, result: BatchResult) -> BatchResult:
         encode = self.output_schema.encode

@@ -278,3 +278,44 @@ def test_free_text_next_to_a_masked_phone_loses_the_number_in_any_spacing():
     assert "555" not in out["content"] and "0199" not in out["content"], out["content"]
     assert "20240501" in out["content"]  # an order number is not the caller's phone
     assert any(d["rule"] == "duty:scrub_pii:content" and "automatic" in d["text"] for d in plan.describe()["duties"])
+
+
+@SETTINGS
+@given(st.sampled_from(sorted(RECORDS)).flatmap(lambda name: st.tuples(st.just(name), policies(schemas.load(name)))),
+       st.integers(0, 2**32))
+def test_contracts_with_one_policy_share_its_outputs_and_each_receives_what_it_would_alone(drawn, seed):
+    """Plans that decide and deliver alike (the same policy and purposes, no contract key in
+    their outputs) are evaluated once per batch (Plan.output_key); each still receives exactly
+    what it receives alone, under its own schema header, and may change its own list."""
+    schema_name, policy = drawn
+    schema, product = schemas.load(schema_name), PRODUCTS[schema_name]
+    try:
+        plans = [compile_plan(ContractTerms(cid, 1, f"{cid}-consumer", ["p"], policy), schema,
+                              (cid * 16).encode()[:32], product=product) for cid in ("alpha", "beta", "gamma")]
+    except PolicyError as exc:
+        assume("is derived from identifier" not in str(exc))
+        raise
+    rnd = random.Random(seed)
+    records = [RECORDS[schema_name](rnd, i) for i in range(12)]
+    values = [schema.encode(r) for r in records]
+    if seed % 2:  # a record that a plan reading its first field rejects (the slow path)
+        records[5] = {k: v for k, v in records[5].items() if k != schema.field_names[0]}
+
+    def batch():
+        return SourceBatch(3, records, values, list(range(100, 112)), [None] * 12)
+
+    shared = batch()
+    first = plans[0].deliver(shared, NOW_MS)
+    first.records[:] = [None] * 12  # what quota and quarantine do to one contract's list
+    first.counts.clear()
+    together = [plan.deliver(shared, NOW_MS) for plan in plans[1:]]
+    keyed = any(d["type"] == "pseudonymise" for d in policy["duties"])
+    assert len(shared.outputs) == (0 if keyed else 1)
+    assert [p.output_key is None for p in plans] == [keyed] * 3 and len({p.output_key for p in plans}) == 1
+    for plan, got in zip(plans[1:], together):
+        alone = plan.deliver(batch(), NOW_MS)
+        assert (got.records, got.keys, got.counts, got.decisions, got.rules, got.messages, got.headers) == (
+            alone.records, alone.keys, alone.counts, alone.decisions, alone.rules, alone.messages, alone.headers)
+        for payload in filter(None, got.records):
+            assert payload.startswith(plan.output_schema.header)
+            plan.output_schema.decode(payload)
