@@ -59,7 +59,8 @@ from .stages.replay import Replay
 from .stages.rules import Rules, RulesFeed
 from .stages.seal import Seal
 from .stages.sinks import Sinks
-from .transactions import ClientWedged, TransactionAborted, Transactions, producer_config, transactional_id, wanted
+from .transactions import (ClientWedged, TransactionAborted, Transactions, flushed, producer_config,
+                           transactional_id, wanted)
 
 log = logging.getLogger("citymesh.runner")
 
@@ -587,7 +588,7 @@ class Runner:
         self._commit([])
 
     def _flush(self) -> None:
-        left = self.producer.flush(60)
+        left = flushed(self.producer, 60)
         if left or self._failed:
             # never commit a batch that is not fully written: crash and let the restart replay it
             raise DeliveryFailed(f"{left} unacknowledged, failures: {self._failed[:3]}")

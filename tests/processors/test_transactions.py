@@ -55,6 +55,35 @@ def test_apache_kafka_hides_them(tmp_path, kafka, unique):
     assert wanted("auto", as_runner, transactional_id(f"citymesh-runner.{product}"), state) is True
 
 
+@pytest.mark.kafka
+def test_a_fenced_producers_flush_raises_its_fatal_error_not_a_system_error(kafka, unique):
+    """A producer fenced by a newer one with its transactional id: its flush raises the fatal
+    KafkaException (the runner starts over on it), although the delivery reports of its
+    failed records, which run in the same flush, touch their messages (confluent-kafka leaves
+    the fatal error set while they run: a SystemError caused by it, seen in CI)."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient
+
+    from streams.admin import TopicSpec, ensure_topics
+    conf, topic, tid = kafka.admin_config(), f"fenced-{unique}", f"citymesh-runner.fenced-{unique}"
+    ensure_topics(AdminClient(conf), [TopicSpec(topic, 3)])
+    reports = []
+    old = Producer({**conf, **transactions.producer_config(tid), "linger.ms": 50,
+                    "on_delivery": lambda err, msg: reports.append((msg.topic(), err))})
+    old.init_transactions(30)
+    new = Producer({**conf, **transactions.producer_config(tid)})
+    new.init_transactions(30)  # the newer producer with this id: `old` is fenced from now on
+    old.begin_transaction()
+    for i in range(200):
+        old.produce(topic, b"%d" % i, partition=i % 3)
+    with pytest.raises(KafkaException) as raised:
+        transactions.flushed(old, 30)
+        old.commit_transaction(30)  # (when the flush saw no report: the commit meets the fence)
+    assert raised.value.args[0].fatal(), raised.value
+    assert not reports or all(err is not None for _, err in reports), reports[:3]
+    new.close()
+
+
 def test_a_transactional_call_that_does_not_return_is_bounded(monkeypatch):
     monkeypatch.setattr(transactions, "CALL_DEADLINE_S", 0.3)
     assert transactions._bounded("answer", lambda: 42) == 42
