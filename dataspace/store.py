@@ -165,3 +165,6 @@ class ControlStore:
         self._thread.join(5)
         self._consumer.close()
         self._producer.flush(5)
+        # released now, not when the last handler that holds the store is collected: until then
+        # it would reconnect to a broker that is gone and log every refused attempt
+        self._producer.close()

@@ -44,7 +44,7 @@ def provider(tmp_path, client_config, unique):
 
     yield make
     for conn in made:
-        conn.flush()
+        conn.close()
 
 
 @pytest.fixture
