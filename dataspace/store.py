@@ -166,5 +166,8 @@ class ControlStore:
         self._consumer.close()
         self._producer.flush(5)
         # released now, not when the last handler that holds the store is collected: until then
-        # it would reconnect to a broker that is gone and log every refused attempt
+        # it would reconnect to a broker that is gone and log every refused attempt. Purged
+        # first: close() waits for every queued record (up to message.timeout.ms with the broker
+        # gone), and what is still queued belongs to writes `produce` already reported Unavailable
+        self._producer.purge()
         self._producer.close()
