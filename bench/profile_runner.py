@@ -75,8 +75,8 @@ def profile(n_contracts: int, n_records: int, rate: int, tmp: Path) -> tuple[flo
 
 
 def shares(raw: Path) -> tuple[int, collections.Counter, collections.Counter]:
-    """(samples inside Runner.step, inclusive samples per function, samples per line of the
-    runner's step and of the stages' own code that called into C)."""
+    """(samples inside Runner.step, inclusive samples per function, samples per innermost
+    Python line: the line running, or the one waiting for the C call it made)."""
     total, inclusive, lines = 0, collections.Counter(), collections.Counter()
     for row in raw.read_text().splitlines():
         if not row.strip():
@@ -97,7 +97,7 @@ def shares(raw: Path) -> tuple[int, collections.Counter, collections.Counter]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--contracts", type=int, nargs="+", default=[1, 50])
-    ap.add_argument("--records", type=int, default=200_000, help="backlog per run (50 contracts: a tenth of it)")
+    ap.add_argument("--records", type=int, default=200_000, help="backlog per run (20 contracts or more: a tenth of it, at least 10,000)")
     ap.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
