@@ -3,13 +3,13 @@
 broker fences a static member's zombie.
 
 A runner that restarts after a crash resumes only when its group hands it the partitions
-again (bench/RESULTS.md, "Restarts and the group protocol"). Per broker and mode: one consumer
-of a fresh 3-partition topic and group (session.timeout.ms 6000, the runner's), SIGKILLed 2 s
-after its assignment and started again; the time from each start to its assignment. Then the
-zombie case with a static id: consumer A SIGSTOPped, B started with A's id, A resumed: who
-holds the partitions afterwards.
+again (bench/RESULTS.md, "Restarts and the group protocol"). Per broker, session timeout and
+mode: one consumer of a fresh 3-partition topic and group (heartbeats at a third of the
+session, as the mesh's consumers send them), SIGKILLed 2 s after its assignment and started
+again; the time from each start to its assignment. Then the zombie case with a static id:
+consumer A SIGSTOPped, B started with A's id, A resumed: who holds the partitions afterwards.
 
-    .venv/bin/python bench/bench_group_join.py [--engine tansu kafka]
+    .venv/bin/python bench/bench_group_join.py [--engine tansu kafka] [--session-ms 6000 2000] [--no-zombie]
 """
 
 from __future__ import annotations
@@ -29,15 +29,14 @@ from common import cluster, kafka_cluster, machine
 from confluent_kafka import Consumer
 from confluent_kafka.admin import AdminClient, NewTopic
 
-SESSION_MS = 6000
-
+from streams.settings import group_session
 
 def member(conf_json: str, topic: str, instance: str) -> None:
     """A consumer process: prints ASSIGNED / REVOKED / ERROR with seconds since its start, HOLDS
     whenever the partitions it holds change (a fenced static member loses them without a
     callback), and EXITED when an error ends it."""
     t0 = time.monotonic()
-    conf = {**json.loads(conf_json), "group.id": f"join-{topic}", "session.timeout.ms": SESSION_MS,
+    conf = {**json.loads(conf_json), "group.id": f"join-{topic}",
             "enable.auto.commit": False, "error_cb": lambda e: print(f"ERROR {time.monotonic() - t0:.2f} {e}",
                                                                       flush=True)}
     if instance != "-":
@@ -81,7 +80,7 @@ class Member:
 
 
 def topic_of(conf: dict) -> str:
-    name, admin = f"join-{time.time_ns()}", AdminClient(conf)
+    name, admin = f"join-{time.time_ns()}", AdminClient({k: v for k, v in conf.items() if k not in group_session(1)})
     admin.create_topics([NewTopic(name, 3, 1)])[name].result()
     return name
 
@@ -100,7 +99,7 @@ def restart(conf: dict, instance: str) -> tuple[float, float]:
         b.kill()
 
 
-def zombie(conf: dict) -> str:
+def zombie(conf: dict, session_ms: int) -> str:
     topic = topic_of(conf)
     a = Member(conf, topic, "static-x")
     a.assigned_after()
@@ -109,7 +108,7 @@ def zombie(conf: dict) -> str:
     try:
         b.assigned_after()
         a.proc.send_signal(signal.SIGCONT)
-        time.sleep(3 * SESSION_MS / 1000)
+        time.sleep(3 * session_ms / 1000)
         def held(m: Member) -> str:
             return next((ln.split(" ", 2)[2].strip() for ln in reversed(list(m.lines)) if ln.startswith("HOLDS")), "[]")
         both = a.proc.poll() is None and held(a) != "[]" and held(b) != "[]"
@@ -126,8 +125,12 @@ def main() -> None:
         return
     ap = argparse.ArgumentParser()
     ap.add_argument("--engine", nargs="+", default=["tansu", "kafka"], choices=("tansu", "kafka"))
+    ap.add_argument("--session-ms", type=int, nargs="+", default=[6000],
+                    help="session.timeout.ms values to try (heartbeats at a third of each, as the runner sends them)")
+    ap.add_argument("--no-zombie", action="store_true", help="only the restarts")
     args = ap.parse_args()
-    print(f"machine: {machine()}; command: .venv/bin/python bench/bench_group_join.py --engine {' '.join(args.engine)}")
+    print(f"machine: {machine()}; command: .venv/bin/python bench/bench_group_join.py --engine {' '.join(args.engine)} "
+          f"--session-ms {' '.join(map(str, args.session_ms))}{' --no-zombie' if args.no_zombie else ''}")
     for engine in args.engine:
         with contextlib.ExitStack() as stack:
             if engine == "kafka":
@@ -135,10 +138,14 @@ def main() -> None:
                                            ).admin_config()
             else:
                 conf = {"bootstrap.servers": stack.enter_context(cluster())}
-            for mode, instance in (("without group.instance.id", "-"), ("static (the same id again)", "static-x")):
-                first, again = restart(conf, instance)
-                print(f"{engine}: {mode}: first join {first:.2f} s, after a SIGKILL {again:.2f} s", flush=True)
-            print(f"{engine}: static zombie: {zombie(conf)}", flush=True)
+            for session_ms in args.session_ms:
+                group = {**conf, **group_session(session_ms)}
+                for mode, instance in (("without group.instance.id", "-"), ("static (the same id again)", "static-x")):
+                    first, again = restart(group, instance)
+                    print(f"{engine}: session {session_ms} ms: {mode}: first join {first:.2f} s, "
+                          f"after a SIGKILL {again:.2f} s", flush=True)
+                if not args.no_zombie:
+                    print(f"{engine}: session {session_ms} ms: static zombie: {zombie(group, session_ms)}", flush=True)
 
 
 if __name__ == "__main__":

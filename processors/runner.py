@@ -42,7 +42,7 @@ from streams import keyring, topics
 from streams.admin import max_message_bytes
 from streams.control import read_table
 from streams.offsets import fetched_high
-from streams.settings import Settings, get_settings
+from streams.settings import Settings, get_settings, group_session
 
 from . import evidence, limiting, metrics, status
 from .contract_feed import ContractFeed
@@ -121,15 +121,10 @@ class Runner:
         # (stages/contracts.py and stages/sinks.py keep every output within it)
         max_bytes = max_message_bytes(AdminClient(client_config), dlq)
         group_id = group_id or runner_group.consumer_group(product_id)
-        tid = transactional_id(group_id, instance)
-        in_transactions = wanted(transactions, client_config, tid, topics.partition_state(provider, product_id))
-        self.producer = Producer({**client_config, **PRODUCER_CONFIG, "message.max.bytes": max(max_bytes, 1_000_000),
-                                  "on_delivery": self._on_delivery,
-                                  **(producer_config(tid) if in_transactions else {})})
         self.consumer = Consumer({
             **client_config, "group.id": group_id,
             "enable.auto.commit": False, "auto.offset.reset": "earliest",
-            "session.timeout.ms": session_timeout_ms, "enable.partition.eof": False,
+            **group_session(session_timeout_ms), "enable.partition.eof": False,
             # a broker answers a connection's requests in order: a commit waits behind a
             # long-poll fetch for up to fetch.wait.max.ms
             "fetch.wait.max.ms": FETCH_WAIT_MS,
@@ -137,6 +132,15 @@ class Runner:
             # fetches are stable ones, never those of a transaction still open)
             "isolation.level": "read_committed",
         })
+        # joining the group takes a second or more (a restart waits for the killed member's
+        # session, bench/RESULTS.md "Restarts and the group protocol"): librdkafka joins in the
+        # background while the rest is set up; the callbacks run only in step()'s poll
+        self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        tid = transactional_id(group_id, instance)
+        in_transactions = wanted(transactions, client_config, tid, topics.partition_state(provider, product_id))
+        self.producer = Producer({**client_config, **PRODUCER_CONFIG, "message.max.bytes": max(max_bytes, 1_000_000),
+                                  "on_delivery": self._on_delivery,
+                                  **(producer_config(tid) if in_transactions else {})})
         # the write path with transactions (None: flush, then commit the offsets)
         self.txn = Transactions(self.producer, self.consumer, product_id, tid) if in_transactions else None
         self.feed = ContractFeed(client_config, product_id, runner_group.owns)
@@ -191,7 +195,6 @@ class Runner:
         self._stopping = False
         self.consumed = 0  # raw records consumed by this instance
         self.contracts.apply(self.feed.sync(), {})
-        self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
 
     @property
     def plans(self) -> dict[str, ActivePlan]:

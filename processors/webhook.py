@@ -30,7 +30,7 @@ import schemas
 from policy_enforcer.limits import CLOSED, HALF_OPEN, OPEN, BreakerConfig, CircuitBreaker
 from streams import topics
 from streams.control import read_table
-from streams.settings import get_settings
+from streams.settings import get_settings, group_session
 
 from . import evidence, metrics
 
@@ -56,7 +56,7 @@ class WebhookWorker:
             open_ms=int(self.push["open_s"] * 1000), probe_samples=1))
         self.consumer = Consumer({**client_config, "group.id": f"citymesh-webhook.{contract_id}",
                                   "enable.auto.commit": False, "auto.offset.reset": "earliest",
-                                  "session.timeout.ms": session_timeout_ms})
+                                  **group_session(session_timeout_ms)})
         self.consumer.subscribe([self.topic])
         from confluent_kafka import Producer
         self._events = Producer({**client_config, "enable.idempotence": True})

@@ -30,6 +30,7 @@ from . import envelope, keyring, topics
 from .control import read_table
 from .delivery import FORGED, OK, DeliveryVerifier
 from .keyring import Keyring
+from .settings import group_session
 
 log = logging.getLogger("citymesh.consumer")
 
@@ -314,7 +315,7 @@ class ConsumerConnector:
             "group.id": group_id or f"{participant_id}.{contract_id}",
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "enable.auto.commit": True,
-            "session.timeout.ms": session_timeout_ms,
+            **group_session(session_timeout_ms),
             "isolation.level": "read_committed",
         })
         self._consumer.subscribe([self.topic])

@@ -17,6 +17,15 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+def group_session(session_timeout_ms: int) -> dict:
+    """librdkafka's settings for a consumer group member's session: heartbeats at a third of the
+    session, as Kafka advises, so that one late heartbeat does not end a membership. librdkafka's
+    own default interval (3 s) would be the whole of a 3 s session: the broker would expel a live
+    member between two heartbeats, and the group would rebalance again soon after every join
+    (bench/RESULTS.md, "Restarts and the group protocol")."""
+    return {"session.timeout.ms": session_timeout_ms, "heartbeat.interval.ms": max(100, session_timeout_ms // 3)}
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CITYMESH_", extra="ignore")
 

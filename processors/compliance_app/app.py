@@ -33,7 +33,7 @@ from confluent_kafka.admin import AdminClient
 
 import schemas
 from schemas.headers import ORIGIN as H_ORIGIN
-from streams.settings import Settings
+from streams.settings import Settings, group_session
 
 from . import logic, metrics
 from .config import AppConfig
@@ -116,7 +116,8 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
         store="memory://", key_serializer="raw", value_serializer="raw", web_enabled=False, autodiscover=False,
         topic_partitions=nparts[cfg.alerts_topic], topic_replication_factor=settings.replication_factor,
         table_standby_replicas=0, consumer_auto_offset_reset="earliest", producer_acks=-1,
-        broker_session_timeout=settings.session_timeout_ms / 1000, broker_heartbeat_interval=1.0,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=group_session(settings.session_timeout_ms)["heartbeat.interval.ms"] / 1000,
         stream_wait_empty=False, datadir=str(datadir))
     alert_schema = schemas.load("Alert")
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
