@@ -49,6 +49,7 @@ from typing import Callable
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from schemas.errors import CitymeshError
+from streams.offsets import assign
 
 from . import metrics
 from .fencing import READER_GROUP
@@ -130,10 +131,10 @@ def honours_transactions(client_config: dict, tid: str, topic: str, timeout_s: f
                        "enable.partition.eof": False, "isolation.level": "read_committed"})
     try:
         tp = TopicPartition(topic, 0, offset)
-        reader.assign([tp])
+        assign(reader, [tp], timeout_s)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            if any(not m.error() and m.key() == key for m in reader.consume(100, 0.1)):
+            if any(not m.error() and m.key() == key for m in reader.consume(1, 0.1)):
                 return False
             if reader.position([tp])[0].offset > offset:
                 return True

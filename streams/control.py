@@ -45,7 +45,9 @@ def _read_to_end(client_config: dict, topic: str, timeout_s: float) -> Iterator[
         consumer.assign([tp for tp in parts if tp.partition in ends])
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
-            for msg in consumer.consume(1000, 0.5):
+            # what is queued, else the first record to come: consume(1000, timeout) alone
+            # would wait out its timeout on every table smaller than 1000 records
+            for msg in consumer.consume(1000, 0) or consumer.consume(1, 0.5):
                 if msg.error():
                     continue
                 key = msg.key().decode()

@@ -52,14 +52,18 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
             probe.append(TopicPartition(tp.topic, tp.partition, hi - 1))
     if not probe:
         return out
-    consumer.assign(probe)
+    assign(consumer, probe, max(0.5, deadline - time.monotonic()))
     try:
         waiting = {(tp.topic, tp.partition): tp.offset + 1 for tp in probe}
         while waiting:
             if time.monotonic() > deadline:
                 raise EndOffsetTimeout("not read within %.0f s: %s" % (timeout_s, ", ".join(
                     f"{t}[{p}] at offset {hi - 1}" for (t, p), hi in sorted(waiting.items()))))
-            consumer.consume(1000, 0.05)
+            # as soon as a record is in, and then the rest of what its fetch brought, so the
+            # position shows a short answer (below); consume(1000, 0.05) alone waited out its
+            # timeout on every probe, and a restart's recovery probes every output partition
+            if consumer.consume(1, 0.05):
+                consumer.consume(1000, 0)
             # (a transaction marker at hi - 1 is no record: the position passes it)
             for tp in consumer.position([TopicPartition(*key) for key in waiting]):
                 if tp.offset >= waiting[(tp.topic, tp.partition)]:
@@ -74,6 +78,16 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
     finally:
         consumer.unassign()
     return out
+
+
+def assign(consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 10.0) -> None:
+    """consumer.assign(partitions), their topics' metadata asked for first: librdkafka starts
+    fetching a topic it holds no metadata for only at its next once-a-second refresh of unknown
+    topics, so a consumer's first read of a topic waited ~1 s (a restarted runner's recovery
+    reads a dozen topics for the first time: bench/RESULTS.md, "Restarts and the group protocol")."""
+    for topic in {tp.topic for tp in partitions}:
+        consumer.list_topics(topic, timeout=timeout_s)
+    consumer.assign(partitions)
 
 
 def fetched_high(consumer: Consumer, topic: str, partition: int) -> int:
