@@ -8,7 +8,9 @@ read those N events. Per N: a runner of product A delivers a few records on ever
 then N compliance events of another product are written to cm.compliance, the runner is
 SIGKILLed and started again, and the time from its start to its first new delivery is taken.
 The baseline is the same restart with N = 0, in the same run; the ratio is restart(N) /
-restart(0) (1.0: the cost does not grow with the data).
+restart(0) (1.0: the cost does not grow with the data). The runner's group session is the one
+`citymesh up` gives the processes of a mesh on the embedded broker (deploy/broker.py), unless
+CITYMESH_SESSION_TIMEOUT_MS says otherwise.
 
     .venv/bin/python bench/bench_restart.py [--events 300000 1000000]
 """
@@ -28,7 +30,7 @@ from common import apply_city, machine
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
-from deploy.broker import EmbeddedBroker
+from deploy.broker import GROUP_SESSION_MS, EmbeddedBroker
 from processors.evidence import event_id
 from streams import topics
 from streams.offsets import end_offsets
@@ -54,7 +56,8 @@ contracts:
 
 
 def spawn(bootstrap: str, keys: Path, product: str, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_KEYS_DIR": str(keys),
+    env = {"CITYMESH_SESSION_TIMEOUT_MS": str(GROUP_SESSION_MS),  # as `citymesh up` runs it on this broker
+           **os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "CITYMESH_KEYS_DIR": str(keys),
            "CITYMESH_STATE_DIR": str(keys.parent), "PYTHONPATH": str(ROOT)}
     with open(log, "ab") as out:
         return subprocess.Popen([sys.executable, "-m", "processors.runner", "--product", product,
@@ -153,6 +156,7 @@ def main() -> None:
         base, base_assigned, _ = restart_seconds(0, tmp)
         print(f"machine: {machine()}")
         print("command: .venv/bin/python bench/bench_restart.py --events " + " ".join(map(str, args.events)))
+        print(f"group session: {os.environ.get('CITYMESH_SESSION_TIMEOUT_MS', GROUP_SESSION_MS)} ms")
         print(f"restart with no other events (baseline): first delivery {base:.2f} s after the runner started, "
               f"{base_assigned:.2f} s after its partitions were assigned")
         for n in args.events:

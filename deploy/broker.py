@@ -22,6 +22,14 @@ from confluent_kafka.admin import AdminClient
 from schemas.errors import CitymeshError
 
 
+# Tansu's group coordinator answers a JoinGroup only once half the group's session timeout has
+# passed, and drops a crashed member only when its session has run out: a consumer restarted
+# after a SIGKILL waits 11 s for its partitions at a 6 s session, 4 s at 2 s
+# (bench/bench_group_join.py). So the processes of a mesh on this broker use 2 s sessions
+# (`citymesh up`); Apache Kafka would refuse them (its group.min.session.timeout.ms is 6 s).
+GROUP_SESSION_MS = 2000
+
+
 class BrokerError(RuntimeError, CitymeshError):
     """The embedded broker could not be found, started or reached."""
 

@@ -14,7 +14,7 @@ from topology.apply import apply
 from topology.loader import TopologyFileError, load_topology
 
 from . import supervisor
-from .broker import EmbeddedBroker, wait_for_metadata
+from .broker import GROUP_SESSION_MS, EmbeddedBroker, wait_for_metadata
 from .processes import mesh_processes, service_of
 from .state import MeshState, client_config
 
@@ -39,6 +39,7 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu", runner_gro
     for p in topo.participants:
         keyring.create(settings.keyring_dir, p.id)
     process_env: dict[str, dict] = {}
+    engine_env: dict[str, str] = {}  # what every process gets for the broker it runs on
     if settings.bootstrap:
         wait_for_metadata(settings.bootstrap, 30, config=settings.client_config())
         state = MeshState(settings.bootstrap, embedded=False, started_ms=int(time.time() * 1000))
@@ -54,11 +55,13 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu", runner_gro
         print(f"embedded broker (Tansu) pid {broker.pid} on {broker.bootstrap}")
         print(NO_ACCESS_CONTROL)
         client, with_acls = settings.client_config(state.bootstrap), False
+        if "session_timeout_ms" not in settings.model_fields_set:  # (an operator's own setting stands)
+            engine_env["CITYMESH_SESSION_TIMEOUT_MS"] = str(GROUP_SESSION_MS)
     state.save(settings)
     report = apply(topo, client, settings.replication_factor, settings.keyring_dir, with_acls)
     print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)"
           + (f", {report.acls} ACLs, {len(report.credentials)} credential(s) set" if with_acls else ""))
-    env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve())}
+    env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve()), **engine_env}
     wanted = mesh_processes(topo, topology_path, runner_groups, runner_processes)
     logs = settings.state_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)

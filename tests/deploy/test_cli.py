@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 
-from deploy.broker import pid_alive
+from deploy import supervisor
+from deploy.broker import GROUP_SESSION_MS, pid_alive
 from streams.simulators import FleetSimulator
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,12 @@ def _state(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "state" / "mesh.json").read_text())
 
 
+def _session_settings(tmp_path: Path) -> set:
+    """The CITYMESH_SESSION_TIMEOUT_MS `up` gave the processes it supervises (None: none)."""
+    table = json.loads((tmp_path / "state" / supervisor.TABLE_FILE).read_text())
+    return {spec["env"].get("CITYMESH_SESSION_TIMEOUT_MS") for spec in table.values()}
+
+
 def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
     env = _env(tmp_path, None)
     try:
@@ -57,6 +64,8 @@ def test_up_publish_tail_dry_run_down_on_the_embedded_broker(tmp_path):
                                       "compliance-app"
                                       } <= set(state["processes"])
         assert all(pid_alive(pid) for pid in state["processes"].values())
+        # group sessions as short as the embedded broker's group protocol wants (deploy/broker.py)
+        assert _session_settings(tmp_path) == {str(GROUP_SESSION_MS)}
         assert "already up" in citymesh(env, "up").stdout
 
         catalog = citymesh(env, "catalog").stdout
@@ -132,6 +141,7 @@ def test_up_with_citymesh_bootstrap_starts_no_broker(tmp_path, bootstrap):
         assert "embedded broker" not in out
         state = _state(tmp_path)
         assert not state["embedded"] and state["bootstrap"] == bootstrap and "broker" not in state["processes"]
+        assert _session_settings(tmp_path) == {None}  # a broker of the operator's: the settings' session
         assert "uav-telemetry" in citymesh(env, "catalog").stdout
         assert "dataspace (DSP): http://" in out and "management API: http://" in out
         status = json.loads(citymesh(env, "status", "--json").stdout)
