@@ -133,7 +133,7 @@ class Runner:
             "isolation.level": "read_committed",
         })
         # joining the group takes a second or more (a restart waits for the killed member's
-        # session, bench/RESULTS.md "Restarts and the group protocol"): librdkafka joins in the
+        # session, bench/RESULTS.md "A restart within 5 s"): librdkafka joins in the
         # background while the rest is set up; the callbacks run only in step()'s poll
         self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
         tid = transactional_id(group_id, instance)

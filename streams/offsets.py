@@ -84,7 +84,7 @@ def assign(consumer: Consumer, partitions: list[TopicPartition], timeout_s: floa
     """consumer.assign(partitions), their topics' metadata asked for first: librdkafka starts
     fetching a topic it holds no metadata for only at its next once-a-second refresh of unknown
     topics, so a consumer's first read of a topic waited ~1 s (a restarted runner's recovery
-    reads a dozen topics for the first time: bench/RESULTS.md, "Restarts and the group protocol")."""
+    reads a dozen topics for the first time: bench/RESULTS.md, "A restart within 5 s")."""
     for topic in {tp.topic for tp in partitions}:
         consumer.list_topics(topic, timeout=timeout_s)
     consumer.assign(partitions)

@@ -22,7 +22,7 @@ def group_session(session_timeout_ms: int) -> dict:
     session, as Kafka advises, so that one late heartbeat does not end a membership. librdkafka's
     own default interval (3 s) would be the whole of a 3 s session: the broker would expel a live
     member between two heartbeats, and the group would rebalance again soon after every join
-    (bench/RESULTS.md, "Restarts and the group protocol")."""
+    (bench/RESULTS.md, "A restart within 5 s on the embedded broker")."""
     return {"session.timeout.ms": session_timeout_ms, "heartbeat.interval.ms": max(100, session_timeout_ms // 3)}
 
 
