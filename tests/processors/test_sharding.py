@@ -200,8 +200,14 @@ def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_
     # the dead letters and their REJECT events are the lead group's alone: each malformed record once
     dlq = read_topic(client_config, city.dlq, len(bad_expected))
     dlq_keys = [(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"])) for m in dlq]
-    assert sorted(dlq_keys) == sorted(bad_expected)
     rejects = [(e["source_partition"], e["first_offset"]) for e in events if e["kind"] == "REJECT"]
+    # (once, in a local run, one dead letter was missing, and three runs after it passed: the
+    # message says whether the lead wrote a REJECT event for a missing one in the same batch)
+    missing = sorted(set(bad_expected) - set(dlq_keys))
+    assert sorted(dlq_keys) == sorted(bad_expected), (
+        f"dead letters missing {missing}, of them with a REJECT event {sorted(set(missing) & set(rejects))}; "
+        f"twice {sorted(k for k, n in collections.Counter(dlq_keys).items() if n > 1)}; "
+        f"{len(dlq)} read of {len(bad_expected)}")
     assert sorted(rejects) == sorted(bad_expected)
     # what group 1's restarts replayed were group 1's own batches (the lead's have other ranges)
     own = {(e["source_partition"], e["first_offset"], e["last_offset"]) for e in events
