@@ -21,7 +21,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 import schemas
 from streams import topics
-from streams.offsets import end_offsets
+from streams.offsets import end_offsets, take
 
 from .errors import Unavailable
 
@@ -67,7 +67,7 @@ class ControlStore:
         while ends:
             if time.monotonic() > deadline:
                 raise Unavailable(f"could not read the control topics to their end within {timeout_s:.0f} s")
-            for m in self._consumer.consume(1000, 0.2):
+            for m in take(self._consumer, 1000, 0.2):
                 if m.error():
                     continue
                 self._apply(m)
@@ -77,7 +77,7 @@ class ControlStore:
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = self._consumer.consume(500, 0.2)
+                msgs = take(self._consumer, 500, 0.2)
             except (KafkaException, RuntimeError) as exc:  # the consumer was closed under us, or the broker left
                 if self._stop.is_set():
                     return

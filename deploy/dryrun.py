@@ -17,7 +17,7 @@ import policy_enforcer
 import schemas
 from streams import keyring, topics
 from streams.control import read_table
-from streams.offsets import end_offsets
+from streams.offsets import end_offsets, take
 
 
 def _sample_from_file(path: str) -> list[dict]:
@@ -44,7 +44,7 @@ def sample_from_topic(client: dict, topic: str, schema: schemas.RecordSchema, n:
         c.assign(parts)
         out, deadline = [], time.monotonic() + 10
         while len(out) < n and time.monotonic() < deadline:
-            for m in c.consume(1000, 0.5):
+            for m in take(c, 1000, 0.5):
                 if not m.error() and m.value() and m.value()[:10] == schema.header:
                     out.append(schema.decode(m.value()))
         return out[:n]

@@ -14,7 +14,7 @@ from confluent_kafka import Consumer, TopicPartition
 import schemas
 from streams import topics
 from streams.control import read_table
-from streams.offsets import end_offsets
+from streams.offsets import end_offsets, take
 
 
 def _registry(client_config: dict) -> schemas.Registry:
@@ -59,7 +59,7 @@ def tail(client_config: dict, topic: str, n: int, follow: bool, timeout_s: float
         deadline = time.monotonic() + timeout_s
         backlog = []  # the last n of every partition; the last n overall are printed
         while remaining and time.monotonic() < deadline:
-            for msg in consumer.consume(500, 0.5):
+            for msg in take(consumer, 500, 0.5):
                 if msg.error():
                     continue
                 backlog.append(msg)
@@ -74,7 +74,7 @@ def tail(client_config: dict, topic: str, n: int, follow: bool, timeout_s: float
         for msg in backlog[-n:] if n > 0 else []:
             print(render(msg, registry), flush=True)
         while follow:
-            for msg in consumer.consume(500, 0.5):
+            for msg in take(consumer, 500, 0.5):
                 if not msg.error():
                     print(render(msg, registry), flush=True)
     finally:

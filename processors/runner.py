@@ -41,7 +41,7 @@ from schemas.errors import CitymeshError
 from streams import keyring, topics
 from streams.admin import max_message_bytes
 from streams.control import read_table
-from streams.offsets import fetched_high
+from streams.offsets import fetched_high, take
 from streams.settings import Settings, get_settings, group_session
 
 from . import evidence, limiting, metrics, status
@@ -298,28 +298,10 @@ class Runner:
             elif max_idle_s is not None and time.monotonic() - idle_since > max_idle_s:
                 break
 
-    def _next_batch(self) -> list:
-        """Whatever is queued, up to `batch_size` (fewer with many contracts: OUTPUTS_PER_BATCH),
-        as soon as there is anything.
-
-        consume(n, timeout) returns only when it has n records or the timeout passed, so at
-        a modest rate every record would wait out the whole timeout. Instead: take what the
-        prefetch queue already holds; when it is empty, wait for the first record with
-        poll() (which returns the moment one arrives) and then take what came with it. The
-        batch grows with the load by itself: the longer a batch takes, the more is queued
-        for the next one."""
-        limit = batch_limit(self.batch_size, len(self.contracts.plans))
-        msgs = self.consumer.consume(limit, 0)
-        if msgs:
-            return msgs
-        first = self.consumer.poll(self.poll_timeout_s)
-        if first is None:
-            return []
-        return [first] + self.consumer.consume(limit - 1, 0)
-
     def step(self) -> int:
         """One batch: returns how many raw records it consumed."""
-        msgs = self._next_batch()
+        # as soon as anything is in, up to `batch_size` (fewer with many contracts: OUTPUTS_PER_BATCH)
+        msgs = take(self.consumer, batch_limit(self.batch_size, len(self.contracts.plans)), self.poll_timeout_s)
         t0 = time.perf_counter()
         self._refresh_floors()
         msgs = [m for m in msgs if not m.error()]

@@ -15,7 +15,7 @@ from confluent_kafka import Consumer, TopicPartition, OFFSET_BEGINNING
 
 import schemas
 
-from .offsets import end_offsets
+from .offsets import end_offsets, take
 
 
 def read_table(client_config: dict, topic: str, timeout_s: float = 15.0) -> dict[str, dict]:
@@ -45,9 +45,7 @@ def _read_to_end(client_config: dict, topic: str, timeout_s: float) -> Iterator[
         consumer.assign([tp for tp in parts if tp.partition in ends])
         deadline = time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
-            # what is queued, else the first record to come: consume(1000, timeout) alone
-            # would wait out its timeout on every table smaller than 1000 records
-            for msg in consumer.consume(1000, 0) or consumer.consume(1, 0.5):
+            for msg in take(consumer, 1000, 0.5):
                 if msg.error():
                     continue
                 key = msg.key().decode()

@@ -59,11 +59,9 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
             if time.monotonic() > deadline:
                 raise EndOffsetTimeout("not read within %.0f s: %s" % (timeout_s, ", ".join(
                     f"{t}[{p}] at offset {hi - 1}" for (t, p), hi in sorted(waiting.items()))))
-            # as soon as a record is in, and then the rest of what its fetch brought, so the
-            # position shows a short answer (below); consume(1000, 0.05) alone waited out its
-            # timeout on every probe, and a restart's recovery probes every output partition
-            if consumer.consume(1, 0.05):
-                consumer.consume(1000, 0)
+            # the first record and the rest of what its fetch brought, so the position shows a
+            # short answer (below); a restart's recovery probes every output partition
+            take(consumer, 1000, 0.05)
             # (a transaction marker at hi - 1 is no record: the position passes it)
             for tp in consumer.position([TopicPartition(*key) for key in waiting]):
                 if tp.offset >= waiting[(tp.topic, tp.partition)]:
@@ -78,6 +76,23 @@ def end_offsets(consumer: Consumer, partitions: list[TopicPartition], timeout_s:
     finally:
         consumer.unassign()
     return out
+
+
+def take(consumer: Consumer, limit: int, timeout_s: float) -> list:
+    """Up to `limit` records as soon as there is one: what the consumer's prefetch queue
+    holds, else the first record to arrive within `timeout_s` and what came with it ([] when
+    none came). consume(n, timeout) returns only when it has n records or its timeout passed,
+    so every reader of a quiet topic (a runner at a modest rate, a control table smaller than
+    n, a probe of one record) waited out the whole timeout; poll() returns the moment one
+    arrives. Under load the batch grows by itself: the longer one takes, the more is queued
+    for the next."""
+    msgs = consumer.consume(limit, 0)
+    if msgs:
+        return msgs
+    first = consumer.poll(timeout_s)
+    if first is None:
+        return []
+    return [first] + consumer.consume(limit - 1, 0) if limit > 1 else [first]
 
 
 def assign(consumer: Consumer, partitions: list[TopicPartition], timeout_s: float = 10.0) -> None:

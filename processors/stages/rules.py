@@ -76,14 +76,14 @@ class RulesFeed:
 
     def initial(self, timeout_s: float = 10.0) -> dict | None:
         """The product's current rules record (None when it has none), read to the end."""
-        from streams.offsets import end_offsets
+        from streams.offsets import end_offsets, take
         if not self._parts:
             return None
         ends = {p: hi for (_, p), (lo, hi) in end_offsets(self._consumer, self._parts, timeout_s).items() if hi > lo}
         self._consumer.assign(self._parts)
         latest, deadline = None, time.monotonic() + timeout_s
         while ends and time.monotonic() < deadline:
-            for m in self._consumer.consume(1000, 0.2):
+            for m in take(self._consumer, 1000, 0.2):
                 if m.error():
                     continue
                 latest = self._take(m, latest)

@@ -77,3 +77,32 @@ def test_an_end_that_cannot_be_read_raises_instead_of_answering_short(client_con
         assert end_offsets(c, [TopicPartition(topic, 0)], timeout_s=10) == {(topic, 0): (0, 10)}
     finally:
         c.close()
+
+
+def test_take_returns_with_the_first_record_not_after_its_timeout(client_config, unique):
+    """A reader of a quiet topic gets what is there at once; an empty one waits its timeout."""
+    import time
+
+    from streams.offsets import assign, take
+    topic = f"t.{unique}"
+    ensure_topics(AdminClient(client_config), [TopicSpec(topic, 1)])
+    p = Producer(client_config)
+    for i in range(3):
+        p.produce(topic, b"%d" % i, partition=0)
+    p.flush()
+    c = Consumer({**client_config, "group.id": "x"})
+    try:
+        assign(c, [TopicPartition(topic, 0, 0)])
+        got, started = [], time.monotonic()
+        while len(got) < 3 and time.monotonic() - started < 30:
+            got += [m.value() for m in take(c, 1000, 30.0)]
+        assert got == [b"0", b"1", b"2"]
+        assert time.monotonic() - started < 15.0  # consume(1000, 30.0) waits 30 s for 3 records
+        started = time.monotonic()
+        assert take(c, 1000, 0.3) == []
+        assert time.monotonic() - started >= 0.25
+        p.produce(topic, b"3", partition=0)
+        p.flush()
+        assert [m.value() for m in take(c, 1, 5.0)] == [b"3"]
+    finally:
+        c.close()
