@@ -31,6 +31,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 from streams.settings import group_session
 
+
 def member(conf_json: str, topic: str, instance: str) -> None:
     """A consumer process: prints ASSIGNED / REVOKED / ERROR with seconds since its start, HOLDS
     whenever the partitions it holds change (a fenced static member loses them without a
@@ -59,8 +60,9 @@ def member(conf_json: str, topic: str, instance: str) -> None:
 
 
 class Member:
-    def __init__(self, conf: dict, topic: str, instance: str):
-        self.proc = subprocess.Popen([sys.executable, __file__, "--member", json.dumps(conf), topic, instance],
+    def __init__(self, conf: dict, session_ms: int, topic: str, instance: str):
+        group = {**conf, **group_session(session_ms)}  # heartbeats at a third, as the runner sends them
+        self.proc = subprocess.Popen([sys.executable, __file__, "--member", json.dumps(group), topic, instance],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.lines: list[str] = []
         threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True).start()
@@ -80,19 +82,19 @@ class Member:
 
 
 def topic_of(conf: dict) -> str:
-    name, admin = f"join-{time.time_ns()}", AdminClient({k: v for k, v in conf.items() if k not in group_session(1)})
+    name, admin = f"join-{time.time_ns()}", AdminClient(conf)
     admin.create_topics([NewTopic(name, 3, 1)])[name].result()
     return name
 
 
-def restart(conf: dict, instance: str) -> tuple[float, float]:
+def restart(conf: dict, session_ms: int, instance: str) -> tuple[float, float]:
     """(first join, join after a SIGKILL and a start again), seconds from each start."""
     topic = topic_of(conf)
-    a = Member(conf, topic, instance)
+    a = Member(conf, session_ms, topic, instance)
     first = a.assigned_after()
     time.sleep(2)
     a.kill()
-    b = Member(conf, topic, instance)
+    b = Member(conf, session_ms, topic, instance)
     try:
         return first, b.assigned_after()
     finally:
@@ -101,10 +103,10 @@ def restart(conf: dict, instance: str) -> tuple[float, float]:
 
 def zombie(conf: dict, session_ms: int) -> str:
     topic = topic_of(conf)
-    a = Member(conf, topic, "static-x")
+    a = Member(conf, session_ms, topic, "static-x")
     a.assigned_after()
     a.proc.send_signal(signal.SIGSTOP)
-    b = Member(conf, topic, "static-x")
+    b = Member(conf, session_ms, topic, "static-x")
     try:
         b.assigned_after()
         a.proc.send_signal(signal.SIGCONT)
@@ -139,13 +141,12 @@ def main() -> None:
             else:
                 conf = {"bootstrap.servers": stack.enter_context(cluster())}
             for session_ms in args.session_ms:
-                group = {**conf, **group_session(session_ms)}
                 for mode, instance in (("without group.instance.id", "-"), ("static (the same id again)", "static-x")):
-                    first, again = restart(group, instance)
+                    first, again = restart(conf, session_ms, instance)
                     print(f"{engine}: session {session_ms} ms: {mode}: first join {first:.2f} s, "
                           f"after a SIGKILL {again:.2f} s", flush=True)
                 if not args.no_zombie:
-                    print(f"{engine}: session {session_ms} ms: static zombie: {zombie(group, session_ms)}", flush=True)
+                    print(f"{engine}: session {session_ms} ms: static zombie: {zombie(conf, session_ms)}", flush=True)
 
 
 if __name__ == "__main__":
