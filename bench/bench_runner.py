@@ -18,7 +18,7 @@ the time from the runner's partition assignment to its last commit.
 
     .venv/bin/python bench/bench_runner.py [--records 200000] [--profile] [--engine tansu|kafka]
                                            [--transactions off|on|both] [--stage-cost ROUNDS]
-                                           [--latency-only]
+                                           [--latency-only] [--ceiling ROUNDS]
 
 --stage-cost ROUNDS also runs a five-contract runner in process, ROUNDS times with the whole chain
 and ROUNDS times without the replay and seal stages (issue 15's replay protection, delivery tags
@@ -31,6 +31,10 @@ with N contracts (one process), and with --runner-groups G also G runner groups 
 (processors/sharding.py; G processes on a product of their own with the same records); the per-record
 cost of one more contract above the fan-out's, peak RSS, and a plot (PNG, --plot) of throughput
 against contracts.
+
+--ceiling ROUNDS runs only the bound of issue 14's b/a: ROUNDS times, in an order that turns, (a) the
+raw loop, (a') the raw loop plus only the C calls a one-contract runner makes per record and slice
+(tag check, decode, encode, sealed references, delivery tags, its header list), and (b) the runner.
 
 --latency-only runs only the end-to-end latency at 10k records/s (publish -> consumer receive):
 the raw topic with no runner, then a one-contract runner per --transactions mode.
@@ -49,6 +53,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import statistics
 import subprocess
@@ -171,6 +176,11 @@ def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: 
     one topic or to each of several (the raw fan-out: the limit of a runner with as many
     contracts); `transactional`: each batch one transaction with its offsets, as the runner's
     with transactions."""
+    # What this process built before (the records, the city) out of the collector's way, as
+    # the runner process freezes its start-up heap: a full collection walking 200k record
+    # dicts made this loop 1.4x slower (89-108k against 125-159k records/s; RESULTS, "The
+    # baseline's heap"), so the ratios against it flattered the runner
+    gc.freeze()
     dsts = [dst] if isinstance(dst, str) else dst
     group = f"bench-baseline-{time.time_ns()}"
     consumer = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
@@ -218,6 +228,120 @@ def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: 
         return done / (time.perf_counter() - t0)
     finally:
         consumer.close()
+
+
+def ceiling(conf: dict, src: str, dst: str, n: int, product: str, keys: Path) -> float:
+    """baseline()'s loop plus only the C calls a one-contract runner makes per record, with
+    the runner's own objects: the admission's tag check and Avro decode, an Avro encode of the
+    record (a plan's output), the per-slice sealed source references and traceparents, the
+    per-slice delivery tags, and a produce with the delivery's five headers instead of the
+    raw record's ten. No policy, no stage, no event, no state: what any runner on
+    confluent-kafka's Python API pays at least, whatever its Python does."""
+    from itertools import repeat
+
+    from policy_enforcer.plan import SOURCE_REF_AT, TRACE_AT, SourceBatch
+    from processors.runner import Runner
+    from schemas.headers import AUTH, SOURCE_REF, TRACE
+    from streams.delivery import tag_deliveries
+    from streams.envelope import H_AUTH, H_EVENT_TIME, H_SEQUENCE, signed_time
+
+    r = Runner(product, conf, keys, group_id=f"bench-ceiling-objects-{time.time_ns()}")
+    try:
+        admission = next(stage for stage in r.chain if stage.name == "admission")
+        ap = next(iter(r.plans.values()))
+    finally:
+        r.close()
+    plan, tagger = ap.plan, ap.tagger
+    gc.freeze()  # as baseline()
+    provider, product_b, header, read = admission.provider, admission.product, admission.header, admission.schema.body_reader
+    matches, prefix_len, hlen = admission._tagger.matches, len(admission._key_id) + 1, len(admission.header)
+    encode = admission.schema.encode
+    (c_hdr, s_hdr), contract = plan.static_headers, plan.static_headers[0][1]
+    consumer = Consumer({**conf, "group.id": f"bench-ceiling-{time.time_ns()}", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
+                         "fetch.wait.max.ms": FETCH_WAIT_MS, "enable.partition.eof": False})
+    producer = Producer({**conf, **PRODUCER_CONFIG})
+    consumer.subscribe([src])
+    done, t0 = 0, None
+    try:
+        while done < n:
+            msgs = consumer.consume(BATCH, 0.1)
+            if not msgs:
+                continue
+            if t0 is None:
+                t0 = time.perf_counter()
+            ts = int(time.time() * 1000)
+            by_partition: dict[int, list] = {}
+            for m in msgs:
+                by_partition.setdefault(m.partition(), []).append(m)
+            commits = []
+            for p, pmsgs in by_partition.items():
+                outs, keys_, offsets, traceparents = [], [], [], []
+                for m in pmsgs:
+                    v, h = m.value(), dict(m.headers() or ())
+                    assert matches(provider, product_b, signed_time(h[H_EVENT_TIME], h.get(H_SEQUENCE)), v,
+                                   h[H_AUTH], prefix_len)
+                    rec, _ = read(v, hlen)
+                    outs.append(header + encode(rec)[hlen:])
+                    keys_.append(m.key())
+                    offsets.append(m.offset())
+                    traceparents.append(h.get(TRACE))
+                batch = SourceBatch(p, [], outs, offsets, traceparents)
+                sources = batch.sources()
+                refs, traces = plan.source_refs.seal(sources), plan.trace_ids.seal(batch.traces(), sources)
+                hdrs = list(map(list, zip(repeat(c_hdr), repeat(s_hdr), zip(repeat(SOURCE_REF), refs),
+                                          zip(repeat(TRACE), traces))))
+                tag_deliveries(tagger, contract, ts, outs, keys_, hdrs, SOURCE_REF_AT, TRACE_AT, AUTH)
+                q = p % ap.partitions
+                for payload, key, hs in zip(outs, keys_, hdrs):
+                    while True:
+                        try:
+                            producer.produce(dst, payload, key, q, headers=hs, timestamp=ts)
+                            break
+                        except BufferError:
+                            producer.poll(0.05)
+                commits.append(TopicPartition(src, p, offsets[-1] + 1))
+            assert producer.flush(60) == 0
+            consumer.commit(offsets=commits, asynchronous=True)
+            done += len(msgs)
+        return done / (time.perf_counter() - t0)
+    finally:
+        consumer.close()
+
+
+def ceiling_rounds(conf: dict, bootstrap: str, u: str, records: list[dict], rounds: int, tmp: Path) -> None:
+    """(a), (a') and (b) of --ceiling, in an order that turns each round; (b) on a product of
+    its own per round (a runner's group resumes where it left), (a) and (a') on the first."""
+    products = {f"{u}ce{i}": ONE for i in range(rounds)}
+    _, keys, conn = apply_city(conf, topology(products), tmp)
+    for p in products:
+        publish(conn, f"{p}-uav", records)
+    from confluent_kafka.admin import AdminClient
+
+    from streams.admin import TopicSpec, ensure_topics
+    out = f"bench.ceiling-out.{u}"
+    ensure_topics(AdminClient(conf), [TopicSpec(out, 3)])
+    first, n = next(iter(products)), len(records)
+    raw = topics.raw("bench-skyway", f"{first}-uav")
+    print(f"machine: {machine()}; command: .venv/bin/python bench/bench_runner.py --records {n} --ceiling {rounds}",
+          flush=True)
+    got: dict[str, list[float]] = {"a": [], "a'": [], "b": []}
+    for i, product in enumerate(products):
+        runs = {"a": lambda: baseline(conf, raw, out, n),
+                "a'": lambda: ceiling(conf, raw, out, n, f"{first}-uav", keys),
+                "b": lambda: runner_rate(conf, bootstrap, f"{product}-uav", topics.raw("bench-skyway", f"{product}-uav"),
+                                         n, tmp / "state", tmp / "runner.log")[0]}
+        order = list(runs)[i % 3:] + list(runs)[:i % 3]
+        for k in order:
+            got[k].append(runs[k]())
+        a, a2, b = got["a"][-1], got["a'"][-1], got["b"][-1]
+        print(f"round {i + 1} ({' '.join(order)}): (a) {a:,.0f}/s, (a') {a2:,.0f}/s, (b) {b:,.0f}/s; "
+              f"a'/a {a2 / a:.2f}, b/a {b / a:.2f}", flush=True)
+    a, a2, b = (statistics.median(got[k]) for k in ("a", "a'", "b"))
+    print(f"medians: (a) raw loop {a:,.0f}/s, (a') raw loop + the runner's C calls {a2:,.0f}/s, (b) runner "
+          f"{b:,.0f}/s; a'/a {a2 / a:.2f} (the most a runner on this API reaches), b/a {b / a:.2f} (issue 14: "
+          f">= 0.85); per record: raw {1e6 / a:.2f} us, + C calls {1e6 / a2 - 1e6 / a:.2f} us, + the runner's "
+          f"Python {1e6 / b - 1e6 / a2:.2f} us")
 
 
 class RunnerProcess:
@@ -539,6 +663,9 @@ def main() -> None:
     ap.add_argument("--plot", default=str(ROOT / "bench" / "runner_scaling.png"))
     ap.add_argument("--latency-only", action="store_true",
                     help="only the end-to-end latency at 10k records/s: the raw topic, then one-contract runners")
+    ap.add_argument("--ceiling", type=int, default=0, metavar="ROUNDS",
+                    help="only issue 14's b/a bound: ROUNDS times (a) the raw loop, (a') the raw loop plus the "
+                         "one-contract runner's C calls, (b) the one-contract runner")
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
                     help="runners (and the baseline) with each batch one transaction with its offsets; "
                          "both: off, then on, in the same run")
@@ -564,6 +691,9 @@ def main() -> None:
                   f"--contracts {args.contracts} --runner-groups {args.runner_groups}", flush=True)
             scaling(conf, bootstrap, u, scaled, n, tmp / "state", tmp / "runner.log", args.runner_groups,
                     Path(args.plot))
+            return
+        if args.ceiling:
+            ceiling_rounds(conf, bootstrap, u, records, args.ceiling, tmp)
             return
         pr, pp = f"{u}rawlat", f"{u}prof"
         pr20, pl5 = f"{u}rawlat20", f"{u}lat5"  # issue 14: 20k records/s, five contracts
