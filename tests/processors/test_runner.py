@@ -104,7 +104,10 @@ def _malformed(kind: str, good_payload: bytes, good_headers: list, rnd: random.R
     if kind == "no-tag":
         return good_payload, [(k, v) for k, v in good_headers if k != "cm.auth"]
     if kind == "wrong-tag":
-        return good_payload, [(k, v if k != "cm.auth" else v[:-4] + b"0000") for k, v in good_headers]
+        # the last hex digit changed (a fixed "0000" ending was the real tag 1 in 65,536 times:
+        # then the record was the good one again, and a replay)
+        return good_payload, [(k, v if k != "cm.auth" else v[:-1] + (b"1" if v[-1:] == b"0" else b"0"))
+                              for k, v in good_headers]
     if kind == "unknown-participant":
         return good_payload, [(k, v if k != "cm.participant" else b"mallory") for k, v in good_headers]
     if kind == "oversized":
