@@ -77,7 +77,7 @@ class ControlStore:
     def _follow(self) -> None:
         while not self._stop.is_set():
             try:
-                msgs = take(self._consumer, 500, 0.2)
+                msgs = self._consumer.consume(500, 0.2)
             except (KafkaException, RuntimeError) as exc:  # the consumer was closed under us, or the broker left
                 if self._stop.is_set():
                     return
