@@ -13,6 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from deploy.broker import EmbeddedBroker  # noqa: E402
+from streams.offsets import take  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -123,7 +124,7 @@ def receive_latencies(c, decode, stop, out: list, measure_from: list, sent_at: l
     reacts to each record: it takes what is queued, else waits for the next one. With
     `sent_at`, each record's own time goes there too (for `per_second`)."""
     while not stop.is_set():
-        msgs = c.consume(1000, 0) or [m for m in [c.poll(0.05)] if m is not None]
+        msgs = take(c, 1000, 0.05)
         now = time.time() * 1000
         for m in msgs:
             if m.error():
