@@ -273,8 +273,8 @@ def ceiling(conf: dict, src: str, dsts: list[str], n: int, product: str, keys: P
                 if out is not None:
                     mine.setdefault(m.partition(), set()).add(m.offset())
     del msgs
-    print(f"  (a') {len(plans)} contract(s) deliver {sum(len(x) for d in delivers for x in d.values()) / n / len(plans):.0%}"
-          " of the records on average", flush=True)
+    share = sum(len(offsets) for d in delivers for offsets in d.values()) / n / len(plans)
+    print(f"  (a') {len(plans)} contract(s) deliver {share:.0%} of the records on average", flush=True)
     consumer = Consumer({**conf, "group.id": f"bench-ceiling-{time.time_ns()}", "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
                          "fetch.wait.max.ms": FETCH_WAIT_MS, "enable.partition.eof": False})
@@ -366,8 +366,9 @@ def ceiling_rounds(conf: dict, bootstrap: str, u: str, records: list[dict], roun
     for i, product in enumerate(products):
         runs = {"a": lambda: baseline(conf, raw, out, n),
                 "a'": lambda: ceiling(conf, raw, [out], n, f"{first}-uav", keys),
-                "b": lambda: runner_rate(conf, bootstrap, f"{product}-uav", topics.raw("bench-skyway", f"{product}-uav"),
-                                         n, tmp / "state", tmp / "runner.log")[0]}
+                "b": lambda: runner_rate(conf, bootstrap, f"{product}-uav",
+                                         topics.raw("bench-skyway", f"{product}-uav"), n, tmp / "state",
+                                         tmp / "runner.log")[0]}
         order = list(runs)[i % 3:] + list(runs)[:i % 3]
         for k in order:
             got[k].append(runs[k]())
