@@ -18,7 +18,7 @@ the time from the runner's partition assignment to its last commit.
 
     .venv/bin/python bench/bench_runner.py [--records 200000] [--profile] [--engine tansu|kafka]
                                            [--transactions off|on|both] [--stage-cost ROUNDS]
-                                           [--latency-only] [--ceiling ROUNDS]
+                                           [--latency-only] [--ceiling ROUNDS] [--heap ROUNDS]
 
 --stage-cost ROUNDS also runs a five-contract runner in process, ROUNDS times with the whole chain
 and ROUNDS times without the replay and seal stages (issue 15's replay protection, delivery tags
@@ -37,6 +37,9 @@ With --contracts, --ceiling 1 also runs, per N, the fan-out plus only the C call
 --ceiling ROUNDS runs only the bound of issue 14's b/a: ROUNDS times, in an order that turns, (a) the
 raw loop, (a') the raw loop plus only the C calls a one-contract runner makes per record and slice
 (tag check, decode, encode, sealed references, delivery tags, its header list), and (b) the runner.
+
+--heap ROUNDS runs only the raw loop with the benchmark process's heap as it is (the records it
+published, the city) and frozen as the runner's is, alternating: what the freeze in baseline() changes.
 
 --latency-only runs only the end-to-end latency at 10k records/s (publish -> consumer receive):
 the raw topic with no runner, then a one-contract runner per --transactions mode.
@@ -173,16 +176,18 @@ def publish(conn, product: str, records: list[dict]) -> None:
     conn.flush(120)
 
 
-def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: bool = False) -> float:
+def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: bool = False,
+             freeze: bool = True) -> float:
     """consume -> produce of the same bytes, batch loop like the runner's (see module doc), to
     one topic or to each of several (the raw fan-out: the limit of a runner with as many
     contracts); `transactional`: each batch one transaction with its offsets, as the runner's
-    with transactions."""
+    with transactions. `freeze=False` only for --heap, which measures what it changes."""
     # What this process built before (the records, the city) out of the collector's way, as
     # the runner process freezes its start-up heap: a full collection walking 200k record
-    # dicts made this loop 1.4x slower (89-108k against 125-159k records/s; RESULTS, "The
-    # baseline's heap"), so the ratios against it flattered the runner
-    gc.freeze()
+    # dicts made this loop 1.05-1.18x slower (--heap; RESULTS, "The baseline's heap"), so
+    # the ratios against it flattered the runner
+    if freeze:
+        gc.freeze()
     dsts = [dst] if isinstance(dst, str) else dst
     group = f"bench-baseline-{time.time_ns()}"
     consumer = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
@@ -344,6 +349,30 @@ def _read_all(conf: dict, topic: str, n: int) -> list:
         return out
     finally:
         c.close()
+
+
+def heap_rounds(conf: dict, u: str, records: list[dict], rounds: int, tmp: Path) -> None:
+    """The raw loop with this process's heap as the benchmark leaves it (the records it
+    published, the city) and frozen, alternating, ROUNDS times each (--heap)."""
+    _, _, conn = apply_city(conf, topology({f"{u}heap": ONE}), tmp)
+    publish(conn, f"{u}heap-uav", records)
+    from confluent_kafka.admin import AdminClient
+
+    from streams.admin import TopicSpec, ensure_topics
+    out, raw = f"bench.heap-out.{u}", topics.raw("bench-skyway", f"{u}heap-uav")
+    ensure_topics(AdminClient(conf), [TopicSpec(out, 3)])
+    print(f"machine: {machine()}; command: .venv/bin/python bench/bench_runner.py --records {len(records)} "
+          f"--heap {rounds}", flush=True)
+    got: dict[bool, list[float]] = {False: [], True: []}
+    for i in range(rounds):
+        for frozen in ((False, True) if i % 2 == 0 else (True, False)):
+            if not frozen:
+                gc.unfreeze()
+            got[frozen].append(baseline(conf, raw, out, len(records), freeze=frozen))
+        print(f"round {i + 1}: heap as it is {got[False][-1]:,.0f}/s, frozen {got[True][-1]:,.0f}/s "
+              f"({got[True][-1] / got[False][-1]:.2f}x)", flush=True)
+    a, b = statistics.median(got[False]), statistics.median(got[True])
+    print(f"medians: the raw loop {a:,.0f}/s with the heap as it is, {b:,.0f}/s frozen ({b / a:.2f}x)")
 
 
 def ceiling_rounds(conf: dict, bootstrap: str, u: str, records: list[dict], rounds: int, tmp: Path) -> None:
@@ -712,6 +741,8 @@ def main() -> None:
     ap.add_argument("--ceiling", type=int, default=0, metavar="ROUNDS",
                     help="only issue 14's b/a bound: ROUNDS times (a) the raw loop, (a') the raw loop plus the "
                          "one-contract runner's C calls, (b) the one-contract runner")
+    ap.add_argument("--heap", type=int, default=0, metavar="ROUNDS",
+                    help="only the raw loop with this process's heap as it is and frozen, ROUNDS times each")
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
                     help="runners (and the baseline) with each batch one transaction with its offsets; "
                          "both: off, then on, in the same run")
@@ -738,6 +769,9 @@ def main() -> None:
                   + (" --ceiling 1" if args.ceiling else ""), flush=True)
             scaling(conf, bootstrap, u, scaled, n, tmp / "state", tmp / "runner.log", args.runner_groups,
                     Path(args.plot), keys if args.ceiling else None)
+            return
+        if args.heap:
+            heap_rounds(conf, u, records, args.heap, tmp)
             return
         if args.ceiling:
             ceiling_rounds(conf, bootstrap, u, records, args.ceiling, tmp)
