@@ -190,41 +190,48 @@ def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: 
         gc.freeze()
     dsts = [dst] if isinstance(dst, str) else dst
     group = f"bench-baseline-{time.time_ns()}"
+    producer = Producer({**conf, **PRODUCER_CONFIG, **(producer_config(f"{group}.0") if transactional else {})})
+    if transactional:
+        producer.init_transactions()
+    src_topic = ("cm.src.topic", src.encode())
+
+    def write(msgs: list) -> dict[int, int]:
+        commits = {}
+        for m in msgs:
+            if m.error():
+                continue
+            p = m.partition()
+            hdrs = (m.headers() or []) + [src_topic, ("cm.src.partition", b"%d" % p),
+                                          ("cm.src.offset", b"%d" % m.offset())]
+            for dst in dsts:
+                _produce(producer, dst, m.value(), m.key(), p, hdrs)
+            commits[p] = m.offset() + 1
+        return commits
+    return _batch_loop(conf, group, src, n, BATCH, producer, write, transactional)
+
+
+def _batch_loop(conf: dict, group: str, src: str, n: int, batch: int, producer: Producer, write,
+                transactional: bool = False) -> float:
+    """The batch loop of baseline() and ceiling(), as the runner's: consume up to `batch`,
+    `write(msgs)` (-> partition: next offset), then flush and commit without waiting for the
+    answer, or with `transactional` one transaction with its offsets. Records/s from the first
+    batch until n records."""
     consumer = Consumer({**conf, "group.id": group, "enable.auto.commit": False,
                          "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
                          "fetch.wait.max.ms": FETCH_WAIT_MS,
                          "enable.partition.eof": False})
-    producer = Producer({**conf, **PRODUCER_CONFIG, **(producer_config(f"{group}.0") if transactional else {})})
-    if transactional:
-        producer.init_transactions()
     consumer.subscribe([src])
     done, t0 = 0, None
-    src_topic = ("cm.src.topic", src.encode())
     try:
         while done < n:
-            msgs = consumer.consume(BATCH, 0.1)
+            msgs = consumer.consume(batch, 0.1)
             if not msgs:
                 continue
             if t0 is None:
                 t0 = time.perf_counter()
             if transactional:
                 producer.begin_transaction()
-            commits = {}
-            for m in msgs:
-                if m.error():
-                    continue
-                p = m.partition()
-                hdrs = (m.headers() or []) + [src_topic, ("cm.src.partition", b"%d" % p),
-                                              ("cm.src.offset", b"%d" % m.offset())]
-                for dst in dsts:
-                    while True:
-                        try:
-                            producer.produce(dst, m.value(), m.key(), p, headers=hdrs)
-                            break
-                        except BufferError:
-                            producer.poll(0.05)
-                commits[p] = m.offset() + 1
-            offsets = [TopicPartition(src, p, o) for p, o in commits.items()]
+            offsets = [TopicPartition(src, p, o) for p, o in write(msgs).items()]
             if transactional:
                 producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
                 producer.commit_transaction()
@@ -235,6 +242,15 @@ def baseline(conf: dict, src: str, dst: str | list[str], n: int, transactional: 
         return done / (time.perf_counter() - t0)
     finally:
         consumer.close()
+
+
+def _produce(producer: Producer, topic: str, value, key, partition: int, headers: list, timestamp: int = 0) -> None:
+    while True:
+        try:
+            producer.produce(topic, value, key, partition, headers=headers, timestamp=timestamp)
+            return
+        except BufferError:
+            producer.poll(0.05)
 
 
 def ceiling(conf: dict, src: str, dsts: list[str], n: int, product: str, keys: Path) -> float:
@@ -280,61 +296,43 @@ def ceiling(conf: dict, src: str, dsts: list[str], n: int, product: str, keys: P
     del msgs
     share = sum(len(offsets) for d in delivers for offsets in d.values()) / n / len(plans)
     print(f"  (a') {len(plans)} contract(s) deliver {share:.0%} of the records on average", flush=True)
-    consumer = Consumer({**conf, "group.id": f"bench-ceiling-{time.time_ns()}", "enable.auto.commit": False,
-                         "auto.offset.reset": "earliest", "session.timeout.ms": 6000,
-                         "fetch.wait.max.ms": FETCH_WAIT_MS, "enable.partition.eof": False})
     producer = Producer({**conf, **PRODUCER_CONFIG})
-    consumer.subscribe([src])
-    done, t0 = 0, None
-    limit = batch_limit(BATCH, len(plans))  # the runner's batch: 5,000 records up to 5 contracts, 500 at 50
-    try:
-        while done < n:
-            msgs = consumer.consume(limit, 0.1)
-            if not msgs:
-                continue
-            if t0 is None:
-                t0 = time.perf_counter()
-            ts = int(time.time() * 1000)
-            by_partition: dict[int, list] = {}
-            for m in msgs:
-                by_partition.setdefault(m.partition(), []).append(m)
-            commits = []
-            for p, pmsgs in by_partition.items():
-                outs, keys_, offsets, traceparents = [], [], [], []
-                for m in pmsgs:
-                    v, h = m.value(), dict(m.headers() or ())
-                    assert matches(provider, product_b, signed_time(h[H_EVENT_TIME], h.get(H_SEQUENCE)), v,
-                                   h[H_AUTH], prefix_len)
-                    rec, _ = read(v, hlen)
-                    outs.append(header + encode(rec)[hlen:])
-                    keys_.append(m.key())
-                    offsets.append(m.offset())
-                    traceparents.append(h.get(TRACE))
-                batch = SourceBatch(p, [], outs, offsets, traceparents)
-                sources = batch.sources()
-                for ap, dst, mine in zip(plans, dsts, delivers):
-                    plan, (c_hdr, s_hdr) = ap.plan, ap.plan.static_headers
-                    refs, traces = plan.source_refs.seal(sources), plan.trace_ids.seal(batch.traces(), sources)
-                    hdrs = list(map(list, zip(repeat(c_hdr), repeat(s_hdr), zip(repeat(SOURCE_REF), refs),
-                                              zip(repeat(TRACE), traces))))
-                    mask = list(map(mine.get(p, set()).__contains__, offsets))
-                    payloads, pkeys, phdrs = (list(compress(x, mask)) for x in (outs, keys_, hdrs))
-                    tag_deliveries(ap.tagger, c_hdr[1], ts, payloads, pkeys, phdrs, SOURCE_REF_AT, TRACE_AT, AUTH)
-                    q = p % ap.partitions
-                    for payload, key, hs in zip(payloads, pkeys, phdrs):
-                        while True:
-                            try:
-                                producer.produce(dst, payload, key, q, headers=hs, timestamp=ts)
-                                break
-                            except BufferError:
-                                producer.poll(0.05)
-                commits.append(TopicPartition(src, p, offsets[-1] + 1))
-            assert producer.flush(60) == 0
-            consumer.commit(offsets=commits, asynchronous=True)
-            done += len(msgs)
-        return done / (time.perf_counter() - t0)
-    finally:
-        consumer.close()
+
+    def write(msgs: list) -> dict[int, int]:
+        ts = int(time.time() * 1000)
+        by_partition: dict[int, list] = {}
+        for m in msgs:
+            by_partition.setdefault(m.partition(), []).append(m)
+        commits = {}
+        for p, pmsgs in by_partition.items():
+            outs, keys_, offsets, traceparents = [], [], [], []
+            for m in pmsgs:
+                v, h = m.value(), dict(m.headers() or ())
+                assert matches(provider, product_b, signed_time(h[H_EVENT_TIME], h.get(H_SEQUENCE)), v,
+                               h[H_AUTH], prefix_len)
+                rec, _ = read(v, hlen)
+                outs.append(header + encode(rec)[hlen:])
+                keys_.append(m.key())
+                offsets.append(m.offset())
+                traceparents.append(h.get(TRACE))
+            batch = SourceBatch(p, [], outs, offsets, traceparents)
+            sources = batch.sources()
+            for ap, dst, mine in zip(plans, dsts, delivers):
+                plan, (c_hdr, s_hdr) = ap.plan, ap.plan.static_headers
+                refs, traces = plan.source_refs.seal(sources), plan.trace_ids.seal(batch.traces(), sources)
+                hdrs = list(map(list, zip(repeat(c_hdr), repeat(s_hdr), zip(repeat(SOURCE_REF), refs),
+                                          zip(repeat(TRACE), traces))))
+                mask = list(map(mine.get(p, set()).__contains__, offsets))
+                payloads, pkeys, phdrs = (list(compress(x, mask)) for x in (outs, keys_, hdrs))
+                tag_deliveries(ap.tagger, c_hdr[1], ts, payloads, pkeys, phdrs, SOURCE_REF_AT, TRACE_AT, AUTH)
+                q = p % ap.partitions
+                for payload, key, hs in zip(payloads, pkeys, phdrs):
+                    _produce(producer, dst, payload, key, q, hs, ts)
+            commits[p] = offsets[-1] + 1
+        return commits
+    # in the runner's batches: 5,000 records up to 5 contracts, 500 at 50
+    return _batch_loop(conf, f"bench-ceiling-{time.time_ns()}", src, n, batch_limit(BATCH, len(plans)), producer,
+                       write)
 
 
 def _read_all(conf: dict, topic: str, n: int) -> list:
