@@ -202,8 +202,8 @@ def _runner_status(settings: Settings) -> None:
             line += f", {len(quarantined)} record(s) quarantined: " + "; ".join(
                 f"p{q['partition']}@{q['offset']} {q['rule']}" for q in quarantined[-3:])
         for h in st.get("held") or []:
-            line += (f", partition {h['partition']} HELD at offset {h['offset']} (next try in {h['retry_in_s']} s): "
-                     f"{h['reason']}")
+            attempt = "being tried again" if h.get("trying") else f"next try in {h['retry_in_s']} s"
+            line += f", partition {h['partition']} HELD at offset {h['offset']} ({attempt}): {h['reason']}"
         rows.append(line)
     if rows:
         print("runners:")

@@ -8,15 +8,21 @@ refuses it, its timestamp is outside the topic's bounds. The batch is then not c
 and the runner starts over from the committed offsets (``runner.main``), where it meets the
 same refusal again, forever: the partition stalled while ``citymesh status`` said running.
 
-So the runner process counts start-overs caused by refusals per source partition and
-offset (a refused output is traced back to the source partitions that write to its topic
-partition), and the ``HOLD_AFTER``-th at one offset holds the partition: it is paused while
-the others go on, a QUARANTINE compliance event and a HIGH alert say so, ``citymesh status``
-shows it, and every ``retry_s`` the runner tries it again, so an operator who fixed the
-topic need not restart anything. Nothing is dropped or skipped: the held records stay in
-the raw topic behind the committed offset. Trouble that is not about the record (timeouts,
-a broker restart, a topic not there yet, authorisation) never holds a partition; the
-runner waits that out as before.
+So the runner process counts start-overs caused by refusals per source partition (a refused
+output is traced back to the source partitions that write to its topic partition, and to the
+range of offsets each had in the refused batch, which holds the record refused), and the
+``HOLD_AFTER``-th before the partition got past that range holds it: it is paused while the
+others go on, a QUARANTINE compliance event and a HIGH alert say so, ``citymesh status`` shows
+it, and every ``retry_s`` the runner tries it again, so an operator who fixed the topic need
+not restart anything. A try that is refused again leaves it held (one start-over per try); a
+commit past the refused range releases it. Nothing is dropped or skipped: the held records
+stay in the raw topic behind the committed offset. Trouble that is not about the record
+(timeouts, a broker restart, a topic not there yet, authorisation) never holds a partition;
+the runner waits that out as before.
+
+Counted by range, not by the batch's first offset: a start-over's first batch may end before
+the refused record and commit what precedes it (CI: the count started over there and the
+partition showed as not held while it was being refused again).
 
 The holds live as long as the runner process (a rebalance that moves a held partition to
 another instance makes that one meet the refusal and hold it itself).
@@ -39,16 +45,28 @@ RULE_HELD = "quarantine:partition"
 
 
 @dataclass
+class Refusal:
+    """What the broker refused of one source partition's part of a batch: its offsets first..last
+    (the refused record is among them) and why."""
+    first: int
+    last: int
+    reason: str
+
+
+@dataclass
 class Hold:
     partition: int
     offset: int  # the committed offset: the first record not yet written
     reason: str
     since_ms: int
     retry_at: float  # time.monotonic() of the next try
+    upto: int  # the last offset of the refused ranges: a commit past it releases the hold
+    trying: bool = False  # resumed for a try, until a refusal or a commit past `upto` decides
 
     def describe(self) -> dict:
         return {"partition": self.partition, "offset": self.offset, "reason": self.reason,
-                "since_ms": self.since_ms, "retry_in_s": max(0, round(self.retry_at - time.monotonic()))}
+                "since_ms": self.since_ms, "retry_in_s": max(0, round(self.retry_at - time.monotonic())),
+                "trying": self.trying}
 
 
 class Holds:
@@ -57,20 +75,23 @@ class Holds:
 
     def __init__(self, retry_s: float = RETRY_S, after: int = HOLD_AFTER):
         self.retry_s, self.after = retry_s, after
-        self.strikes: dict[int, tuple[int, int]] = {}  # p -> (offset, refused start-overs there)
+        self.strikes: dict[int, tuple[int, int]] = {}  # p -> (last offset of the refused ranges, start-overs)
         self.held: dict[int, Hold] = {}
         self._paused: dict[int, int] = {}  # p -> offset, paused in the current consumer
 
-    def count(self, refused: dict[int, tuple[int, str]]) -> list[Hold]:
-        """One start-over's refusals, {source partition: (batch's first offset, reason)};
-        returns the holds they begin."""
+    def count(self, refused: dict[int, Refusal]) -> list[Hold]:
+        """One start-over's refusals by source partition; returns the holds they begin. A held
+        partition refused again (its try failed) stays held, paused until its next try."""
         out = []
-        for p, (offset, reason) in sorted(refused.items()):
-            at, n = self.strikes.get(p, (None, 0))
-            n = n + 1 if at == offset else 1
-            self.strikes[p] = (offset, n)
-            if n >= self.after and p not in self.held:
-                self.held[p] = Hold(p, offset, reason, int(time.time() * 1000), time.monotonic() + self.retry_s)
+        for p, r in sorted(refused.items()):
+            upto, n = self.strikes.get(p, (r.last, 0))
+            self.strikes[p] = (max(upto, r.last), n + 1)
+            hold = self.held.get(p)
+            if hold is not None:
+                hold.trying, hold.reason, hold.upto = False, r.reason, max(hold.upto, r.last)
+            elif n + 1 >= self.after:
+                self.held[p] = Hold(p, r.first, r.reason, int(time.time() * 1000), time.monotonic() + self.retry_s,
+                                    max(upto, r.last))
                 out.append(self.held[p])
         return out
 
@@ -85,21 +106,23 @@ class Holds:
 
     def filter(self, consumer, topic: str, msgs: list) -> list:
         """msgs without those of held partitions (paused and rewound, so nothing is lost);
-        partitions whose retry is due are resumed first."""
+        partitions whose retry is due are resumed first and their records let through."""
         now = time.monotonic()
-        for p in [p for p, h in self.held.items() if h.retry_at <= now]:
-            del self.held[p]  # its strikes stay: one more refusal at the same offset holds it again
-            at = self._paused.pop(p, None)
-            if at is not None:
-                tp = TopicPartition(topic, p, at)
-                consumer.resume([tp])
-                consumer.seek(tp)
-        if not self.held:
+        for p, hold in self.held.items():
+            if not hold.trying and hold.retry_at <= now:
+                hold.trying, hold.retry_at = True, now + self.retry_s
+                at = self._paused.pop(p, None)
+                if at is not None:
+                    tp = TopicPartition(topic, p, at)
+                    consumer.resume([tp])
+                    consumer.seek(tp)
+        waiting = {p for p, hold in self.held.items() if not hold.trying}
+        if not waiting:
             return msgs
         keep, first = [], {}
         for m in msgs:
             p = m.partition()
-            if p in self.held:
+            if p in waiting:
                 first.setdefault(p, m.offset())
             else:
                 keep.append(m)
@@ -115,10 +138,11 @@ class Holds:
         self._paused.pop(p, None)
 
     def progressed(self, p: int, offset: int) -> None:
-        """p committed up to `offset`: a refusal counted before it was overcome."""
+        """p committed up to `offset`: past the refused ranges, what was refused was overcome."""
         at = self.strikes.get(p)
         if at is not None and offset > at[0]:
             del self.strikes[p]
+            self.held.pop(p, None)
 
     def describe(self) -> list[dict]:
         return [h.describe() for h in sorted(self.held.values(), key=lambda h: h.partition)]

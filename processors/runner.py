@@ -49,7 +49,7 @@ from .contract_feed import ContractFeed
 from .fencing import (H_BATCH_FIRST, H_BATCH_LAST, H_BATCH_NOW, H_EVENT_ID, H_RUNNER_GROUP, H_SRC_PARTITION,
                       H_SRC_TOPIC, ComplianceFloors, FenceReader, PartitionFence, clear_position, compliance_partition)
 from .partition_state import PartitionStates
-from .quarantine import HOLD_AFTER, REFUSALS, RULE_HELD, Hold, Holds
+from .quarantine import HOLD_AFTER, REFUSALS, RULE_HELD, Hold, Holds, Refusal
 from .sharding import RunnerGroup, RunnerGroupError
 from .stages import DeadLetter, PartitionSlice, Stage
 from .stages.admission import DEFAULT_MAX_BYTES, Admission
@@ -190,7 +190,7 @@ class Runner:
         self.holds = holds if holds is not None else Holds()
         self.holds.new_consumer()
         self._refused: list[tuple[str, int, str]] = []  # (topic, partition, why) of outputs the broker refused
-        self._batch_first: dict[int, int] = {}  # partition -> first offset of the batch in progress
+        self._batch_range: dict[int, tuple[int, int]] = {}  # partition -> its offsets in the batch in progress
         self._issued: dict[int, int] = {}  # partition -> the last offset a commit was sent for
         self._stopping = False
         self.consumed = 0  # raw records consumed by this instance
@@ -333,7 +333,7 @@ class Runner:
         now_ms = int(time.time() * 1000)
         commits = []
         self._begin()
-        self._batch_first = {}
+        self._batch_range = {}
         fenced = set()  # partitions that began this batch fenced: their state keeps the recovered floor
         for p, pmsgs in by_partition.items():
             if p in self._recover:
@@ -346,7 +346,7 @@ class Runner:
                 fenced.add(p)
             if p in self._carry:
                 pmsgs = self._carry.pop(p) + pmsgs
-            self._batch_first[p] = pmsgs[0].offset()
+            self._batch_range[p] = (pmsgs[0].offset(), pmsgs[-1].offset())
             done = -1
             while fence is not None and fence.batches and pmsgs:
                 # replay a partly written batch exactly as it was: same range, same processing time
@@ -534,25 +534,25 @@ class Runner:
             if err.code() in REFUSALS:
                 self._refused.append((msg.topic(), msg.partition(), err.str()))
 
-    def refused(self) -> dict[int, tuple[int, str]]:
-        """The source partitions of the batch in progress whose outputs the broker refused,
-        {p: (p's first offset in the batch, why)}: those that write to a refused output's
-        topic partition (deliveries, dead letters, compliance events; alerts go by subject
-        and are traced to no partition). Read by main after the batch failed."""
+    def refused(self) -> dict[int, Refusal]:
+        """The source partitions of the batch in progress whose outputs the broker refused, with
+        their offsets in the batch: those that write to a refused output's topic partition
+        (deliveries, dead letters, compliance events; alerts go by subject and are traced to no
+        partition). Read by main after the batch failed."""
         try:
             self.producer.poll(0)  # delivery reports of the failed batch still queued
         except Exception:  # noqa: BLE001 - the producer's own failure is already on its way up; its reports are what is read here
             pass
-        out: dict[int, tuple[int, str]] = {}
+        out: dict[int, Refusal] = {}
         by_source = {ap.topic: (lambda p, n=ap.partitions: p % n) for ap in self.plans.values()}
         by_source[self.sinks.dlq_topic] = lambda p: p % self._n_partitions(self.sinks.dlq_topic)
         by_source[topics.COMPLIANCE] = lambda p: compliance_partition(self.product_id, p,
                                                                       self._n_partitions(topics.COMPLIANCE))
         for topic, q, why in self._refused:
             to = by_source.get(topic)
-            for p, first in self._batch_first.items():
+            for p, (first, last) in self._batch_range.items():
                 if to is not None and to(p) == q:
-                    out.setdefault(p, (first, f"{topic}[{q}]: {why}"))
+                    out.setdefault(p, Refusal(first, last, f"{topic}[{q}]: {why}"))
         return out
 
     def announce(self, hold: Hold) -> None:
