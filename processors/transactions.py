@@ -104,14 +104,35 @@ def wanted(mode: str, client_config: dict, tid: str, probe_topic: str) -> bool:
     return honoured
 
 
-def honours_transactions(client_config: dict, tid: str, topic: str, timeout_s: float = 30.0) -> bool:
+def honours_transactions(client_config: dict, tid: str, topic: str, timeout_s: float = 30.0,
+                         attempts: int = 3) -> bool:
     """Whether the broker hides the records of an aborted transaction from read_committed readers.
 
     One record (a key of its own, no value) goes to partition 0 of `topic` in a transaction that
     is then aborted; a read_committed reader starts at its offset. It gets the record: the broker
     shows aborted records. Its position passes the record (and the abort marker) without it: the
     broker honours transactions. On a compacted state topic the record is harmless either way
-    (processors/partition_state.py reads only its own keys and skips records without a value)."""
+    (processors/partition_state.py reads only its own keys and skips records without a value).
+
+    A reader that gets neither within its share of `timeout_s` (on Apache Kafka, another
+    producer's open transaction holds it back until the transaction times out) has no answer,
+    and a new probe record is written and read. CI, once: a runner restarted on the embedded
+    broker while another runner group wrote to the same topic waited out all 30 s on one probe
+    record; 100 probes on the embedded broker, quiet and under 200 writes/s to the partition,
+    did not reproduce it, so its cause in the broker is not known.
+    """
+    for attempt in range(1, attempts + 1):
+        answer = _probe(client_config, tid, topic, timeout_s / attempts)
+        if answer is not None:
+            return answer
+        log.warning("transactions probe %d of %d: %s[0] not readable past the probe record within %.0f s",
+                    attempt, attempts, topic, timeout_s / attempts)
+    raise TimeoutError(f"transactions probe: {topic}[0] not readable past the probe record in {attempts} tries "
+                       f"within {timeout_s:.0f}s")
+
+
+def _probe(client_config: dict, tid: str, topic: str, timeout_s: float) -> bool | None:
+    """One probe record, written and aborted: True hidden, False shown, None no answer in time."""
     key = f"citymesh-transactions-probe:{uuid.uuid4().hex}".encode()
     written: list = []
     producer = Producer({**client_config, **producer_config(tid)})
@@ -138,7 +159,7 @@ def honours_transactions(client_config: dict, tid: str, topic: str, timeout_s: f
                 return False
             if reader.position([tp])[0].offset > offset:
                 return True
-        raise TimeoutError(f"transactions probe: {topic}[0] not readable past offset {offset} within {timeout_s:.0f}s")
+        return None
     finally:
         reader.close()
 

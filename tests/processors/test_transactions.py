@@ -6,6 +6,7 @@ under the transactional ids its ACLs grant."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -13,7 +14,7 @@ import time
 from collections import Counter
 
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 import schemas
 from processors import transactions
@@ -53,6 +54,34 @@ def test_apache_kafka_hides_them(tmp_path, kafka, unique):
     as_runner = kafka.client_config(runner, password_of(keys, topo, runner))
     state = topics.partition_state(f"{unique}-skyway", product)
     assert wanted("auto", as_runner, transactional_id(f"citymesh-runner.{product}"), state) is True
+
+
+@pytest.mark.kafka
+def test_a_probe_without_an_answer_is_made_again(tmp_path, kafka, unique, caplog):
+    """Another producer's transaction left open on the probed partition holds a read_committed
+    reader back until the broker times it out: the first probe gets no answer in its share of
+    the time, a later one does."""
+    f, keys = tmp_path / "city.yaml", tmp_path / "keys"
+    f.write_text(city_yaml(unique))
+    topo = load_topology(f)
+    apply(topo, kafka.admin_config(), keys_dir=keys, with_acls=True)
+    product = f"{unique}-uav"
+    runner = services(topo)[f"runner-{product}"]
+    as_runner = kafka.client_config(runner, password_of(keys, topo, runner))
+    state = topics.partition_state(f"{unique}-skyway", product)
+    tid = transactional_id(f"citymesh-runner.{product}")
+    blocker = Producer({**as_runner, "transactional.id": f"{tid}.blocker", "transaction.timeout.ms": 8000})
+    blocker.init_transactions(30)
+    blocker.begin_transaction()
+    blocker.produce(state, None, b"left open", 0)
+    assert blocker.flush(30) == 0
+    caplog.set_level("WARNING", logger="citymesh.transactions")
+    try:  # open for at least 8 s: the first probe (5 s) cannot pass it
+        assert honours_transactions(as_runner, f"{tid}.probe", state, timeout_s=60, attempts=12) is True
+    finally:
+        with contextlib.suppress(KafkaException):  # the broker timed its transaction out: fenced
+            blocker.close()
+    assert "probe 1 of 12" in caplog.text
 
 
 @pytest.mark.kafka
