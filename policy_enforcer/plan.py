@@ -139,8 +139,9 @@ def key_bytes(value: Any) -> bytes | None:
 class SourceBatch:
     """One source partition's admitted records of a batch, as every contract's plan reads
     them: decoded records, their payloads, offsets and the providers' traceparents. What
-    the plans share (the provenance plaintext; the outputs of plans with one ``output_key``)
-    is computed once, on first use."""
+    the plans share (the provenance plaintext; the outputs of plans with one ``output_key``;
+    the decisions and unkeyed fields of plans with one ``split_key``) is computed once, on
+    first use."""
 
     __slots__ = ("partition", "records", "values", "offsets", "traceparents", "_sources", "_traces", "outputs")
 
@@ -152,7 +153,8 @@ class SourceBatch:
         self.offsets = offsets
         self.traceparents = traceparents
         self._sources = self._traces = None
-        self.outputs: dict[tuple, tuple[bytes, BatchResult]] = {}  # (output_key, now_ms) -> (header, result)
+        # (output_key, now_ms) -> (header, result); ("split", split_key, now_ms) -> what Plan._split returns
+        self.outputs: dict[tuple, tuple | None] = {}
 
     def sources(self) -> bytes:
         if self._sources is None:
@@ -184,6 +186,7 @@ class Plan:
         ctx = Compiling(list(terms.purposes or []), pseudonym_key, scrubber)
         compiled: list[CompiledConstraint] = [c.compile(ctx, path, f"_k{i}")
                                               for i, (path, c) in enumerate(checked.constraints)]
+        decides_keyed = ctx.keyed  # a constraint read the contract's key: its decisions are its own
         # decided here, once: the first constraint that blocks the contract (a purpose outside the allowed)
         self.blocked_rule, self.blocked_reason = next((c.blocked for c in compiled if c.blocked), (None, None))
         # validity window: the contract's and the constraints', intersected
@@ -199,9 +202,15 @@ class Plan:
         # equal for plans that decide and deliver the same for every record (payloads but
         # for the output schema's name in their header): None for a plan whose outputs are
         # its own because a block read the contract's key (pseudonyms)
-        self.output_key = None if ctx.keyed else (
-            schema.fingerprint, self.policy_digest, tuple(ctx.purposes), product, scrubber,
-            self.not_before_ms, self.not_after_ms, len(self.output_schema.header))
+        shared_key = (schema.fingerprint, self.policy_digest, tuple(ctx.purposes), product, scrubber,
+                      self.not_before_ms, self.not_after_ms, len(self.output_schema.header))
+        self.output_key = None if ctx.keyed else shared_key
+        # a keyed plan whose key reaches only fields that are each one function of their own
+        # source field (pseudonyms) decides, and delivers every other field, as any contract
+        # with the same policy does: that part is computed once per slice for all of them
+        # (``split_key``) and only those fields, its own, per contract (``_assemble``). The
+        # usual data-space case: one offer, many consumers' agreements, a key each.
+        self.split_key = shared_key if ctx.keyed and not decides_keyed else None
         # a plan that copies every field unchanged, in order, delivers the source body as it is
         self.passthrough = [(f.expr, f.as_string) for f in self._fields] == [
             (f"r[{n!r}]", False) for n in schema.field_names]
@@ -213,7 +222,10 @@ class Plan:
         self.delivery_key = delivery_key(pseudonym_key)  # of the per-record tags (processors/stages/seal.py)
         self.static_headers = [(H.CONTRACT, H.contract_value(self.contract_id, self.version)),
                                (H.SCHEMA, self.output_schema.fingerprint.encode())]
-        self._make_step, self._make_probes, self._make_encoding_step, self.source_code = self._generate()
+        (self._make_step, self._make_probes, self._make_encoding_step, self._make_split_step, self._assemble,
+         self.source_code) = self._generate()
+        if self._assemble is None:
+            self.split_key = None
 
     # ---- code generation -----------------------------------------------------------------
 
@@ -261,9 +273,51 @@ class Plan:
             payload = "_OH + v[_SHL:]" if self.passthrough else f"_enc({', '.join(args)})"
             lines += ["def _make_encoding_step(now_ms):", *_indent(batch, 4), "    def step(r, v):",
                       *_indent(checks, 8), f"        return ({payload}, {key})", "    return step", ""]
+            if self.split_key is not None:
+                lines += self._split_code(ns, batch, checks)
         source = "\n".join(lines)
         exec(compile(source, f"<policy plan {self.contract_id} v{self.version}>", "exec"), ns)
-        return ns["_make_step"], ns["_make_probes"], ns.get("_make_encoding_step"), source
+        return (ns["_make_step"], ns["_make_probes"], ns.get("_make_encoding_step"), ns.get("_make_split_step"),
+                ns.get("_assemble"), source)
+
+    def _split_code(self, ns: dict, batch: list[str], checks: list[str]) -> list[str]:
+        """The code of a keyed plan split in two (see ``split_key``), or none when a keyed field
+        is not one function of its own source field: ``_make_split_step`` decides a record and
+        returns its output's encoded runs of unkeyed fields with each keyed field's source value
+        between them, and the key when it is unkeyed; ``_assemble`` makes this contract's
+        (payload, key) of that tuple, computing only its keyed fields."""
+        fields, definition = self._fields, self.output_schema.definition
+        keyed = [i for i, f in enumerate(fields) if f.keyed]
+        for i in keyed:
+            f, src = fields[i], f"r[{fields[i].name!r}]"
+            if list(f.consts) != [f"_d{i}"] or f.expr not in (f"_d{i}({src})",
+                                                              f"(None if (v{i} := {src}) is None else _d{i}(v{i}))"):
+                return []
+        parts: list[str] = []  # the split step's tuple, in output order
+        own: list[str] = []    # the assembled payload's pieces
+        cuts = [-1, *keyed, len(fields)]
+        key_keyed = self._key_at in keyed
+        for n, (a, b) in enumerate(zip(cuts, cuts[1:])):
+            if b - a > 1:  # the unkeyed fields a+1 .. b-1, encoded in one call
+                ns[f"_S{n}"] = fields_encoder(definition, b"", slice(a + 1, b))
+                args = [f"(_kv := {f.expr})" if j == self._key_at else f.expr
+                        for j, f in enumerate(fields[a + 1:b], a + 1)]
+                own.append(f"t[{len(parts)}]")
+                parts.append(f"_S{n}({', '.join(args)})")
+            if b < len(fields):  # the keyed field b: checked (the function raises on what it cannot take)
+                src = f"r[{fields[b].name!r}]"
+                ns[f"_K{b}"] = fields_encoder(definition, b"", slice(b, b + 1))
+                value = f"(None if (_x := t[{len(parts)}]) is None else _d{b}(_x))"
+                own.append(f"_K{b}((_kv := {value}))" if b == self._key_at else f"_K{b}({value})")
+                parts.append(f"({fields[b].expr}, {src})[1]")
+        if self._key_at is not None and not key_keyed:
+            parts.append("_kb(_kv)")
+            key = f"t[{len(parts) - 1}]"
+        else:
+            key = "_kb(_kv)" if key_keyed else "None"
+        return ["def _make_split_step(now_ms):", *_indent(batch, 4), "    def step(r, v):", *_indent(checks, 8),
+                f"        return ({', '.join(parts)},)", "    return step", "",
+                "def _assemble(t):", f"    return (_OH + {' + '.join(own)}, {key})", ""]
 
     def _diagnose(self, record: Any, now_ms: int, exc: Exception) -> tuple[str, str]:
         if not isinstance(record, dict):
@@ -343,6 +397,10 @@ class Plan:
 
     def _outputs(self, batch: SourceBatch, now_ms: int) -> BatchResult:
         if self.output_key is None:
+            if self.split_key is not None and self._batch_rule(now_ms) is None:
+                shared = self._split(batch, now_ms)
+                if shared is not None:
+                    return self._assembled(*shared)
             return self.evaluate_encoded(batch.records, batch.values, now_ms)
         shared = batch.outputs.get((self.output_key, now_ms))
         if shared is None:
@@ -354,6 +412,31 @@ class Plan:
         records = (list(first.records) if own == header else
                    [None if payload is None else own + payload[n:] for payload in first.records])
         return BatchResult(first.decisions, records, first.rules, dict(first.counts), first.messages, first.keys)
+
+    def _split(self, batch: SourceBatch, now_ms: int) -> tuple | None:
+        """The split step's results for the slice, shared by every plan with this split_key:
+        (tuples, decisions, rules, counts), or None when a record raised (then each plan takes
+        its own path, which names the rule the record broke)."""
+        at = ("split", self.split_key, now_ms)
+        if at not in batch.outputs:
+            step = self._make_split_step(now_ms)
+            try:
+                results = [step(r, v) for r, v in zip(batch.records, batch.values)]
+            except Exception:  # noqa: BLE001 - a bad record: the general path decides it
+                batch.outputs[at] = None
+            else:
+                batch.outputs[at] = (results, *_decide(results, tuple)[:3])
+        return batch.outputs[at]
+
+    def _assembled(self, results: list, decisions: list, rules: list, counts: dict) -> BatchResult:
+        assemble = self._assemble
+        outs = [None if t is None else assemble(t) for t in results]
+        if counts.get(DELIVER) == len(outs) and outs:
+            payloads, keys = map(list, zip(*outs))
+        else:
+            payloads = [None if x is None else x[0] for x in outs]
+            keys = [None if x is None else x[1] for x in outs]
+        return BatchResult(decisions, payloads, rules, dict(counts), {}, keys)
 
     def _encode(self, result: BatchResult) -> BatchResult:
         encode = self.output_schema.encode
@@ -459,6 +542,21 @@ def _collect(results: list, delivered: type) -> BatchResult:
     """A BatchResult from one step result per record: the output (of class `delivered`:
     a dict, or a (payload, key) tuple from the encoding step) or the id of the
     rule that dropped it (a str). Fills `results` in place."""
+    decisions, rules, counts, dropped = _decide(results, delivered)
+    n = len(results)
+    if delivered is not tuple:
+        return BatchResult(decisions, results, rules, counts)
+    if not dropped and n:
+        payloads, keys = map(list, zip(*results))
+    else:
+        payloads = [None if x is None else x[0] for x in results]
+        keys = [None if x is None else x[1] for x in results]
+    return BatchResult(decisions, payloads, rules, counts, keys=keys)
+
+
+def _decide(results: list, delivered: type) -> tuple[list, list, dict, int]:
+    """(decisions, rules, counts, how many dropped) of step results (see ``_collect``); the
+    dropped ones become None in `results`."""
     n = len(results)
     counts: dict[str, int] = {}
     decisions = rules = None
@@ -479,11 +577,4 @@ def _collect(results: list, delivered: type) -> BatchResult:
         rules = [None] * n
     if n - dropped:
         counts[DELIVER] = n - dropped
-    if delivered is not tuple:
-        return BatchResult(decisions, results, rules, counts)
-    if not dropped and n:
-        payloads, keys = map(list, zip(*results))
-    else:
-        payloads = [None if x is None else x[0] for x in results]
-        keys = [None if x is None else x[1] for x in results]
-    return BatchResult(decisions, payloads, rules, counts, keys=keys)
+    return decisions, rules, counts, dropped

@@ -85,7 +85,12 @@ def encoder(definition: dict) -> Callable[[dict], bytes]:
     return _avro.Encoder(program(expand_schema(definition)))
 
 
-def fields_encoder(definition: dict, prefix: bytes = b"") -> Callable[..., bytes]:
+def fields_encoder(definition: dict, prefix: bytes = b"", fields: slice | None = None) -> Callable[..., bytes]:
     """encode(v0, v1, ...) -> prefix + body, the record given as its field values in order
-    (a contract's plan computes them positionally: no dict per record)."""
-    return _avro.Encoder(program(expand_schema(definition)), prefix, True)
+    (a contract's plan computes them positionally: no dict per record). With `fields`, only
+    those fields: an Avro record's body is its fields' encodings one after the other, so the
+    bodies of consecutive slices joined are the whole record's body."""
+    expanded = expand_schema(definition)
+    if fields is not None:
+        expanded = {**expanded, "fields": expanded["fields"][fields]}
+    return _avro.Encoder(program(expanded), prefix, True)

@@ -38,6 +38,7 @@ class FieldOutput:
     text: str = "copied"
     as_string: bool = False          # the output schema types it as string
     consts: dict[str, Any] = field(default_factory=dict)
+    keyed: bool = False              # its duty read the contract's key: the value is the contract's own
 
 
 @dataclass
@@ -147,7 +148,10 @@ def compile_fields(delivered: list[str], fields: dict[str, FieldType], duties: l
         slot = FieldSlot(name, fields[name], n, path, context, automatic=d is None)
         if d is None:
             d = DUTIES[_LINEAGE_DUTY].model_validate({"type": _LINEAGE_DUTY, "field": name})
+        keyed_before, ctx.keyed = ctx.keyed, False
         out.append(d.compile_field(slot, ctx))
+        out[-1].keyed = ctx.keyed
+        ctx.keyed = keyed_before or ctx.keyed
     return out
 
 

@@ -1,10 +1,11 @@
 """Plan-level behaviour: describe() for audit, batch results, the default PII scrubber."""
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
-from enforcer_samples import DISTRICT, HOTLINE, KEY, NOW_MS, UAV, ticket, uav
+from enforcer_samples import DISTRICT, HOTLINE, KEY, NOW_MS, UAV, ticket, uav, uav_batch
 
 import policy_enforcer
 from policy_enforcer import DELIVER, ContractTerms, PolicyError, compile_plan
@@ -78,3 +79,36 @@ def test_encoded_path_rejects_a_bad_record_like_evaluate_and_still_encodes_the_r
     assert (got.rules, got.counts, got.messages) == (expected.rules, expected.counts, expected.messages)
     assert got.records[0] == plan.output_schema.encode(expected.records[0]) and got.records[1:] == [None, None]
     assert plan.output_schema.decode(got.records[0])["lat"] == round(good["lat"], 3)
+
+
+def test_plans_that_differ_only_by_their_pseudonyms_share_all_but_those():
+    """One offer, three consumers' agreements: a geofence, a pseudonymised key field and a
+    pseudonymised nullable field. The geofence and every other field are computed once for the
+    three (Plan.split_key); each contract's payload and key are byte for byte what its plan
+    makes on its own, and differ from the others' only where the pseudonyms are."""
+    from policy_enforcer import SourceBatch
+    from policy_enforcer.lineage import ProductTerms
+    policy = {"permission": {"constraints": [{"type": "geofence", "inside": DISTRICT}]},
+              "duties": [{"type": "pseudonymise", "field": "serial_number"}, {"type": "pseudonymise", "field": "uin"},
+                         {"type": "generalise", "field": "lat", "decimals": 3}]}
+    product = ProductTerms(key_field="serial_number")
+    plans = [compile_plan(ContractTerms(cid, 1, "c", [], policy), UAV, bytes([i]) * 32, product=product)
+             for i, cid in enumerate(("alpha", "beta", "gamma"), 1)]
+    records = uav_batch(40) + [uav(uin=None), uav(lat=30.0)]  # a null pseudonymised field; one outside
+    batch = SourceBatch(0, records, [UAV.encode(r) for r in records], list(range(len(records))), [None] * len(records))
+    got = [plan.deliver(batch, NOW_MS) for plan in plans]
+    assert list(batch.outputs) == [("split", plans[0].split_key, NOW_MS)]
+    assert plans[0]._make_split_step is not None and len({p.split_key for p in plans}) == 1
+    for plan, result in zip(plans, got):
+        unshared = copy.copy(plan)
+        unshared.split_key = None
+        own = unshared.deliver(SourceBatch(0, records, batch.values, batch.offsets, batch.traceparents), NOW_MS)
+        assert (result.records, result.keys, result.decisions, result.rules, result.counts) == (
+            own.records, own.keys, own.decisions, own.rules, own.counts)
+        decoded = [plan.output_schema.decode(p) for p in result.records if p is not None]
+        assert decoded[-1]["uin"] is None and all(d["lat"] == round(d["lat"], 3) for d in decoded)
+        assert [k for k in result.keys if k is not None] == [d["serial_number"].encode() for d in decoded]
+    assert got[0].decisions[-1] == "drop" and got[0].counts["drop:constraint:geofence"] >= 1
+    a, b = ([plans[i].output_schema.decode(p) for p in got[i].records if p is not None] for i in (0, 1))
+    assert [x["serial_number"] != y["serial_number"] for x, y in zip(a, b)] == [True] * len(a)
+    assert [{**x, "serial_number": 0, "uin": 0} for x in a] == [{**y, "serial_number": 0, "uin": 0} for y in b]

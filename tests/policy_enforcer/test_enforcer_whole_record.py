@@ -19,6 +19,7 @@ accident (hypothesis alone shrinks every string towards "0000…").
 
 from __future__ import annotations
 
+import copy
 import random
 import re
 from dataclasses import dataclass, field, replace
@@ -285,8 +286,10 @@ def test_free_text_next_to_a_masked_phone_loses_the_number_in_any_spacing():
        st.integers(0, 2**32))
 def test_contracts_with_one_policy_share_its_outputs_and_each_receives_what_it_would_alone(drawn, seed):
     """Plans that decide and deliver alike (the same policy and purposes, no contract key in
-    their outputs) are evaluated once per batch (Plan.output_key); each still receives exactly
-    what it receives alone, under its own schema header, and may change its own list."""
+    their outputs) are evaluated once per batch (Plan.output_key), and plans that differ only
+    by their pseudonyms share all but those (Plan.split_key); each still receives exactly what
+    it receives alone and on its own path with nothing shared, under its own schema header, and
+    may change its own list."""
     schema_name, policy = drawn
     schema, product = schemas.load(schema_name), PRODUCTS[schema_name]
     try:
@@ -310,12 +313,17 @@ def test_contracts_with_one_policy_share_its_outputs_and_each_receives_what_it_w
     first.counts.clear()
     together = [plan.deliver(shared, NOW_MS) for plan in plans[1:]]
     keyed = any(d["type"] == "pseudonymise" for d in policy["duties"])
-    assert len(shared.outputs) == (0 if keyed else 1)
+    assert list(shared.outputs) == [("split", plans[0].split_key, NOW_MS) if keyed else (plans[0].output_key, NOW_MS)]
     assert [p.output_key is None for p in plans] == [keyed] * 3 and len({p.output_key for p in plans}) == 1
+    assert [p.split_key is None for p in plans] == [not keyed] * 3 and len({p.split_key for p in plans}) == 1
     for plan, got in zip(plans[1:], together):
         alone = plan.deliver(batch(), NOW_MS)
+        unshared = copy.copy(plan)
+        unshared.output_key = unshared.split_key = None
+        own = unshared.deliver(batch(), NOW_MS)
         assert (got.records, got.keys, got.counts, got.decisions, got.rules, got.messages, got.headers) == (
-            alone.records, alone.keys, alone.counts, alone.decisions, alone.rules, alone.messages, alone.headers)
+            alone.records, alone.keys, alone.counts, alone.decisions, alone.rules, alone.messages, alone.headers) == (
+            own.records, own.keys, own.counts, own.decisions, own.rules, own.messages, own.headers)
         for payload in filter(None, got.records):
             assert payload.startswith(plan.output_schema.header)
             plan.output_schema.decode(payload)
