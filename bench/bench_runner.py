@@ -709,6 +709,48 @@ def stage_cost(conn, conf: dict, keys: Path, products: list[str], records: list[
               + ", ".join(f"{k} {v / done[whole] * 1e6:.1f}" for k, v in spent[whole].items()))
 
 
+def split_rounds(conn, conf: dict, keys: Path, products: list[str], records: list[dict], n_contracts: int) -> None:
+    """What computing the unkeyed part of keyed plans once per slice (Plan.split_key) saves a
+    runner with `n_contracts` contracts (the templates' keyed ones share a policy ten at a
+    time at 50): in process, the same backlog each run, alternately with it and with every
+    keyed plan on its own path; the runner thread's CPU time per record and the contracts
+    stage's time per record (--split ROUNDS)."""
+    from processors.runner import Runner
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    stage: dict[bool, list[float]] = {True: [], False: []}
+    for i, product in enumerate(products):
+        split = (i % 4) in (0, 3)  # alternating which goes first
+        publish(conn, product, records)
+        r = Runner(product, conf, keys, group_id=f"bench-split-{time.time_ns()}")
+        keyed = [ap.plan for ap in r.plans.values() if ap.plan.output_key is None]
+        if not split:
+            for plan in keyed:
+                plan.split_key = None
+        contracts_stage = next(st for st in r.chain if st.name == "contracts")
+        spent: dict[str, float] = {}
+        contracts_stage.process = _timed(contracts_stage.process, "contracts", spent)
+        try:
+            while not r.consumer.assignment():
+                r.step()
+            spent.clear()
+            cpu0 = time.thread_time()
+            while r.consumed < len(records):
+                r.step()
+            cpu[split].append((time.thread_time() - cpu0) / r.consumed)
+            stage[split].append(spent.get("contracts", 0.0) / r.consumed)
+            assert all((plan.split_key is not None) == split for plan in keyed)
+        finally:
+            r.close()
+        print(f"in-process runner, {n_contracts} contracts ({len(keyed)} keyed), keyed plans "
+              f"{'split' if split else 'each on its own'}: {cpu[split][-1] * 1e6:.1f} us CPU per record, "
+              f"contracts stage {stage[split][-1] * 1e6:.1f} us", flush=True)
+    c1, c0 = (statistics.median(cpu[k]) * 1e6 for k in (True, False))
+    s1, s0 = (statistics.median(stage[k]) * 1e6 for k in (True, False))
+    print(f"split keyed plans, {n_contracts} contracts, {len(records)} records, {len(products) // 2} rounds (medians): "
+          f"runner thread {c1:.1f} / {c0:.1f} us CPU per record = {c1 / c0:.2f}; contracts stage {s1:.1f} / "
+          f"{s0:.1f} us = {s1 / s0:.2f}; {(c0 - c1) / n_contracts:.2f} us less per record and contract")
+
+
 def _timed(process, name: str, spent: dict):
     def timed(s):
         t = time.perf_counter()
@@ -741,6 +783,9 @@ def main() -> None:
                          "one-contract runner's C calls, (b) the one-contract runner")
     ap.add_argument("--heap", type=int, default=0, metavar="ROUNDS",
                     help="only the raw loop with this process's heap as it is and frozen, ROUNDS times each")
+    ap.add_argument("--split", type=int, default=0, metavar="ROUNDS",
+                    help="only an in-process runner with 50 contracts, keyed plans split (Plan.split_key) and "
+                         "not, ROUNDS times each")
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
                     help="runners (and the baseline) with each batch one transaction with its offsets; "
                          "both: off, then on, in the same run")
@@ -770,6 +815,13 @@ def main() -> None:
             return
         if args.heap:
             heap_rounds(conf, u, records, args.heap, tmp)
+            return
+        if args.split:
+            split_products = [f"{u}sp{i}" for i in range(2 * args.split)]
+            _, keys, conn = apply_city(conf, topology({p: contracts(50) for p in split_products}), tmp)
+            print(f"machine: {machine()}; command: .venv/bin/python bench/bench_runner.py --records {n} "
+                  f"--split {args.split}", flush=True)
+            split_rounds(conn, conf, keys, [f"{p}-uav" for p in split_products], records, 50)
             return
         if args.ceiling:
             ceiling_rounds(conf, bootstrap, u, records, args.ceiling, tmp)
