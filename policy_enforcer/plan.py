@@ -288,6 +288,8 @@ class Plan:
         (payload, key) of that tuple, computing only its keyed fields."""
         fields, definition = self._fields, self.output_schema.definition
         keyed = [i for i, f in enumerate(fields) if f.keyed]
+        if not keyed:  # the key was read, but not by a field's duty: nothing known to be unkeyed
+            return []
         for i in keyed:
             f, src = fields[i], f"r[{fields[i].name!r}]"
             if list(f.consts) != [f"_d{i}"] or f.expr not in (f"_d{i}({src})",
