@@ -43,8 +43,9 @@ def test_the_embedded_broker_shows_aborted_records(tmp_path, client_config, uniq
         wanted("yes", client_config, tid, state)
 
 
-@pytest.mark.kafka
-def test_apache_kafka_hides_them(tmp_path, kafka, unique):
+def _as_runner(tmp_path, kafka, unique) -> tuple[dict, str, str]:
+    """The example city applied with ACLs on Apache Kafka: its UAV runner's client config, the
+    product's state topic (what the probe writes to) and the runner's transactional id."""
     f, keys = tmp_path / "city.yaml", tmp_path / "keys"
     f.write_text(city_yaml(unique))
     topo = load_topology(f)
@@ -52,8 +53,13 @@ def test_apache_kafka_hides_them(tmp_path, kafka, unique):
     product = f"{unique}-uav"
     runner = services(topo)[f"runner-{product}"]
     as_runner = kafka.client_config(runner, password_of(keys, topo, runner))
-    state = topics.partition_state(f"{unique}-skyway", product)
-    assert wanted("auto", as_runner, transactional_id(f"citymesh-runner.{product}"), state) is True
+    return as_runner, topics.partition_state(f"{unique}-skyway", product), transactional_id(f"citymesh-runner.{product}")
+
+
+@pytest.mark.kafka
+def test_apache_kafka_hides_them(tmp_path, kafka, unique):
+    as_runner, state, tid = _as_runner(tmp_path, kafka, unique)
+    assert wanted("auto", as_runner, tid, state) is True
 
 
 @pytest.mark.kafka
@@ -61,15 +67,7 @@ def test_a_probe_without_an_answer_is_made_again(tmp_path, kafka, unique, caplog
     """Another producer's transaction left open on the probed partition holds a read_committed
     reader back until the broker times it out: the first probe gets no answer in its share of
     the time, a later one does."""
-    f, keys = tmp_path / "city.yaml", tmp_path / "keys"
-    f.write_text(city_yaml(unique))
-    topo = load_topology(f)
-    apply(topo, kafka.admin_config(), keys_dir=keys, with_acls=True)
-    product = f"{unique}-uav"
-    runner = services(topo)[f"runner-{product}"]
-    as_runner = kafka.client_config(runner, password_of(keys, topo, runner))
-    state = topics.partition_state(f"{unique}-skyway", product)
-    tid = transactional_id(f"citymesh-runner.{product}")
+    as_runner, state, tid = _as_runner(tmp_path, kafka, unique)
     blocker = Producer({**as_runner, "transactional.id": f"{tid}.blocker", "transaction.timeout.ms": 8000})
     blocker.init_transactions(30)
     blocker.begin_transaction()
@@ -90,7 +88,6 @@ def test_a_fenced_producers_flush_raises_its_fatal_error_not_a_system_error(kafk
     KafkaException (the runner starts over on it), although the delivery reports of its
     failed records, which run in the same flush, touch their messages (confluent-kafka leaves
     the fatal error set while they run: a SystemError caused by it, seen in CI)."""
-    from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
 
     from streams.admin import TopicSpec, ensure_topics
