@@ -60,8 +60,7 @@ class Hold:
     reason: str
     since_ms: int
     retry_at: float  # time.monotonic() of the next try
-    upto: int  # the last offset of the refused ranges: a commit past it releases the hold
-    trying: bool = False  # resumed for a try, until a refusal or a commit past `upto` decides
+    trying: bool = False  # resumed for a try, until a refusal or a commit past the refused ranges decides
 
     def describe(self) -> dict:
         return {"partition": self.partition, "offset": self.offset, "reason": self.reason,
@@ -75,7 +74,8 @@ class Holds:
 
     def __init__(self, retry_s: float = RETRY_S, after: int = HOLD_AFTER):
         self.retry_s, self.after = retry_s, after
-        self.strikes: dict[int, tuple[int, int]] = {}  # p -> (last offset of the refused ranges, start-overs)
+        # p -> (last offset of the refused ranges, start-overs): a commit past it clears both the strikes and a hold
+        self.strikes: dict[int, tuple[int, int]] = {}
         self.held: dict[int, Hold] = {}
         self._paused: dict[int, int] = {}  # p -> offset, paused in the current consumer
 
@@ -88,10 +88,9 @@ class Holds:
             self.strikes[p] = (max(upto, r.last), n + 1)
             hold = self.held.get(p)
             if hold is not None:
-                hold.trying, hold.reason, hold.upto = False, r.reason, max(hold.upto, r.last)
+                hold.trying, hold.reason = False, r.reason
             elif n + 1 >= self.after:
-                self.held[p] = Hold(p, r.first, r.reason, int(time.time() * 1000), time.monotonic() + self.retry_s,
-                                    max(upto, r.last))
+                self.held[p] = Hold(p, r.first, r.reason, int(time.time() * 1000), time.monotonic() + self.retry_s)
                 out.append(self.held[p])
         return out
 
