@@ -433,11 +433,7 @@ class Plan:
     def _assembled(self, results: list, decisions: list, rules: list, counts: dict) -> BatchResult:
         assemble = self._assemble
         outs = [None if t is None else assemble(t) for t in results]
-        if counts.get(DELIVER) == len(outs) and outs:
-            payloads, keys = map(list, zip(*outs))
-        else:
-            payloads = [None if x is None else x[0] for x in outs]
-            keys = [None if x is None else x[1] for x in outs]
+        payloads, keys = _payloads_and_keys(outs, counts.get(DELIVER) == len(outs))
         return BatchResult(decisions, payloads, rules, dict(counts), {}, keys)
 
     def _encode(self, result: BatchResult) -> BatchResult:
@@ -545,15 +541,19 @@ def _collect(results: list, delivered: type) -> BatchResult:
     a dict, or a (payload, key) tuple from the encoding step) or the id of the
     rule that dropped it (a str). Fills `results` in place."""
     decisions, rules, counts, dropped = _decide(results, delivered)
-    n = len(results)
     if delivered is not tuple:
         return BatchResult(decisions, results, rules, counts)
-    if not dropped and n:
-        payloads, keys = map(list, zip(*results))
-    else:
-        payloads = [None if x is None else x[0] for x in results]
-        keys = [None if x is None else x[1] for x in results]
+    payloads, keys = _payloads_and_keys(results, not dropped)
     return BatchResult(decisions, payloads, rules, counts, keys=keys)
+
+
+def _payloads_and_keys(outputs: list, all_delivered: bool) -> tuple[list, list]:
+    """The payloads and the keys of (payload, key) outputs, None where nothing is delivered
+    (one C-level unzip when every record is)."""
+    if all_delivered and outputs:
+        payloads, keys = map(list, zip(*outputs))
+        return payloads, keys
+    return [None if x is None else x[0] for x in outputs], [None if x is None else x[1] for x in outputs]
 
 
 def _decide(results: list, delivered: type) -> tuple[list, list, dict, int]:
