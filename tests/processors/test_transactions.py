@@ -53,7 +53,8 @@ def _as_runner(tmp_path, kafka, unique) -> tuple[dict, str, str]:
     product = f"{unique}-uav"
     runner = services(topo)[f"runner-{product}"]
     as_runner = kafka.client_config(runner, password_of(keys, topo, runner))
-    return as_runner, topics.partition_state(f"{unique}-skyway", product), transactional_id(f"citymesh-runner.{product}")
+    state = topics.partition_state(f"{unique}-skyway", product)
+    return as_runner, state, transactional_id(f"citymesh-runner.{product}")
 
 
 @pytest.mark.kafka
