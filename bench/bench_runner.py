@@ -710,11 +710,12 @@ def stage_cost(conn, conf: dict, keys: Path, products: list[str], records: list[
 
 
 def split_rounds(conn, conf: dict, keys: Path, products: list[str], records: list[dict], n_contracts: int) -> None:
-    """What computing the unkeyed part of keyed plans once per slice (Plan.split_key) saves a
-    runner with `n_contracts` contracts (the templates' keyed ones share a policy ten at a
-    time at 50): in process, the same backlog each run, alternately with it and with every
-    keyed plan on its own path; the runner thread's CPU time per record and the contracts
-    stage's time per record (--split ROUNDS)."""
+    """What computing the unkeyed part of keyed plans once per slice (Plan.split_key) saves,
+    or costs, a runner with `n_contracts` contracts (the templates' keyed ones share a policy
+    ten at a time at 50; at 1 and 5 each is alone): in process, the same backlog each run,
+    alternately with every keyed plan split (even a lone one, which the runner does not do)
+    and with every keyed plan on its own path; the runner thread's CPU time per record and
+    the contracts stage's time per record (--split ROUNDS --split-contracts N)."""
     from processors.runner import Runner
     cpu: dict[bool, list[float]] = {True: [], False: []}
     stage: dict[bool, list[float]] = {True: [], False: []}
@@ -722,23 +723,22 @@ def split_rounds(conn, conf: dict, keys: Path, products: list[str], records: lis
         split = (i % 4) in (0, 3)  # alternating which goes first
         publish(conn, product, records)
         r = Runner(product, conf, keys, group_id=f"bench-split-{time.time_ns()}")
-        keyed = [ap.plan for ap in r.plans.values() if ap.plan.output_key is None]
-        if not split:
-            for plan in keyed:
-                plan.split_key = None
+        keyed = [ap.plan for ap in r.plans.values() if ap.plan.split_key is not None]
         contracts_stage = next(st for st in r.chain if st.name == "contracts")
         spent: dict[str, float] = {}
         contracts_stage.process = _timed(contracts_stage.process, "contracts", spent)
         try:
             while not r.consumer.assignment():
                 r.step()
+            split_keys = frozenset(plan.split_key for plan in keyed) if split else frozenset()
+            contracts_stage._split_keys = split_keys  # what SourceBatch.split_keys says to split
             spent.clear()
             cpu0 = time.thread_time()
             while r.consumed < len(records):
                 r.step()
             cpu[split].append((time.thread_time() - cpu0) / r.consumed)
             stage[split].append(spent.get("contracts", 0.0) / r.consumed)
-            assert all((plan.split_key is not None) == split for plan in keyed)
+            assert contracts_stage._split_keys is split_keys  # no contract change set it back meanwhile
         finally:
             r.close()
         print(f"in-process runner, {n_contracts} contracts ({len(keyed)} keyed), keyed plans "
@@ -784,8 +784,9 @@ def main() -> None:
     ap.add_argument("--heap", type=int, default=0, metavar="ROUNDS",
                     help="only the raw loop with this process's heap as it is and frozen, ROUNDS times each")
     ap.add_argument("--split", type=int, default=0, metavar="ROUNDS",
-                    help="only an in-process runner with 50 contracts, keyed plans split (Plan.split_key) and "
-                         "not, ROUNDS times each")
+                    help="only an in-process runner with --split-contracts contracts, keyed plans split "
+                         "(Plan.split_key) and not, ROUNDS times each")
+    ap.add_argument("--split-contracts", type=int, default=50, metavar="N")
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
                     help="runners (and the baseline) with each batch one transaction with its offsets; "
                          "both: off, then on, in the same run")
@@ -818,10 +819,11 @@ def main() -> None:
             return
         if args.split:
             split_products = [f"{u}sp{i}" for i in range(2 * args.split)]
-            _, keys, conn = apply_city(conf, topology({p: contracts(50) for p in split_products}), tmp)
+            k = args.split_contracts
+            _, keys, conn = apply_city(conf, topology({p: contracts(k) for p in split_products}), tmp)
             print(f"machine: {machine()}; command: .venv/bin/python bench/bench_runner.py --records {n} "
-                  f"--split {args.split}", flush=True)
-            split_rounds(conn, conf, keys, [f"{p}-uav" for p in split_products], records, 50)
+                  f"--split {args.split} --split-contracts {k}", flush=True)
+            split_rounds(conn, conf, keys, [f"{p}-uav" for p in split_products], records, k)
             return
         if args.ceiling:
             ceiling_rounds(conf, bootstrap, u, records, args.ceiling, tmp)

@@ -13,14 +13,14 @@ from .duties.pseudonymise import derive_contract_key
 from .errors import PolicyError
 from .lineage import Identifier, ProductTerms
 from .plan import (DELIVER, DROP, REJECT, RULE_NOT_AFTER, RULE_NOT_BEFORE, RULE_PURPOSE, BatchResult,
-                   ContractTerms, Plan, SourceBatch, compile_plan, plan_for)
+                   ContractTerms, Plan, SourceBatch, compile_plan, plan_for, shared_split_keys)
 from .policy import CONSTRAINTS, DUTIES, PROHIBITIONS, PolicyDocument, validate_policy
 from .templates import TEMPLATES, Template, render_template
 
 __all__ = [
     "DELIVER", "DROP", "REJECT", "RULE_NOT_AFTER", "RULE_NOT_BEFORE", "RULE_PURPOSE",
     "BatchResult", "ContractTerms", "Plan", "PolicyError", "compile_plan", "derive_contract_key",
-    "Identifier", "ProductTerms", "SourceBatch", "plan_for",
+    "Identifier", "ProductTerms", "SourceBatch", "plan_for", "shared_split_keys",
     "validate_policy", "render_template", "TEMPLATES", "Template",
     "CONSTRAINTS", "DUTIES", "PROHIBITIONS", "PolicyDocument",
 ]

@@ -35,7 +35,7 @@ import hashlib
 import json
 from itertools import repeat
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from schemas import RecordSchema
 from schemas import headers as H
@@ -140,18 +140,22 @@ class SourceBatch:
     """One source partition's admitted records of a batch, as every contract's plan reads
     them: decoded records, their payloads, offsets and the providers' traceparents. What
     the plans share (the provenance plaintext; the outputs of plans with one ``output_key``;
-    the decisions and unkeyed fields of plans with one ``split_key``) is computed once, on
-    first use."""
+    the decisions and unkeyed fields of plans with one of ``split_keys``) is computed once,
+    on first use. ``split_keys`` are those of two plans or more (``shared_split_keys``): a
+    keyed plan alone takes its own one-pass path, which is faster than the split step and
+    its assembly for one plan (bench/RESULTS.md, "A lone keyed plan on its own path")."""
 
-    __slots__ = ("partition", "records", "values", "offsets", "traceparents", "_sources", "_traces", "outputs")
+    __slots__ = ("partition", "records", "values", "offsets", "traceparents", "split_keys", "_sources", "_traces",
+                 "outputs")
 
     def __init__(self, partition: int, records: list[dict], values: list[bytes], offsets: list[int],
-                 traceparents: list[bytes | None]):
+                 traceparents: list[bytes | None], split_keys: frozenset = frozenset()):
         self.partition = partition
         self.records = records
         self.values = values
         self.offsets = offsets
         self.traceparents = traceparents
+        self.split_keys = split_keys
         self._sources = self._traces = None
         # (output_key, now_ms) -> (header, result); ("split", split_key, now_ms) -> what Plan._split returns
         self.outputs: dict[tuple, tuple | None] = {}
@@ -399,7 +403,7 @@ class Plan:
 
     def _outputs(self, batch: SourceBatch, now_ms: int) -> BatchResult:
         if self.output_key is None:
-            if self.split_key is not None and self._batch_rule(now_ms) is None:
+            if self.split_key in batch.split_keys and self._batch_rule(now_ms) is None:
                 shared = self._split(batch, now_ms)
                 if shared is not None:
                     return self._assembled(*shared)
@@ -523,6 +527,16 @@ def plan_for(contract: dict, product: dict, master_secret: bytes) -> Plan:
     return compile_plan(terms, schemas.load(product["schema_name"]),
                         derive_contract_key(master_secret, contract["contract_id"]),
                         product=ProductTerms.from_catalog(product))
+
+
+def shared_split_keys(plans: Iterable[Plan]) -> frozenset:
+    """The ``split_key`` values two or more of ``plans`` have: the ones worth a split step
+    (``SourceBatch.split_keys``)."""
+    seen, shared = set(), set()
+    for plan in plans:
+        if plan.split_key is not None:
+            (shared if plan.split_key in seen else seen).add(plan.split_key)
+    return frozenset(shared)
 
 
 def compile_plan(terms: ContractTerms, schema: RecordSchema, pseudonym_key: bytes,

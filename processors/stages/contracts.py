@@ -4,8 +4,9 @@ Each plan hands over whole delivery records (policy_enforcer Plan.deliver: paylo
 headers), then the contract's quota (processors/limiting.py) may take some back; one BATCH
 compliance event per contract and slice counts every decision (the seal stage adds the
 digest of what was delivered). What the plans share (the decoded records, the provenance
-plaintext) is built once per slice (SourceBatch). Contract changes arrive at batch
-boundaries through `apply`, which the runner calls with the offsets they take effect from.
+plaintext, what plans with one policy compute alike) is built once per slice (SourceBatch).
+Contract changes arrive at batch boundaries through `apply`, which the runner calls with the
+offsets they take effect from.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class Contracts(Stage):
         self.n_partitions = n_partitions
         self.max_payload = max_record_bytes - HEADER_ALLOWANCE  # what the broker takes, less the headers
         self.plans: dict[str, ActivePlan] = {}
+        self._split_keys = frozenset()  # of keyed plans that share a policy (SourceBatch.split_keys)
 
     # ---- contract changes, at batch boundaries --------------------------------------------
 
@@ -90,6 +92,7 @@ class Contracts(Stage):
             log.info("contract %s v%s %s -> %s from offsets %s", cid, c["version"], old and old["state"],
                      c["state"], from_offsets)
         metrics.ACTIVE_CONTRACTS.labels(self.product_id).set(len(self.plans))
+        self._split_keys = policy_enforcer.shared_split_keys(ap.plan for ap in self.plans.values())
         self.limiting.set_quotas(self.plans)
         return events
 
@@ -101,7 +104,7 @@ class Contracts(Stage):
             return
         offsets = [g.offset for g in good]
         batch = policy_enforcer.SourceBatch(s.p, [g.record for g in good], [g.msg.value() for g in good], offsets,
-                                            [g.headers.get(envelope.H_TRACE) for g in good])
+                                            [g.headers.get(envelope.H_TRACE) for g in good], self._split_keys)
         lim = self.limiting
         part = lim.parts.get(s.p) if lim.active else None
         first, last = s.first, s.last

@@ -1,6 +1,5 @@
 """Plan-level behaviour: describe() for audit, batch results, the default PII scrubber."""
 
-import copy
 import json
 from pathlib import Path
 
@@ -85,8 +84,9 @@ def test_plans_that_differ_only_by_their_pseudonyms_share_all_but_those():
     """One offer, three consumers' agreements: a geofence, a pseudonymised key field and a
     pseudonymised nullable field. The geofence and every other field are computed once for the
     three (Plan.split_key); each contract's payload and key are byte for byte what its plan
-    makes on its own, and differ from the others' only where the pseudonyms are."""
-    from policy_enforcer import SourceBatch
+    makes on its own, and differ from the others' only where the pseudonyms are. A keyed plan
+    with no other of its policy takes its own path: the split would only cost it."""
+    from policy_enforcer import SourceBatch, shared_split_keys
     from policy_enforcer.lineage import ProductTerms
     policy = {"permission": {"constraints": [{"type": "geofence", "inside": DISTRICT}]},
               "duties": [{"type": "pseudonymise", "field": "serial_number"}, {"type": "pseudonymise", "field": "uin"},
@@ -95,14 +95,16 @@ def test_plans_that_differ_only_by_their_pseudonyms_share_all_but_those():
     plans = [compile_plan(ContractTerms(cid, 1, "c", [], policy), UAV, bytes([i]) * 32, product=product)
              for i, cid in enumerate(("alpha", "beta", "gamma"), 1)]
     records = uav_batch(40) + [uav(uin=None), uav(lat=30.0)]  # a null pseudonymised field; one outside
-    batch = SourceBatch(0, records, [UAV.encode(r) for r in records], list(range(len(records))), [None] * len(records))
+    values, offsets = [UAV.encode(r) for r in records], list(range(len(records)))
+    assert shared_split_keys(plans) == {plans[0].split_key} and shared_split_keys(plans[:1]) == frozenset()
+    batch = SourceBatch(0, records, values, offsets, [None] * len(records), shared_split_keys(plans))
     got = [plan.deliver(batch, NOW_MS) for plan in plans]
     assert list(batch.outputs) == [("split", plans[0].split_key, NOW_MS)]
     assert plans[0]._make_split_step is not None and len({p.split_key for p in plans}) == 1
     for plan, result in zip(plans, got):
-        unshared = copy.copy(plan)
-        unshared.split_key = None
-        own = unshared.deliver(SourceBatch(0, records, batch.values, batch.offsets, batch.traceparents), NOW_MS)
+        alone = SourceBatch(0, records, values, offsets, [None] * len(records), shared_split_keys([plan]))
+        own = plan.deliver(alone, NOW_MS)
+        assert alone.outputs == {}
         assert (result.records, result.keys, result.decisions, result.rules, result.counts) == (
             own.records, own.keys, own.decisions, own.rules, own.counts)
         decoded = [plan.output_schema.decode(p) for p in result.records if p is not None]

@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 import schemas
-from policy_enforcer import ContractTerms, PolicyError, SourceBatch, compile_plan
+from policy_enforcer import ContractTerms, PolicyError, SourceBatch, compile_plan, shared_split_keys
 from policy_enforcer.schema_fields import field_types
 from topology.loader import load_topology
 
@@ -304,10 +304,10 @@ def test_contracts_with_one_policy_share_its_outputs_and_each_receives_what_it_w
     if seed % 2:  # a record that a plan reading its first field rejects (the slow path)
         records[5] = {k: v for k, v in records[5].items() if k != schema.field_names[0]}
 
-    def batch():
-        return SourceBatch(3, records, values, list(range(100, 112)), [None] * 12)
+    def batch(split_keys=frozenset()):
+        return SourceBatch(3, records, values, list(range(100, 112)), [None] * 12, split_keys)
 
-    shared = batch()
+    shared = batch(shared_split_keys(plans))
     first = plans[0].deliver(shared, NOW_MS)
     first.records[:] = [None] * 12  # what quota and quarantine do to one contract's list
     first.counts.clear()

@@ -111,6 +111,28 @@ def test_contract_changes_take_effect_at_the_batch_boundary():
     assert event.reason == "ACTIVE -> REVOKED" and stage.plans == {}
 
 
+def test_keyed_contracts_of_one_policy_share_their_split_and_a_lone_one_goes_its_own_way():
+    """Two agreements on one offer pseudonymise with keys of their own but decide alike: the
+    stage has their plans split once per slice (SourceBatch.split_keys); a keyed contract
+    alone, or left alone by a revocation, takes its plan's own path; both deliver the same."""
+    twin = contract("logistics-routes", contract_id="logistics-routes-2")
+    stage = contracts_stage(["logistics-routes"])
+    lone = stage.plans["logistics-routes"].plan
+    assert lone.split_key is not None and stage._split_keys == frozenset()
+    s = admitted_slice(Provider(), RECORDS)
+    stage.process(s)
+    [(_, alone, _)] = s.deliveries
+    stage.apply([(twin, None)], {0: 0})
+    assert stage._split_keys == {lone.split_key} == {stage.plans["logistics-routes-2"].plan.split_key}
+    s = admitted_slice(Provider(), RECORDS)
+    stage.process(s)
+    [(_, shared, _), (_, other, _)] = s.deliveries
+    assert (shared.records, shared.keys, shared.counts) == (alone.records, alone.keys, alone.counts)
+    assert delivered(other) == delivered(shared) and other.records[0] != shared.records[0]  # its own pseudonyms
+    stage.apply([(contract("logistics-routes", state="REVOKED", version=2), contract("logistics-routes"))], {0: 9})
+    assert stage._split_keys == frozenset()
+
+
 def test_a_contract_that_does_not_compile_is_not_enforced():
     stage = contracts_stage(["regulator-uav"])
     broken = contract("regulator-uav", version=2, policy_json=json.dumps({"permission": {"fields": ["no_such"]}}))
