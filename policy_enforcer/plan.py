@@ -142,8 +142,8 @@ class SourceBatch:
     the plans share (the provenance plaintext; the outputs of plans with one ``output_key``;
     the decisions and unkeyed fields of plans with one of ``split_keys``) is computed once,
     on first use. ``split_keys`` are those of two plans or more (``shared_split_keys``): a
-    keyed plan alone takes its own one-pass path, which is faster than the split step and
-    its assembly for one plan (bench/RESULTS.md, "A lone keyed plan on its own path")."""
+    keyed plan alone takes its own one-pass path, since a split would share nothing and cost
+    it a little (bench/RESULTS.md, "A lone keyed plan on its own path")."""
 
     __slots__ = ("partition", "records", "values", "offsets", "traceparents", "split_keys", "_sources", "_traces",
                  "outputs")
