@@ -24,8 +24,10 @@ Counted by range, not by the batch's first offset: a start-over's first batch ma
 the refused record and commit what precedes it (CI: the count started over there and the
 partition showed as not held while it was being refused again).
 
-The holds live as long as the runner process (a rebalance that moves a held partition to
-another instance makes that one meet the refusal and hold it itself).
+The holds live as long as the runner process, across its start-overs, as long as it is
+assigned the partition: a rebalance that moves a held partition to another instance drops
+the hold and the count here (that instance meets the refusal and holds it itself), so
+``citymesh status`` does not show this instance holding what it no longer reads.
 """
 
 from __future__ import annotations
@@ -133,8 +135,17 @@ class Holds:
         return keep
 
     def forget(self, p: int) -> None:
-        """Partition p was revoked from this consumer."""
+        """Partition p was revoked from this consumer (a start-over revokes them all: the
+        hold stays until an assignment without p says it went elsewhere)."""
         self._paused.pop(p, None)
+
+    def assigned(self, partitions: set[int]) -> None:
+        """The consumer's whole new assignment (the runner's group protocol is eager: every
+        assignment is complete): holds and counts of partitions not in it are dropped."""
+        for p in [p for p in self.held if p not in partitions]:
+            del self.held[p]
+        for p in [p for p in self.strikes if p not in partitions]:
+            del self.strikes[p]
 
     def progressed(self, p: int, offset: int) -> None:
         """p committed up to `offset`: past the refused ranges, what was refused was overcome."""

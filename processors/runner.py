@@ -217,6 +217,7 @@ class Runner:
 
     def _on_assign(self, consumer, partitions) -> None:
         log.info("assigned partitions %s of %s", sorted(tp.partition for tp in partitions), self.raw_topic)
+        self.holds.assigned({tp.partition for tp in partitions})
         for tp in partitions:
             self._recover.add(tp.partition)
             self._carry.pop(tp.partition, None)

@@ -107,6 +107,20 @@ def test_a_held_partition_stays_held_while_it_is_tried_and_is_released_by_progre
     assert holds.held == {} and holds.strikes == {}
 
 
+def test_a_hold_stays_through_a_start_over_and_goes_with_its_partition_to_another_instance() -> None:
+    holds = Holds(retry_s=60, after=1)
+    holds.count({0: Refusal(100, 120, "too large"), 2: Refusal(5, 9, "too large")})
+    holds.count({1: Refusal(40, 41, "too large")})
+    for p in (0, 1, 2):  # a start-over: the old consumer's partitions are revoked ...
+        holds.forget(p)
+    holds.new_consumer()
+    holds.assigned({0, 1, 2})  # ... and the new one is assigned them again: still held
+    assert sorted(holds.held) == [0, 1, 2]
+    holds.assigned({0, 2})  # a rebalance moved 1 to another instance, which meets the refusal itself
+    assert sorted(holds.held) == [0, 2] and sorted(holds.strikes) == [0, 2]
+    assert [h["partition"] for h in holds.describe()] == [0, 2]
+
+
 # ---- on Apache Kafka --------------------------------------------------------------------------
 
 TOPIC_LIMIT = 120_000  # the delivery topic's max.message.bytes while it refuses (above a backlog's batches)
