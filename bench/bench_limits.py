@@ -9,6 +9,12 @@ accounting, per-key buckets and one persisted state record per partition and bat
 Off and on alternate (off, on, off, on) and the ratio is of the best of each; goal >= 0.9.
 
     .venv/bin/python bench/bench_limits.py [--records 100000]
+
+`--backlog SECONDS`: instead, a provider kept to half its ingress limit (300 records/s) for
+SECONDS while no runner read its product, then the product's runner from its start, once per
+`on_excess` (hold, dlq): how long the runner took to catch up, against the time the backlog
+took to write, and the share of the backlog that went to the dead-letter topic. A provider
+that never exceeded its limit should lose nothing and wait for nothing.
 """
 
 from __future__ import annotations
@@ -33,10 +39,59 @@ LIMITED = ("{id: bench-skyway, name: SkyWay, roles: [provider], limits: {records
 QUOTA = "    quota: {{records: 100000000, per: 1s, key: serial_number}}\n    policy:"
 
 
+BACKLOG_LIMIT = 300  # records/s, the provider's whole ingress limit (100 per partition)
+
+
+def backlog(seconds: float) -> None:
+    from confluent_kafka import Consumer, TopicPartition
+
+    from bench_runner import groups_run
+    from common import publish_fleet_paced
+    from streams.offsets import end_offsets
+
+    with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        conf = {"bootstrap.servers": bootstrap}
+        u = f"bl{time.time_ns() % 10**6}"
+        print(f"machine: {machine()}\ncommand: .venv/bin/python bench/bench_limits.py --backlog {seconds:g}", flush=True)
+        for mode in ("hold", "dlq"):
+            p = f"{u}{mode}"
+            limited = PROVIDER.replace("roles: [provider]}", f"roles: [provider], limits: {{records_per_s: "
+                                       f"{BACKLOG_LIMIT}, burst: 1s, on_excess: {mode}}}}}")
+            (tmp / p).mkdir()
+            _, _, conn = apply_city(conf, topology({p: ONE}).replace(PROVIDER, limited), tmp / p)
+            t0 = time.monotonic()
+            sent = publish_fleet_paced(conn, f"{p}-uav", BACKLOG_LIMIT / 2, seconds, violators=0.0)
+            written_s = time.monotonic() - t0
+            conn.close()
+            raw = topics.raw("bench-skyway", f"{p}-uav")
+            run = groups_run(conf, bootstrap, f"{p}-uav", raw, sent, tmp / p / "state", tmp / f"{p}.log", 1)
+            caught_up_s = sent / run["rate"]
+            dlq = topics.dead_letter("bench-skyway", f"{p}-uav")
+            c = Consumer({**conf, "group.id": f"bench-count-{time.time_ns()}", "enable.auto.commit": False})
+            try:
+                parts = [TopicPartition(dlq, q, 0) for q in c.list_topics(dlq, timeout=10).topics[dlq].partitions]
+                ends = end_offsets(c, parts)
+                c.assign(parts)
+                dead, deadline = 0, time.monotonic() + 60
+                while any(tp.offset < ends[(dlq, tp.partition)][1] for tp in c.position(parts)) \
+                        and time.monotonic() < deadline:
+                    dead += sum(1 for m in c.consume(5000, 0.5) if not m.error())
+            finally:
+                c.close()
+            print(f"on_excess {mode}: {sent:,} records written at half the limit in {written_s:.1f} s, no runner; "
+                  f"the runner caught up in {caught_up_s:.1f} s ({caught_up_s / written_s:.2f} of the time they "
+                  f"took to write); dead letters {dead:,} ({dead / sent:.1%} of them)", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
+    ap.add_argument("--backlog", type=float, default=0, metavar="SECONDS")
     args = ap.parse_args()
+    if args.backlog:
+        backlog(args.backlog)
+        return
     n = args.records
     records = make_records(n)
     with cluster() as bootstrap, tempfile.TemporaryDirectory() as tmp:
