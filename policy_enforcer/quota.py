@@ -112,29 +112,44 @@ class IngressLimiter:
             b = partition_share(terms.bytes_per_s, partitions, p)
             self.bytes = TokenBucket(b, max(1.0, b * burst_s))
 
-    def grant(self, now_ms: int, sizes: list[int]) -> int:
-        """How many of these records (in order) may pass now; takes their tokens."""
-        n = len(sizes)
+    def grant(self, now_ms: int, sizes: list[int], times: list[int] | None = None) -> int:
+        """How many of these records (in order) may pass now (back-pressure, on_excess hold);
+        takes their tokens. A record counts as of its own time (``times``: when each entered
+        the broker; none given: now) and, if it finds no token then, as of now: delayed, not
+        refused. The first that finds none now and the ones after it wait."""
+        n = 0
+        for k, size in enumerate(sizes):
+            t = now_ms if times is None else min(times[k], now_ms)
+            if not (self._take(t, size) or (t < now_ms and self._take(now_ms, size))):
+                break
+            n += 1
+        return n
+
+    def conforming(self, now_ms: int, sizes: list[int], times: list[int]) -> list[bool]:
+        """Whether each record was within the limit when it entered the broker (on_excess dlq),
+        taking the tokens of those that were. ``times`` are capped at now (a record stamped in
+        the future mints no tokens) and the buckets never run backwards, so a provider gains
+        nothing by its stamps but the time its partition was idle; a backlog it wrote within
+        its limit while no runner read it (a crash, an upgrade) is all within it."""
+        take = self._take
+        return [take(min(t, now_ms), size) for t, size in zip(times, sizes)]
+
+    def _take(self, t_ms: int, size: int) -> bool:
+        """One record against both buckets as of t_ms: it takes a token (and its bytes) of
+        each or of neither. A record larger than the byte burst passes alone on a full bucket."""
         rb, bb = self.records, self.bytes
         if rb is not None:
-            rb._refill(now_ms)
-            n = min(n, int(rb.tokens))
+            rb._refill(t_ms)
+            if rb.tokens < 1:
+                return False
         if bb is not None:
-            bb._refill(now_ms)
-            total, k = 0, 0
-            for k in range(n):
-                if total + sizes[k] > bb.tokens:
-                    break
-                total += sizes[k]
-            else:
-                k = n
-            if k == 0 and n and bb.tokens >= bb.burst:  # one record larger than the burst: let it pass alone
-                k, total = 1, min(sizes[0], bb.tokens)
-            n = k
-            bb.tokens -= total
+            bb._refill(t_ms)
+            if size > bb.tokens and bb.tokens < bb.burst:
+                return False
+            bb.tokens -= min(size, bb.tokens)
         if rb is not None:
-            rb.tokens -= n
-        return n
+            rb.tokens -= 1
+        return True
 
     def wait_ms(self, next_size: int, held: int = 1) -> int:
         """Until `held` records (at most half the burst) may pass, the next one at least."""

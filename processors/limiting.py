@@ -18,6 +18,16 @@ Where each decision is taken, per source partition p and batch:
    records (`after_admission`).
 3. delivery quotas: after each contract's plan, on its outputs (ContractQuota.apply).
 
+Ingress counts each record as of when it entered the broker (its timestamp, capped at the
+batch's processing time; the buckets never run backwards), not as of when a runner reads it.
+Counted when read, a provider that kept within its limit while no runner read its partition
+(a crash, an upgrade, a runner behind) had its backlog held back to the limit's rate on the
+way out (`hold`) or sent to the dead-letter topic as excess (`dlq`: 90 % of a backlog written
+at half the limit; bench/RESULTS.md, "A backlog within the limit"), although it never
+exceeded anything. The timestamps are the provider's (its connector stamps each record with
+its event time) unless the raw topic stamps them itself (LogAppendTime): a provider that
+back-dates its records gains at most the time its partition was idle.
+
 Global limits: every product-wide limit is split into fixed per-partition shares (see
 policy_enforcer.quota), so what two runner instances let through adds up to at most the
 limit whichever partitions each owns, and the state moves with the partition.
@@ -42,7 +52,7 @@ import json
 import logging
 import time
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, TopicPartition
 
 from policy_enforcer.limits import CircuitBreaker
 from policy_enforcer.quota import DLQ, HOLD, ContractQuota, IngressLimiter, IngressTerms, PartitionLimits, QuotaTerms
@@ -54,6 +64,17 @@ log = logging.getLogger("citymesh.limits")
 RULE_INGRESS = "ratelimit:ingress"
 RULE_QUARANTINE = "quarantine:breaker-open"
 THROTTLE_EVENT_EVERY_MS = 10_000
+
+
+def entry_times(msgs: list, now_ms: int) -> list[int]:
+    """When each record entered the broker (ms): its timestamp, or now for a record without
+    one. The ingress limits count records at these times, not at the batch's processing time:
+    a provider is limited in how fast it writes, not in how fast a runner catching up reads."""
+    out = []
+    for m in msgs:
+        kind, ts = m.timestamp()
+        out.append(now_ms if kind == TIMESTAMP_NOT_AVAILABLE else ts)
+    return out
 
 
 def ingress_terms(participant: dict | None, products_of_provider: int) -> IngressTerms | None:
@@ -171,7 +192,7 @@ class Limiting:
         """The records of msgs partition p may take now; pauses p and rewinds it to the rest."""
         part = self.parts[p]
         sizes = [len(m.value() or b"") for m in msgs]
-        n = part.ingress.grant(now_ms, sizes)
+        n = part.ingress.grant(now_ms, sizes, entry_times(msgs, now_ms))
         if n == len(msgs):
             self.throttling.pop(p, None)
             return msgs
@@ -203,18 +224,24 @@ class Limiting:
 
     def screen(self, p: int, part: PartitionLimits, msgs: list, now_ms: int, first: int, last: int,
                events: list) -> tuple[list, list]:
-        """(records to process, [(record, rule, reason)] for the dead-letter topic in offset order)."""
+        """(records to process, [(record, rule, reason)] for the dead-letter topic in offset order).
+        The records over the limit need not be a suffix: each counts as of when it entered the
+        broker, and the buckets refill between them."""
         out_dlq: list = []
-        n = len(msgs)
+        within = msgs
         if part.ingress is not None and self.ingress.on_excess == DLQ:
-            n = part.ingress.grant(now_ms, [len(m.value() or b"") for m in msgs])
-            if n < len(msgs):
-                k = len(msgs) - n
+            ok = part.ingress.conforming(now_ms, [len(m.value() or b"") for m in msgs], entry_times(msgs, now_ms))
+            if not all(ok):
+                within = [m for m, good in zip(msgs, ok) if good]
+                out_dlq += [(m, RULE_INGRESS, "over the provider's ingress limit")
+                            for m, good in zip(msgs, ok) if not good]
+                k = len(out_dlq)
                 metrics.RATELIMIT_DROPPED.labels(self.product, "ingress", "drop").inc(k)
                 events.append(self._event("RATE_LIMIT", now_ms, p, first, last,
                                           ("ratelimit", self.product, p, first, last), rule=RULE_INGRESS,
                                           reason="ingress over the provider's limit: dropped to the dead-letter topic",
                                           counts={"drop:ratelimit": k}, details={"mode": DLQ}))
+        n = len(within)
         take, before, after = part.admit_share(now_ms, n)
         if after is not None:
             events.append(self._transition(now_ms, p, first, last, before, after))
@@ -225,9 +252,9 @@ class Limiting:
                                       ("quarantine", self.product, p, first, last), rule=RULE_QUARANTINE,
                                       reason=f"provider breaker {part.breaker.state}: records quarantined unprocessed",
                                       counts={"quarantine": k}))
-            out_dlq += [(m, RULE_QUARANTINE, f"provider breaker {part.breaker.state}") for m in msgs[take:n]]
-        out_dlq += [(m, RULE_INGRESS, "over the provider's ingress limit") for m in msgs[n:]]
-        return msgs[:take], out_dlq
+            out_dlq += [(m, RULE_QUARANTINE, f"provider breaker {part.breaker.state}") for m in within[take:]]
+            out_dlq.sort(key=lambda x: x[0].offset())
+        return within[:take], out_dlq
 
     def after_admission(self, p: int, part: PartitionLimits, now_ms: int, ok: int, failed: int, first: int,
                         last: int, events: list) -> None:

@@ -1,7 +1,8 @@
 """The ingress stage: the provider's rate limit and its circuit breaker (processors/limiting.py).
 
-On one partition's slice, after admission: records beyond the partition's share of the
-provider's limit (`on_excess: dlq`) and, while the provider's breaker is open, the records
+On one partition's slice, after admission: records over the partition's share of the
+provider's limit when they entered the broker (`on_excess: dlq`; processors/limiting.py,
+`entry_times`) and, while the provider's breaker is open, the records
 it does not let through as probes, go to the dead-letter topic with the limit's or the
 breaker's rule instead of whatever admission said about them (a limit is about what the
 provider sent, not about whether it was well-formed); what remains is counted by the
@@ -27,11 +28,11 @@ class Ingress(Stage):
         if part is None:
             return
         events: list = []
-        taken, screened = lim.screen(s.p, part, s.msgs, s.now_ms, s.first, s.last, events)
-        if screened:  # `taken` is a prefix of the slice; the rest goes to the dead-letter topic
-            cut = taken[-1].offset() if taken else s.first - 1
-            s.good = [g for g in s.good if g.offset <= cut]
-            s.rejected = [r for r in s.rejected if r.offset <= cut]
+        _, screened = lim.screen(s.p, part, s.msgs, s.now_ms, s.first, s.last, events)
+        if screened:  # these go to the dead-letter topic with the limit's or the breaker's rule
+            out = {m.offset() for m, _, _ in screened}
+            s.good = [g for g in s.good if g.offset not in out]
+            s.rejected = [r for r in s.rejected if r.offset not in out]
             s.dead += [DeadLetter(m, m.offset(), rule, reason) for m, rule, reason in screened]
         lim.after_admission(s.p, part, s.now_ms, len(s.good), len(s.rejected), s.first, s.last, events)
         s.events += events

@@ -67,6 +67,19 @@ def test_ingress_grants_by_records_and_bytes():
     assert lim.grant(1000, [300] * 20) == 3
 
 
+def test_ingress_counts_each_record_when_it_entered_the_broker():
+    lim = IngressLimiter(IngressTerms(records_per_s=30), 3, 0)  # 10 rec/s, burst 10
+    backlog = [1000 + 200 * i for i in range(50)]  # 10 s written at 5/s, read at once at 60 s
+    assert lim.grant(60_000, [100] * 50, backlog) == 50  # hold: nothing waits
+    flood = [60_000] * 30  # 30 at one instant: the 1 s since the backlog's last refilled 10 tokens
+    assert lim.grant(60_000, [100] * 30, flood) == 10
+    assert lim.grant(61_000, [100] * 20, flood[:20]) == 10  # a second later: delayed ones go, at the rate
+    lim = IngressLimiter(IngressTerms(records_per_s=30), 3, 0)
+    assert lim.conforming(60_000, [100] * 50, backlog) == [True] * 50  # dlq: none of the backlog is excess
+    assert lim.conforming(60_000, [100] * 30, flood).count(True) == 10
+    assert lim.conforming(61_000, [100] * 20, flood[:20]) == [False] * 20  # excess when they came, for good
+
+
 def test_bad_terms_are_refused():
     with pytest.raises(ValueError):
         IngressTerms.from_dict({"records_per_s": 10, "on_excess": "explode"})

@@ -1,6 +1,6 @@
-"""The ingress stage on its own (no broker): the provider's rate limit sends the over-limit
-suffix of a slice to the dead-letter topic, its breaker quarantines while open, and the
-limiter state persisted with the offsets decides the same after a restart."""
+"""The ingress stage on its own (no broker): the provider's rate limit sends the records that
+were over it when they entered the broker to the dead-letter topic, its breaker quarantines
+while open, and the limiter state persisted with the offsets decides the same after a restart."""
 
 from __future__ import annotations
 
@@ -23,10 +23,14 @@ def limiting(limits: dict, partitions: int = 1) -> Limiting:
     return lim
 
 
-def run(lim: Limiting, provider: Provider, first: int, n: int, bad: tuple = (), now: int = NOW) -> PartitionSlice:
-    """n records from offset `first` through admission and ingress; offsets in `bad` are
-    refused by admission (not Avro)."""
-    msgs = [provider.message(uav(o), o, payload=b"not avro" if o in bad else None) for o in range(first, first + n)]
+def run(lim: Limiting, provider: Provider, first: int, n: int, bad: tuple = (), now: int = NOW,
+        stamps: list[int] | None = None) -> PartitionSlice:
+    """n records from offset `first`, processed at `now`, through admission and ingress; offsets
+    in `bad` are refused by admission (not Avro). The records entered the broker at `stamps`
+    (ms), by default all half a second before `now`."""
+    stamps = stamps or [now - 500] * n
+    msgs = [provider.message(uav(o, timestamp_ms=t), o, payload=b"not avro" if o in bad else None)
+            for o, t in zip(range(first, first + n), stamps)]
     s = PartitionSlice(0, msgs, now)
     provider.admission().process(s)
     Ingress(lim).process(s)
@@ -50,6 +54,28 @@ def test_over_the_limit_the_rest_of_the_slice_goes_to_the_dead_letter_topic():
     # no tokens left in the same second; a second later the bucket holds 4 again
     assert outcome(run(lim, provider, 7, 2)) == ([], [], {7: RULE_INGRESS, 8: RULE_INGRESS})
     assert outcome(run(lim, provider, 9, 5, now=NOW + 1000)) == ([9, 10, 11, 12], [], {13: RULE_INGRESS})
+
+
+def test_a_backlog_written_within_the_limit_passes_whole_however_late_it_is_read():
+    """What counts is when a record entered the broker, not when a runner reads it: a backlog
+    the provider wrote at 2 records/s under a limit of 4/s while no runner read it passes at
+    once, a minute later; the records over the limit when they came need not be the last."""
+    lim, provider = limiting({"records_per_s": 4, "on_excess": "dlq"}), Provider()
+    stamps = [NOW - 60_000 + 500 * i for i in range(100)]  # 50 s at 2/s
+    assert outcome(run(lim, provider, 0, 100, now=NOW, stamps=stamps)) == (list(range(100)), [], {})
+    # a burst of 6 at one instant (4 tokens), then one record a second later: the burst's last
+    # two are over the limit, the later one is not
+    s = run(lim, provider, 100, 7, now=NOW, stamps=[NOW - 5000] * 6 + [NOW - 4000])
+    assert outcome(s) == ([100, 101, 102, 103, 106], [], {104: RULE_INGRESS, 105: RULE_INGRESS})
+    assert s.events[0].counts == {"drop:ratelimit": 2}
+
+
+def test_a_record_stamped_in_the_future_mints_no_tokens():
+    lim, provider = limiting({"records_per_s": 4, "on_excess": "dlq"}), Provider()
+    assert outcome(run(lim, provider, 0, 4, stamps=[NOW - 500] * 4))[0] == [0, 1, 2, 3]
+    s = run(lim, provider, 4, 2, now=NOW, stamps=[NOW + 3_600_000] * 2)  # an hour ahead: counted as now
+    assert outcome(s) == ([4, 5], [], {})  # the 0.5 s since the first four refilled 2 tokens, no more
+    assert outcome(run(lim, provider, 6, 1, now=NOW, stamps=[NOW + 3_600_000]))[2] == {6: RULE_INGRESS}
 
 
 def test_within_the_limit_nothing_changes_and_no_event_is_written():
