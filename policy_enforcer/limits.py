@@ -2,8 +2,9 @@
 
 Every method takes the time (ms) from the caller: the runner passes the batch's
 processing time (the ingress buckets: each record's time of entry into the broker, capped
-at it), so a replayed batch takes the same decisions, and tests drive time by hand. State is a small dict (`snapshot()` / `restore()`) so a runner can persist it and a
-restart is not a way to reset a quota.
+at it), so a replayed batch takes the same decisions, and tests drive time by hand. State
+is a small dict (`snapshot()` / `restore()`) so a runner can persist it and a restart is not
+a way to reset a quota.
 """
 
 from __future__ import annotations
