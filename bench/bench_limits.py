@@ -53,7 +53,8 @@ def backlog(seconds: float) -> None:
         tmp = Path(tmp)
         conf = {"bootstrap.servers": bootstrap}
         u = f"bl{time.time_ns() % 10**6}"
-        print(f"machine: {machine()}\ncommand: .venv/bin/python bench/bench_limits.py --backlog {seconds:g}", flush=True)
+        print(f"machine: {machine()}\ncommand: .venv/bin/python bench/bench_limits.py --backlog {seconds:g}",
+              flush=True)
         for mode in ("hold", "dlq"):
             p = f"{u}{mode}"
             limited = PROVIDER.replace("roles: [provider]}", f"roles: [provider], limits: {{records_per_s: "
