@@ -223,10 +223,10 @@ class Limiting:
     # ---- inside a batch -------------------------------------------------------------------
 
     def screen(self, p: int, part: PartitionLimits, msgs: list, now_ms: int, first: int, last: int,
-               events: list) -> tuple[list, list]:
-        """(records to process, [(record, rule, reason)] for the dead-letter topic in offset order).
-        The records over the limit need not be a suffix: each counts as of when it entered the
-        broker, and the buckets refill between them."""
+               events: list) -> list:
+        """[(record, rule, reason)] for the dead-letter topic, in offset order; the rest of msgs
+        goes on. The records over the limit need not be a suffix: each counts as of when it
+        entered the broker, and the buckets refill between them."""
         out_dlq: list = []
         within = msgs
         if part.ingress is not None and self.ingress.on_excess == DLQ:
@@ -254,7 +254,7 @@ class Limiting:
                                       counts={"quarantine": k}))
             out_dlq += [(m, RULE_QUARANTINE, f"provider breaker {part.breaker.state}") for m in within[take:]]
             out_dlq.sort(key=lambda x: x[0].offset())
-        return within[:take], out_dlq
+        return out_dlq
 
     def after_admission(self, p: int, part: PartitionLimits, now_ms: int, ok: int, failed: int, first: int,
                         last: int, events: list) -> None:

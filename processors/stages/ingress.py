@@ -28,7 +28,7 @@ class Ingress(Stage):
         if part is None:
             return
         events: list = []
-        _, screened = lim.screen(s.p, part, s.msgs, s.now_ms, s.first, s.last, events)
+        screened = lim.screen(s.p, part, s.msgs, s.now_ms, s.first, s.last, events)
         if screened:  # these go to the dead-letter topic with the limit's or the breaker's rule
             out = {m.offset() for m, _, _ in screened}
             s.good = [g for g in s.good if g.offset not in out]
