@@ -28,6 +28,16 @@ exceeded anything. The timestamps are the provider's (its connector stamps each 
 its event time) unless the raw topic stamps them itself (LogAppendTime): a provider that
 back-dates its records gains at most the time its partition was idle.
 
+Sharded products (processors/sharding.py): every runner group applies the provider's limits
+and breaker to the records its own contracts get, so that no contract receives what the
+provider was not allowed to send, whichever group enforces it; only the lead group reports
+(dead letters, events, counters). Over the limit with `dlq`, the groups decide alike: each
+record's time is its own entry time and every group starts its buckets full at the raw
+topic's start. Where they can differ: a record stamped after a group's processing time counts
+at that time, which is the group's own; a group added later, where retention has removed the
+topic's start, may let one burst more through at its first record; `hold` and the breaker
+count in processing time, so at their edges the groups may differ by a batch.
+
 Global limits: every product-wide limit is split into fixed per-partition shares (see
 policy_enforcer.quota), so what two runner instances let through adds up to at most the
 limit whichever partitions each owns, and the state moves with the partition.
@@ -102,8 +112,11 @@ class Limiting:
     name = "limits"
 
     def __init__(self, product: str, provider: str, raw_topic: str, partitions: int,
-                 event_time_field: str | None, ingress: IngressTerms | None):
+                 event_time_field: str | None, ingress: IngressTerms | None, reports: bool = True):
         self.product, self.provider, self.raw_topic = product, provider, raw_topic
+        # whether the ingress decisions are written as events and counted (False: a sharded
+        # product's other groups, which take them for their own contracts without a word)
+        self.reports = reports
         self.partitions = partitions
         self.event_time_field = event_time_field
         self.ingress = ingress
@@ -204,8 +217,10 @@ class Limiting:
         # token would make a flood cost the runner a batch, a flush and a commit per record
         wait = part.ingress.wait_ms(sizes[n], len(msgs) - n)
         self.paused[p] = (time.monotonic() + wait / 1000, rest.offset())
-        metrics.RATELIMIT_THROTTLED.labels(self.product).inc()
         metrics.RATELIMIT_PAUSED.labels(self.product).set(len(self.paused))
+        if not self.reports:
+            return msgs[:n]
+        metrics.RATELIMIT_THROTTLED.labels(self.product).inc()
         th = self.throttling.get(p)
         if th is None or now_ms - th[0] >= THROTTLE_EVENT_EVERY_MS:
             pauses = 1 + (th[1] if th else 0)
@@ -227,6 +242,8 @@ class Limiting:
         """[(record, rule, reason)] for the dead-letter topic, in offset order; the rest of msgs
         goes on. The records over the limit need not be a suffix: each counts as of when it
         entered the broker, and the buckets refill between them."""
+        if not self.reports:
+            events = []  # (decided all the same)
         out_dlq: list = []
         within = msgs
         if part.ingress is not None and self.ingress.on_excess == DLQ:
@@ -236,7 +253,8 @@ class Limiting:
                 out_dlq += [(m, RULE_INGRESS, "over the provider's ingress limit")
                             for m, good in zip(msgs, ok) if not good]
                 k = len(out_dlq)
-                metrics.RATELIMIT_DROPPED.labels(self.product, "ingress", "drop").inc(k)
+                if self.reports:
+                    metrics.RATELIMIT_DROPPED.labels(self.product, "ingress", "drop").inc(k)
                 events.append(self._event("RATE_LIMIT", now_ms, p, first, last,
                                           ("ratelimit", self.product, p, first, last), rule=RULE_INGRESS,
                                           reason="ingress over the provider's limit: dropped to the dead-letter topic",
@@ -247,7 +265,8 @@ class Limiting:
             events.append(self._transition(now_ms, p, first, last, before, after))
         if take < n:
             k = n - take
-            metrics.QUARANTINED.labels(self.product).inc(k)
+            if self.reports:
+                metrics.QUARANTINED.labels(self.product).inc(k)
             events.append(self._event("QUARANTINE", now_ms, p, first, last,
                                       ("quarantine", self.product, p, first, last), rule=RULE_QUARANTINE,
                                       reason=f"provider breaker {part.breaker.state}: records quarantined unprocessed",
@@ -262,7 +281,9 @@ class Limiting:
             return
         t = part.breaker.record(now_ms, ok, failed)
         if t is not None:
-            events.append(self._transition(now_ms, p, first, last, *t))
+            event = self._transition(now_ms, p, first, last, *t)  # (which logs it and sets the gauge)
+            if self.reports:
+                events.append(event)
 
     def quota(self, p: int, part: PartitionLimits, cid: str, now_ms: int, outputs: list, inputs: list,
               first: int, last: int, events: list) -> dict[str, int]:

@@ -152,14 +152,14 @@ class Runner:
         # p -> the compliance floor p was recovered with: a partition still fenced writes no
         # newer one, since the previous owner's events of a batch it replays lie below that
         self._recovered_floor: dict[int, int | None] = {}
-        # rate limits, quotas, provider breaker (processors/limiting.py); the provider's limits
-        # and breaker are about the product: the lead group's
+        # rate limits, quotas, provider breaker (processors/limiting.py): every group applies the
+        # provider's limits and breaker to what its contracts get; the lead reports what they did
         participants = read_table(client_config, topics.CONTROL_PARTICIPANTS)
         lead = runner_group.lead
         self.limiting = limiting.Limiting(
             product_id, provider, self.raw_topic, self._n_partitions(self.raw_topic), entry.get("event_time_field"),
             limiting.ingress_terms(participants.get(provider),
-                                   sum(1 for e in catalog.values() if e["provider_id"] == provider)) if lead else None)
+                                   sum(1 for e in catalog.values() if e["provider_id"] == provider)), reports=lead)
         self.contracts = Contracts(entry, keyring.mesh_secret(keys_dir), self.limiting, self._n_partitions, max_bytes)
         self.sinks = Sinks(product_id, provider, self.raw_topic, dlq, self.producer, self._produce, self._n_partitions,
                            max_bytes, product_wide=lead)
@@ -172,7 +172,7 @@ class Runner:
         self.chain: list[Stage] = [stage for stage in (
             Admission(product_id, provider, schema, keyring.load(keys_dir, provider), max_record_bytes),
             self.replay,
-            Ingress(self.limiting) if lead else None,
+            Ingress(self.limiting),
             self.alerts,
             self.contracts,
             Seal(_operator_signer(keys_dir, participants)),

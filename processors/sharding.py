@@ -11,11 +11,13 @@ Which group enforces a contract: rendezvous (highest random weight) hashing of t
 id over the group numbers, so every runner decides alone and alike, and going from G to G+1
 groups moves only the contracts the new group wins (about 1/(G+1) of them).
 
-What is about the product rather than a contract is done by group 0, the lead, alone:
-dead letters and their REJECT events, the provider's ingress limits and breaker, operator
-rules (alerts), quarantine events. Every group admits records and checks replays itself
-(nothing it has not admitted reaches its contracts), but only the lead writes about the
-records it refused. The other groups' compliance events carry the header `cm.runner.group`
+What is about the product rather than a contract is written by group 0, the lead, alone:
+dead letters and their REJECT events, what the provider's ingress limits and breaker did,
+operator rules (alerts), quarantine events. Every group admits records, checks replays and
+applies the provider's limits and breaker itself (nothing it has not admitted, nothing over
+the provider's limit reaches its contracts; processors/limiting.py says where the groups'
+decisions can differ), but only the lead writes about the records it kept back. The other
+groups' compliance events carry the header `cm.runner.group`
 so that each group's recovery finds its own batches only (processors/fencing.py).
 
 Changing G: stop the product's runners, start them with the new G (`citymesh up

@@ -8,6 +8,8 @@ breaker's rule instead of whatever admission said about them (a limit is about w
 provider sent, not about whether it was well-formed); what remains is counted by the
 breaker (accepted against rejected). `on_excess: hold` is back-pressure, decided before a
 batch is even taken apart (the runner pauses the partition); it does not pass through here.
+Every runner group of a sharded product runs this stage for its own contracts; only the
+lead's dead letters and events are written (`Limiting.reports`, stages/sinks.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 groups. The rule, without a broker; then two runner groups as real processes on one product
 with ten contracts, one group's runner SIGKILLed at random moments while records flow: every
 delivery topic holds each permitted record exactly once, in source order, and the dead
-letters, written by the lead group alone, hold each malformed record once."""
+letters, written by the lead group alone, hold each malformed record once. Last, what was
+over the provider's limit reaches no contract, whichever group enforces it."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import pytest
 
 from processors.sharding import RunnerGroup, RunnerGroupError, group_of
 from streams import topics
-from tests.mesh_fixtures import headers, make_city, read_topic
+from tests.mesh_fixtures import compliance_events, headers, make_city, read_topic, source_of
 from tests.processors.test_runner_crash import (Publisher, contracts_delivered_once, delivered_so_far, flights,
                                                 spawn_runner, stop, wait_caught_up, wait_for_log)
 
@@ -216,3 +217,46 @@ def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_
         p = int(re.search(r"partition (\d+):", line)[1])
         for first, last in ast.literal_eval(line.split(", batches ")[1]):
             assert (p, first, last) in own, f"group 1 replayed a batch it did not write: {line}"
+
+
+def test_what_was_over_the_providers_limit_reaches_no_contract_in_any_group(tmp_path, client_config, unique):
+    """A provider bursts ten times its limit (`on_excess: dlq`) on a product whose two
+    contracts are enforced by two runner groups: both contracts get the same records, those
+    within the limit; the rest is in the dead-letter topic once, and the limit's events count
+    it once (the lead's). Before every group applied the limit, group 1's contract got all."""
+    from processors.runner import Runner
+    from tests.processors.test_limits import ALL, _drain, _records
+    ids = {}
+    for i in itertools.count():
+        ids.setdefault(group_of(f"{unique}-c{i}", 2), f"{unique}-c{i}")
+        if len(ids) == 2:
+            break
+    contract = """
+  - id: CID
+    product: {u}-uav
+    consumer: {u}-regulator
+    purposes: [airspace-supervision]
+""" + ALL
+    city = make_city(tmp_path, client_config, unique, "".join(contract.replace("CID", ids[g]) for g in (0, 1)))
+    city.apply(city.path.read_text().replace(
+        "roles: [provider]}", "roles: [provider], limits: {records_per_s: 30, burst: 1s, on_excess: dlq}}"))
+    n, now = 300, int(time.time() * 1000)
+    with city.connector() as conn:
+        for r in _records(n):  # all at one instant (the connector stamps a record with its event time)
+            conn.publish(city.product, {**r, "timestamp_ms": now})
+    runners = [Runner(city.product, client_config, city.keys, poll_timeout_s=0.01, runner_group=RunnerGroup(g, 2))
+               for g in (0, 1)]
+    try:
+        _drain(*runners)
+    finally:
+        for r in runners:
+            r.close()
+    got = [{source_of(m, city.keys) for m in read_topic(client_config, topics.delivery(ids[g]))} for g in (0, 1)]
+    assert got[0] == got[1], f"group 0 delivered {len(got[0])}, group 1 {len(got[1])}"
+    dead = [(int(headers(m)["cm.src.partition"]), int(headers(m)["cm.src.offset"]))
+            for m in read_topic(client_config, city.dlq)]
+    assert len(dead) == len(set(dead)) and not set(dead) & got[0]
+    assert len(dead) + len(got[0]) == n and len(got[0]) < n / 2, (len(dead), len(got[0]))
+    dropped = [e["counts"]["drop:ratelimit"] for e in compliance_events(client_config, city.product)
+               if e["kind"] == "RATE_LIMIT"]
+    assert sum(dropped) == len(dead)

@@ -14,11 +14,13 @@ from tests.processors.stages.samples import NOW, PARTICIPANTS, UAV, Provider, ua
 PROVIDER = PARTICIPANTS[UAV["provider_id"]]
 
 
-def limiting(limits: dict, partitions: int = 1) -> Limiting:
+def limiting(limits: dict, partitions: int = 1, reports: bool = True) -> Limiting:
     """The product's limits as the runner builds them from the provider's participant record,
-    with partition 0 assigned (restored from no state)."""
+    with partition 0 assigned (restored from no state); `reports=False` as a sharded product's
+    runner groups other than the lead build them."""
     terms = ingress_terms({**PROVIDER, "limits_json": json.dumps(limits)}, 1)
-    lim = Limiting(UAV["product_id"], UAV["provider_id"], UAV["raw_topic"], partitions, UAV["event_time_field"], terms)
+    lim = Limiting(UAV["product_id"], UAV["provider_id"], UAV["raw_topic"], partitions, UAV["event_time_field"], terms,
+                   reports)
     lim.restore(0, {})
     return lim
 
@@ -124,3 +126,23 @@ def test_the_breaker_opens_on_rejects_quarantines_then_probes_and_closes():
     assert outcome(s) == ([7, 8], [], {9: RULE_QUARANTINE, 10: RULE_QUARANTINE})
     assert [e.rule for e in s.events] == ["breaker:HALF_OPEN", RULE_QUARANTINE, "breaker:CLOSED"]
     assert outcome(run(lim, provider, 11, 3, now=NOW + 10_002)) == ([11, 12, 13], [], {})
+
+
+def test_a_sharded_products_other_groups_keep_back_the_same_records_without_a_word():
+    """A runner group other than the lead applies the provider's limit and breaker to what its
+    own contracts get, deciding as the lead does on the same records, but writes no event
+    (nor, in the sinks, any dead letter): no contract gets what the provider was not allowed
+    to send, whichever group enforces it, and nothing is reported twice."""
+    limits = {"records_per_s": 4, "on_excess": "dlq",
+              "breaker": {"min_samples": 4, "failure_ratio": 0.5, "open_ms": 10_000, "probe_samples": 2}}
+    lead, other, provider = limiting(limits), limiting(limits, reports=False), Provider()
+    slices = [(0, 7, (), NOW, None),  # over the limit: 4..6
+              (7, 4, (7, 8, 9), NOW + 11_000, None),  # 3 of 4 refused: the breaker opens
+              (11, 3, (), NOW + 11_001, None),  # open: quarantined
+              (14, 4, (), NOW + 21_002, [NOW + 21_000] * 4)]  # half-open: two probes, then closed
+    for first, n, bad, now, stamps in slices:
+        s_lead, s_other = (run(lim, provider, first, n, bad, now, stamps) for lim in (lead, other))
+        assert outcome(s_other) == outcome(s_lead)
+        assert s_lead.events and s_other.events == []
+    assert {d.rule for d in s_other.dead} == {RULE_QUARANTINE}
+    assert other.snapshot(0) == lead.snapshot(0)
