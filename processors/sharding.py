@@ -28,6 +28,15 @@ written twice. What it costs: the new group reads the retained records once, and
 records a moved contract had refused are counted again in its new group's compliance
 events. (Starting at the lead's offsets instead would lose records for a new group that
 joins after the lead has committed, as when `citymesh up` starts both at once.)
+
+Not yet handled, as a contract carries no position or state of its own, only its group's:
+a contract moved into a group that stands ahead of the one it left misses the records in
+between (removing a group moves its contracts to groups that may be ahead), so change G
+only once every group has caught up to the raw topic's end with the provider paused; and a
+moved contract's delivery quota starts afresh in its new group, where the retained records
+it reads again take their share of it when they are read (a daily quota can be used up by
+the replay). Positions and quota state per contract, carried over from the group that
+enforced it, would close both.
 """
 
 from __future__ import annotations
