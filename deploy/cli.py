@@ -99,9 +99,9 @@ def cmd_apply(args, settings: Settings) -> int:
         return 0
     report = apply(topo, _client(settings), settings.replication_factor, settings.keyring_dir, settings.apply_acls)
     created = sorted(t for t, s in report.topics.items() if s != "exists")
-    print(f"topics: {len(report.topics)} ({len(created)} created or grown)")
+    print(f"topics: {len(report.topics)} ({len(created)} created, grown or reconfigured)")
     for t in created:
-        print(f"  {'!' if report.topics[t] == 'cannot-grow' else '+'} {t} ({report.topics[t]})")
+        print(f"  {'!' if report.topics[t].startswith('cannot-') else '+'} {t} ({report.topics[t]})")
     for topic, keys in report.written.items():
         print(f"{topic}: {len(keys)} written, {report.unchanged[topic]} unchanged"
               + (f" ({', '.join(keys)})" if keys else ""))

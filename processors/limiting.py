@@ -24,9 +24,10 @@ Counted when read, a provider that kept within its limit while no runner read it
 (a crash, an upgrade, a runner behind) had its backlog held back to the limit's rate on the
 way out (`hold`) or sent to the dead-letter topic as excess (`dlq`: 90 % of a backlog written
 at half the limit; bench/RESULTS.md, "A backlog within the limit"), although it never
-exceeded anything. The timestamps are the provider's (its connector stamps each record with
-its event time) unless the raw topic stamps them itself (LogAppendTime): a provider that
-back-dates its records gains at most the time its partition was idle.
+exceeded anything. Raw topics stamp their records on arrival (LogAppendTime,
+topology/apply.py), so on Apache Kafka the time is the broker's. A broker that ignores the
+setting (the embedded Tansu 0.6) keeps the provider's stamp, its connector's event time:
+there a provider that back-dates its records gains at most the time its partition was idle.
 
 Sharded products (processors/sharding.py): every runner group applies the provider's limits
 and breaker to the records its own contracts get, so that no contract receives what the

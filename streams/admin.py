@@ -1,11 +1,17 @@
-"""Topic administration that is safe to repeat: create what is missing, grow what is short."""
+"""Topic administration that is safe to repeat: create what is missing, grow what is short,
+set what the topology says on topics that already exist (a product's retention changed in
+the topology reaches its topics on the next `citymesh apply`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource, NewPartitions, NewTopic
+import logging
+
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
+
+log = logging.getLogger("citymesh.admin")
 
 KAFKA_DEFAULT_MAX_MESSAGE_BYTES = 1_048_588  # Apache Kafka's message.max.bytes default
 
@@ -25,9 +31,11 @@ COMPACTED = {"cleanup.policy": "compact"}
 
 def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int = 1,
                   timeout_s: float = 15.0) -> dict[str, str]:
-    """Create missing topics and add partitions where a topic has fewer than asked.
+    """Create missing topics, add partitions where a topic has fewer than asked, and set the
+    spec's settings on a topic that exists with others (only those the spec names).
 
-    Returns name -> "created" | "grown" | "cannot-grow" | "exists". Never deletes or shrinks anything:
+    Returns name -> "created" | "grown" | "cannot-grow" | "reconfigured" | "cannot-reconfigure" |
+    "exists" (a topic grown and reconfigured: "grown"). Never deletes or shrinks anything:
     running it twice is a no-op the second time.
     """
     result: dict[str, str] = {}
@@ -58,10 +66,37 @@ def ensure_topics(admin: AdminClient, specs: list[TopicSpec], replication: int =
                     raise
                 # e.g. the embedded broker: the topic keeps its partitions, and apply says so
                 result[name] = "cannot-grow"
+    _reconfigure(admin, [s for s in specs if s.name in existing and s.config], result, timeout_s)
     for s in specs:
         result.setdefault(s.name, "exists")
     _wait_for_leaders(admin, [n for n, st in result.items() if st in ("created", "grown")], timeout_s)
     return result
+
+
+def _reconfigure(admin: AdminClient, specs: list[TopicSpec], result: dict[str, str], timeout_s: float) -> None:
+    """Set the settings of `specs` whose topics hold other values (one describe, one alter)."""
+    if not specs:
+        return
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, s.name) for s in specs],
+                                       request_timeout=timeout_s)
+    by_name = {res.name: fut for res, fut in described.items()}
+    changes = []
+    for s in specs:
+        current = by_name[s.name].result()
+        entries = [ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET) for k, v in s.config.items()
+                   if k not in current or current[k].value != str(v)]
+        if entries:
+            changes.append(ConfigResource(ConfigResource.Type.TOPIC, s.name, incremental_configs=entries))
+    if not changes:
+        return
+    for res, fut in admin.incremental_alter_configs(changes, request_timeout=timeout_s).items():
+        try:
+            fut.result()
+            result.setdefault(res.name, "reconfigured")
+        except KafkaException as exc:
+            log.warning("topic %s keeps its settings, the broker refused %s: %s", res.name,
+                        ", ".join(f"{e.name}={e.value}" for e in res.incremental_configs), exc.args[0].str())
+            result.setdefault(res.name, "cannot-reconfigure")
 
 
 def max_message_bytes(admin: AdminClient, topic: str, timeout_s: float = 10.0) -> int:

@@ -35,6 +35,14 @@ from .policies import delivery_schema
 from .rules import rules_records
 
 SHARED_PARTITIONS = 3
+# A raw record's timestamp is the broker's time of its arrival, not the provider's stamp (the
+# event time its connector sets): the provider's ingress limit counts records when they came
+# (processors/limiting.py), which a provider cannot then back-date, and retention runs from
+# arrival, so a historic import (the event times of last year's work orders) is not deleted
+# before a runner has read it. Never on delivery topics: a delivery's tag covers the timestamp
+# its runner gave it (streams/delivery.py). A broker that ignores it (the embedded Tansu 0.6
+# takes the setting and keeps the producer's stamp) leaves the provider's stamp.
+RAW_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
 
 
 def topic_specs(topo: Topology) -> list[TopicSpec]:
@@ -42,7 +50,7 @@ def topic_specs(topo: Topology) -> list[TopicSpec]:
     specs += [TopicSpec(t, SHARED_PARTITIONS, {"retention.ms": 30 * 86_400_000}) for t in topics.SHARED_TOPICS]
     for p in topo.products:
         retention = {"retention.ms": p.retention}
-        specs.append(TopicSpec(topics.raw(p.provider, p.id), p.partitions, retention))
+        specs.append(TopicSpec(topics.raw(p.provider, p.id), p.partitions, {**retention, **RAW_TIMESTAMPS}))
         specs.append(TopicSpec(topics.dead_letter(p.provider, p.id), p.partitions, retention))
         specs.append(TopicSpec(topics.partition_state(p.provider, p.id), p.partitions, COMPACTED))
     for c in topo.contracts:
