@@ -22,7 +22,7 @@ Ingress counts each record as of when it entered the broker (its timestamp, capp
 batch's processing time; the buckets never run backwards), not as of when a runner reads it.
 Counted when read, a provider that kept within its limit while no runner read its partition
 (a crash, an upgrade, a runner behind) had its backlog held back to the limit's rate on the
-way out (`hold`) or sent to the dead-letter topic as excess (`dlq`: 90 % of a backlog written
+way out (`hold`) or sent to the dead-letter topic as excess (`dlq`: 80 % of a backlog written
 at half the limit; bench/RESULTS.md, "A backlog within the limit"), although it never
 exceeded anything. Raw topics stamp their records on arrival (LogAppendTime,
 topology/apply.py), so on Apache Kafka the time is the broker's. A broker that ignores the

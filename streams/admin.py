@@ -4,11 +4,10 @@ the topology reaches its topics on the next `citymesh apply`)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError, KafkaException
-import logging
-
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic
 
 log = logging.getLogger("citymesh.admin")
@@ -82,7 +81,13 @@ def _reconfigure(admin: AdminClient, specs: list[TopicSpec], result: dict[str, s
     by_name = {res.name: fut for res, fut in described.items()}
     changes = []
     for s in specs:
-        current = by_name[s.name].result()
+        try:
+            current = by_name[s.name].result()
+        except KafkaException as exc:
+            log.warning("topic %s: its settings cannot be read, so they are left as they are: %s", s.name,
+                        exc.args[0].str())
+            result.setdefault(s.name, "cannot-reconfigure")
+            continue
         entries = [ConfigEntry(k, str(v), incremental_operation=AlterConfigOpType.SET) for k, v in s.config.items()
                    if k not in current or current[k].value != str(v)]
         if entries:
