@@ -143,23 +143,30 @@ class PartitionStates:
 
 def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:
     """Partition -> every stage's newest persisted state (the lead runner group's), with its
-    offset and time (for `citymesh status`)."""
+    offset and time (for `citymesh status`). A sharded product's other groups keep the quotas
+    of the contracts they enforce in their own records: those are merged in, so every
+    contract's quota shows whichever group enforces it."""
     reader = FenceReader(client_config)
     store = PartitionStates(product, provider, None, reader)
-    out: dict[int, dict] = {}
+    newest: dict[tuple[int, bytes], dict] = {}  # (partition, key of a runner group) -> its newest record
     try:
         md = reader._consumer.list_topics(store.topic, timeout=10).topics.get(store.topic)
         if md is None or md.error is not None:
-            return out
+            return {}
         for q in md.partitions:
             for window in reader._scan_back(store.topic, q):
                 for m in reversed(window):
                     if m.value():
                         s = store._decode(m.value())
-                        if s["partition"] not in out and m.key() == store.key_of(s["partition"]):
-                            out[s["partition"]] = {**json.loads(s["state_after_json"]), "offset": s["offset_after"],
-                                                   "time_ms": s["time_ms"]}
+                        newest.setdefault((s["partition"], m.key()), s)
                 break  # the newest window holds the newest state of the partitions written there
     finally:
         reader.close()
+    out: dict[int, dict] = {}
+    for (p, key), s in sorted(newest.items(), key=lambda kv: kv[0][1] != store.key_of(kv[0][0])):  # the lead's first
+        state = json.loads(s["state_after_json"])
+        if p not in out:
+            out[p] = {**state, "offset": s["offset_after"], "time_ms": s["time_ms"]}
+        elif state.get("limits", {}).get("quotas"):
+            out[p].setdefault("limits", {}).setdefault("quotas", {}).update(state["limits"]["quotas"])
     return out

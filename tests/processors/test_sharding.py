@@ -260,3 +260,36 @@ def test_what_was_over_the_providers_limit_reaches_no_contract_in_any_group(tmp_
     dropped = [e["counts"]["drop:ratelimit"] for e in compliance_events(client_config, city.product)
                if e["kind"] == "RATE_LIMIT"]
     assert sum(dropped) == len(dead)
+
+
+def test_status_shows_the_quota_of_every_contract_whichever_group_enforces_it(tmp_path, client_config, unique,
+                                                                              capsys):
+    """Each group persists the quotas of its own contracts in its own state records; `citymesh
+    status` shows them all (it showed the lead group's alone)."""
+    from deploy.mesh import _limits_status
+    from processors.runner import Runner
+    from tests.processors.test_limits import ALL, _drain, _publish, _records
+    ids = {}
+    for i in itertools.count():
+        ids.setdefault(group_of(f"{unique}-q{i}", 2), f"{unique}-q{i}")
+        if len(ids) == 2:
+            break
+    contract = """
+  - id: CID
+    product: {u}-uav
+    consumer: {u}-regulator
+    purposes: [airspace-supervision]
+    quota: {{records: 30, per: 1d}}
+""" + ALL
+    city = make_city(tmp_path, client_config, unique, "".join(contract.replace("CID", ids[g]) for g in (0, 1)))
+    _publish(city, _records(300))
+    runners = [Runner(city.product, client_config, city.keys, runner_group=RunnerGroup(g, 2)) for g in (0, 1)]
+    try:
+        _drain(*runners)
+    finally:
+        for r in runners:
+            r.close()
+    _limits_status(client_config)
+    out = capsys.readouterr().out
+    for g in (0, 1):
+        assert out.count(f"quota {ids[g]}: 10 used this window") == 3, out
