@@ -219,16 +219,13 @@ def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_
             assert (p, first, last) in own, f"group 1 replayed a batch it did not write: {line}"
 
 
-def test_what_was_over_the_providers_limit_reaches_no_contract_in_any_group(tmp_path, client_config, unique):
-    """A provider bursts ten times its limit (`on_excess: dlq`) on a product whose two
-    contracts are enforced by two runner groups: both contracts get the same records, those
-    within the limit; the rest is in the dead-letter topic once, and the limit's events count
-    it once (the lead's). Before every group applied the limit, group 1's contract got all."""
-    from processors.runner import Runner
-    from tests.processors.test_limits import ALL, _drain, _records
-    ids = {}
+def one_contract_per_group(u: str, extra: str = "") -> tuple[dict[int, str], str]:
+    """Two whole-record contracts, one enforced by each of two runner groups (ids chosen by the
+    rule), with `extra` lines in each (a quota, say): (group -> contract id, make_city's text)."""
+    from tests.processors.test_limits import ALL
+    ids: dict[int, str] = {}
     for i in itertools.count():
-        ids.setdefault(group_of(f"{unique}-c{i}", 2), f"{unique}-c{i}")
+        ids.setdefault(group_of(f"{u}-c{i}", 2), f"{u}-c{i}")
         if len(ids) == 2:
             break
     contract = """
@@ -236,8 +233,19 @@ def test_what_was_over_the_providers_limit_reaches_no_contract_in_any_group(tmp_
     product: {u}-uav
     consumer: {u}-regulator
     purposes: [airspace-supervision]
-""" + ALL
-    city = make_city(tmp_path, client_config, unique, "".join(contract.replace("CID", ids[g]) for g in (0, 1)))
+""" + extra + ALL
+    return ids, "".join(contract.replace("CID", ids[g]) for g in (0, 1))
+
+
+def test_what_was_over_the_providers_limit_reaches_no_contract_in_any_group(tmp_path, client_config, unique):
+    """A provider bursts ten times its limit (`on_excess: dlq`) on a product whose two
+    contracts are enforced by two runner groups: both contracts get the same records, those
+    within the limit; the rest is in the dead-letter topic once, and the limit's events count
+    it once (the lead's). Before every group applied the limit, group 1's contract got all."""
+    from processors.runner import Runner
+    from tests.processors.test_limits import _drain, _records
+    ids, text = one_contract_per_group(unique)
+    city = make_city(tmp_path, client_config, unique, text)
     city.apply(city.path.read_text().replace(
         "roles: [provider]}", "roles: [provider], limits: {records_per_s: 30, burst: 1s, on_excess: dlq}}"))
     n, now = 300, int(time.time() * 1000)
@@ -268,20 +276,9 @@ def test_status_shows_the_quota_of_every_contract_whichever_group_enforces_it(tm
     status` shows them all (it showed the lead group's alone)."""
     from deploy.mesh import _limits_status
     from processors.runner import Runner
-    from tests.processors.test_limits import ALL, _drain, _publish, _records
-    ids = {}
-    for i in itertools.count():
-        ids.setdefault(group_of(f"{unique}-q{i}", 2), f"{unique}-q{i}")
-        if len(ids) == 2:
-            break
-    contract = """
-  - id: CID
-    product: {u}-uav
-    consumer: {u}-regulator
-    purposes: [airspace-supervision]
-    quota: {{records: 30, per: 1d}}
-""" + ALL
-    city = make_city(tmp_path, client_config, unique, "".join(contract.replace("CID", ids[g]) for g in (0, 1)))
+    from tests.processors.test_limits import _drain, _publish, _records
+    ids, text = one_contract_per_group(unique, "    quota: {{records: 30, per: 1d}}\n")
+    city = make_city(tmp_path, client_config, unique, text)
     _publish(city, _records(300))
     runners = [Runner(city.product, client_config, city.keys, runner_group=RunnerGroup(g, 2)) for g in (0, 1)]
     try:
