@@ -112,14 +112,14 @@ class IngressLimiter:
             b = partition_share(terms.bytes_per_s, partitions, p)
             self.bytes = TokenBucket(b, max(1.0, b * burst_s))
 
-    def grant(self, now_ms: int, sizes: list[int], times: list[int] | None = None) -> int:
+    def grant(self, now_ms: int, sizes: list[int], times: list[int]) -> int:
         """How many of these records (in order) may pass now (back-pressure, on_excess hold);
         takes their tokens. A record counts as of its own time (``times``: when each entered
-        the broker; none given: now) and, if it finds no token then, as of now: delayed, not
+        the broker, capped at now) and, if it finds no token then, as of now: delayed, not
         refused. The first that finds none now and the ones after it wait."""
         n = 0
-        for k, size in enumerate(sizes):
-            t = now_ms if times is None else min(times[k], now_ms)
+        for t, size in zip(times, sizes):
+            t = min(t, now_ms)
             if not (self._take(t, size) or (t < now_ms and self._take(now_ms, size))):
                 break
             n += 1

@@ -59,12 +59,12 @@ def test_daily_quota_survives_snapshot_and_restore():
 
 def test_ingress_grants_by_records_and_bytes():
     lim = IngressLimiter(IngressTerms(records_per_s=30, bytes_per_s=3000), 3, 0)  # 10 rec/s, 1000 B/s
-    assert lim.grant(0, [100] * 20) == 10
+    assert lim.grant(0, [100] * 20, [0] * 20) == 10
     lim = IngressLimiter(IngressTerms(records_per_s=300, bytes_per_s=3000), 3, 0)
-    assert lim.grant(0, [300] * 20) == 3
-    assert lim.grant(0, [300] * 20) == 0
+    assert lim.grant(0, [300] * 20, [0] * 20) == 3
+    assert lim.grant(0, [300] * 20, [0] * 20) == 0
     assert lim.wait_ms(300, 17) > 0
-    assert lim.grant(1000, [300] * 20) == 3
+    assert lim.grant(1000, [300] * 20, [1000] * 20) == 3
 
 
 def test_ingress_counts_each_record_when_it_entered_the_broker():
