@@ -2,11 +2,11 @@
 
 On one partition's slice, after admission: records over the partition's share of the
 provider's limit when they entered the broker (`on_excess: dlq`; processors/limiting.py,
-`entry_times`) and, while the provider's breaker is open, the records
-it does not let through as probes, go to the dead-letter topic with the limit's or the
-breaker's rule instead of whatever admission said about them (a limit is about what the
-provider sent, not about whether it was well-formed); what remains is counted by the
-breaker (accepted against rejected). `on_excess: hold` is back-pressure, decided before a
+`entry_times`) and, while the provider's breaker is open, the records it does not let
+through as probes, go to the dead-letter topic with the limit's or the breaker's rule
+instead of whatever admission said about them (a limit is about what the provider sent,
+not about whether it was well-formed); what remains is counted by the breaker (accepted
+against rejected). `on_excess: hold` is back-pressure, decided before a
 batch is even taken apart (the runner pauses the partition); it does not pass through here.
 Every runner group of a sharded product runs this stage for its own contracts; only the
 lead's dead letters and events are written (`Limiting.reports`, stages/sinks.py).
