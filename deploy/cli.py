@@ -105,6 +105,8 @@ def cmd_apply(args, settings: Settings) -> int:
     for topic, keys in report.written.items():
         print(f"{topic}: {len(keys)} written, {report.unchanged[topic]} unchanged"
               + (f" ({', '.join(keys)})" if keys else ""))
+    for line in report.retired_lines():
+        print(line)
     if report.acls:
         print(f"acls: {report.acls} held ({report.acls_created} created, {report.acls_deleted} removed); "
               f"credentials set: {len(report.credentials)}, removed: {', '.join(report.credentials_deleted) or 'none'}")

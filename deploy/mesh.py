@@ -61,6 +61,8 @@ def up(settings: Settings, topology_path: str, engine: str = "tansu", runner_gro
     report = apply(topo, client, settings.replication_factor, settings.keyring_dir, with_acls)
     print(f"applied {topology_path}: {len(report.topics)} topics, {report.changes} change(s)"
           + (f", {report.acls} ACLs, {len(report.credentials)} credential(s) set" if with_acls else ""))
+    for line in report.retired_lines():
+        print(line)
     env = {"CITYMESH_BOOTSTRAP": state.bootstrap, "CITYMESH_STATE_DIR": str(settings.state_dir.resolve()),
            **engine_env}
     wanted = mesh_processes(topo, topology_path, runner_groups, runner_processes)

@@ -3,7 +3,10 @@
 Creates the topics of the mesh's data flow (raw, dead-letter and delivery topics per
 product and contract; the shared compliance, alert and usage topics; the compacted control
 topics), then writes participants, catalog and contracts to the control topics, but only
-the entries that changed, so a second apply of the same file writes nothing. On a
+the entries that changed, so a second apply of the same file writes nothing. What an earlier
+apply from the same keys dir wrote and the file no longer has is taken back (`AppliedRecords`):
+a removed contract is REVOKED, so its runner stops delivering, a removed participant, product
+or product's operator rules deleted. On a
 cluster with an authorizer (Apache Kafka; CITYMESH_APPLY_ACLS=true) it also gives every
 participant and mesh service its SCRAM credential and exactly the ACLs topology/access.py
 derives: grants the new topology takes away go before the control records are written (a
@@ -30,7 +33,7 @@ from streams.control import read_table
 from streams.keyring import KeyringError, load as load_keyring
 
 from .access import AccessSync, negotiated
-from .models import ContractSpec, OfferSpec, Topology, to_ms
+from .models import ContractSpec, ContractState, OfferSpec, Topology, to_ms
 from .policies import delivery_schema
 from .rules import rules_records
 
@@ -43,6 +46,7 @@ SHARED_PARTITIONS = 3
 # its runner gave it (streams/delivery.py). A broker that ignores it (the embedded Tansu 0.6
 # takes the setting and keeps the producer's stamp) leaves the provider's stamp.
 RAW_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
+APPLIED_RECORDS_FILE = "applied-records.json"  # in the keys dir: the control records apply manages
 
 
 def topic_specs(topo: Topology) -> list[TopicSpec]:
@@ -128,6 +132,52 @@ _SCHEMA_OF = {topics.CONTROL_PARTICIPANTS: "Participant", topics.CONTROL_CATALOG
               topics.CONTROL_CONTRACTS: "Contract", topics.CONTROL_RULES: "OperatorRules"}
 
 
+class AppliedRecords:
+    """The keys of the control records an earlier apply from this keys dir wrote, by topic
+    (beside the principals topology/access.py keeps there for the same reason): so that what
+    the topology no longer has is taken back, and only what apply itself wrote, since one
+    cluster can hold other operators' records (and the test suite's many cities).
+
+    A removed contract gets its record again as REVOKED rather than deleted: its runner stops
+    delivering exactly as on a revocation, and the table still says what became of it. So does
+    every contract, negotiated ones too, of a participant or product the topology dropped (as
+    its grants go: topology/access.py). A removed participant, product (catalog entry) or
+    product's operator rules gets a tombstone: the control plane, the runners' rule feeds and
+    the provider's ingress limit (split between the products the catalog lists) stop seeing it.
+    Records written before this file existed are not known to be apply's and stay."""
+
+    TAKEN_BACK = (topics.CONTROL_PARTICIPANTS, topics.CONTROL_CATALOG, topics.CONTROL_RULES)
+
+    def __init__(self, keys_dir: Path):
+        self.path = Path(keys_dir) / APPLIED_RECORDS_FILE
+        self.keys: dict[str, list[str]] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def retired(self, topo: Topology, desired: dict[str, dict[str, dict]], tables: dict[str, dict[str, dict]],
+                agreements) -> dict[str, dict[str, dict | None]]:
+        """What to write for the records apply wrote before and `desired` lacks, by topic and key
+        (None: a tombstone); `tables` are the control topics as read, `agreements()` reads
+        cm.control.agreements."""
+        out = {topic: {k: None for k in self.keys.get(topic, ()) if k not in desired[topic] and k in tables[topic]}
+               for topic in self.TAKEN_BACK}
+        gone = set(out[topics.CONTROL_PARTICIPANTS]) | set(out[topics.CONTROL_CATALOG])
+        ours = set(self.keys.get(topics.CONTROL_CONTRACTS, ()))
+        ended = (ContractState.revoked.value, ContractState.expired.value)
+        candidates = {k: rec for k, rec in tables[topics.CONTROL_CONTRACTS].items()
+                      if k not in desired[topics.CONTROL_CONTRACTS] and rec["state"] not in ended
+                      and (k in ours or {rec["consumer_id"], rec["provider_id"], rec["product_id"]} & gone)}
+        if candidates:  # a contract negotiated over DSP since is the control plane's, while its parties remain
+            kept = {h.id for h in negotiated(topo, tables[topics.CONTROL_CONTRACTS], agreements())}
+            candidates = {k: rec for k, rec in candidates.items() if k not in kept}
+        out[topics.CONTROL_CONTRACTS] = {k: {**rec, "state": ContractState.revoked.value}
+                                         for k, rec in candidates.items()}
+        return {topic: entries for topic, entries in out.items() if entries}
+
+    def save(self, desired: dict[str, dict[str, dict]]) -> None:
+        self.keys = {topic: sorted(entries) for topic, entries in desired.items()}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.write_text(json.dumps(self.keys, indent=2, sort_keys=True))
+
+
 def _same(a: dict, b: dict) -> bool:
     return {k: v for k, v in a.items() if k != "updated_ms"} == {k: v for k, v in b.items() if k != "updated_ms"}
 
@@ -137,6 +187,7 @@ class ApplyReport:
     topics: dict[str, str] = field(default_factory=dict)
     written: dict[str, list[str]] = field(default_factory=dict)
     unchanged: dict[str, int] = field(default_factory=dict)
+    retired: dict[str, list[str]] = field(default_factory=dict)  # taken back: the file no longer has them
     acls: int = 0  # grants the cluster holds for the mesh's principals after apply
     acls_created: int = 0
     acls_deleted: int = 0
@@ -145,7 +196,13 @@ class ApplyReport:
 
     @property
     def changes(self) -> int:
-        return sum(1 for s in self.topics.values() if s != "exists") + sum(len(v) for v in self.written.values())
+        return (sum(1 for s in self.topics.values() if s != "exists") + sum(len(v) for v in self.written.values())
+                + sum(len(v) for v in self.retired.values()))
+
+    def retired_lines(self) -> list[str]:
+        """What was taken back, one line per control topic, for `apply` and `up` to print."""
+        return [f"{topic}: {'revoked' if topic == topics.CONTROL_CONTRACTS else 'deleted'} {', '.join(keys)} "
+                "(no longer in the topology)" for topic, keys in self.retired.items()]
 
 
 def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: Path | None = None,
@@ -164,16 +221,27 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
     desired = control_records(topo, keys_dir)
     producer = Producer({**client_config, "enable.idempotence": True, "acks": "all"})
     now = int(time.time() * 1000)
+    tables = {topic: read_table(client_config, topic) for topic in desired}
     for topic, entries in desired.items():
-        current = read_table(client_config, topic)
+        current = tables[topic]
         schema = schemas.load(_SCHEMA_OF[topic])
         changed = [k for k, rec in entries.items() if k not in current or not _same(rec, current[k])]
         for key in changed:
             producer.produce(topic, schema.encode({**entries[key], "updated_ms": now}), key.encode())
         report.written[topic] = changed
         report.unchanged[topic] = len(entries) - len(changed)
+    applied = AppliedRecords(keys_dir) if keys_dir is not None else None
+    if applied is not None:
+        retired = applied.retired(topo, desired, tables, lambda: read_table(client_config, topics.CONTROL_AGREEMENTS))
+        for topic, entries in retired.items():
+            schema = schemas.load(_SCHEMA_OF[topic])
+            for key, rec in entries.items():
+                producer.produce(topic, None if rec is None else schema.encode({**rec, "updated_ms": now}), key.encode())
+            report.retired[topic] = sorted(entries)
     if producer.flush(30):
         raise RuntimeError("control records were not acknowledged within 30 s")
+    if applied is not None:
+        applied.save(desired)
     if keys_dir is not None:
         write_delivery_keys(topo, keys_dir)
     if access is not None:

@@ -185,16 +185,34 @@ def test_truncated_avro_with_a_valid_tag_is_rejected_as_bad_avro(city, client_co
     assert any(b"trailing" in headers(m)["cm.reason"] for m in dlq)
 
 
-def test_contracts_hot_reload_at_a_batch_boundary(city, client_config, tmp_path):
-    records = _flights(2000, seed=4)
+def _reapplied_mid_stream(city, client_config, contracts: str, seed: int):
+    """1000 records enforced, the topology applied again with `contracts`, 1000 more enforced,
+    by one runner; the second apply's report."""
+    records = _flights(2000, seed=seed)
     runner = Runner(city.product, client_config, city.keys)
     try:
         with city.connector() as conn:
             for r in records[:1000]:
                 conn.publish(city.product, r)
         _drain(runner)
-        # suspend the regulator's contract, add a new one
-        extra = CONTRACTS.replace("""    consumer: {u}-regulator
+        report = city.apply(city_yaml(city.u, contracts))
+        with city.connector() as conn:
+            for r in records[1000:]:
+                conn.publish(city.product, r)
+        _drain(runner)
+    finally:
+        runner.close()
+    return report
+
+
+def _from_offsets(event: dict) -> dict[int, int]:
+    """Partition -> offset a CONTRACT_CHANGE event says the change took effect from."""
+    return dict(tuple(map(int, x.split(":"))) for x in event["details"]["from_offsets"].split(","))
+
+
+def test_contracts_hot_reload_at_a_batch_boundary(city, client_config, tmp_path):
+    # suspend the regulator's contract, add a new one
+    extra = CONTRACTS.replace("""    consumer: {u}-regulator
     purposes: [airspace-supervision]""", """    consumer: {u}-regulator
     purposes: [airspace-supervision]
     state: SUSPENDED""") + """
@@ -204,13 +222,7 @@ def test_contracts_hot_reload_at_a_batch_boundary(city, client_config, tmp_path)
     purposes: [research]
     policy: {{permission: {{fields: [flight_id, timestamp_ms], constraints: [{{type: purpose, in: [research]}}]}}}}
 """
-        city.apply(city_yaml(city.u, extra))
-        with city.connector() as conn:
-            for r in records[1000:]:
-                conn.publish(city.product, r)
-        _drain(runner)
-    finally:
-        runner.close()
+    _reapplied_mid_stream(city, client_config, extra, seed=4)
     regulator = read_topic(client_config, topics.delivery(f"{city.u}-regulator"), 1000)
     late = read_topic(client_config, topics.delivery(f"{city.u}-late"), 1000)
     changes = [e for e in compliance_events(client_config, city.product) if e["kind"] == "CONTRACT_CHANGE"]
@@ -221,8 +233,26 @@ def test_contracts_hot_reload_at_a_batch_boundary(city, client_config, tmp_path)
     stopped = next(e for e in changes if e["contract_id"] == f"{city.u}-regulator" and e["rule"] == "state:SUSPENDED")
     started = next(e for e in changes if e["contract_id"] == f"{city.u}-late")
     assert stopped["details"]["from_offsets"] == started["details"]["from_offsets"]
-    froms = dict(tuple(map(int, x.split(":"))) for x in stopped["details"]["from_offsets"].split(","))
+    froms = _from_offsets(stopped)
     assert all(o < froms[p] for p, o in reg_offsets) and all(o >= froms[p] for p, o in late_offsets)
+
+
+def test_a_contract_removed_from_the_topology_stops_delivering(city, client_config):
+    """Taking a contract out of the file revokes it on the next apply (topology/apply.py
+    AppliedRecords): the runner stops delivering to it at a batch boundary, as on a revocation."""
+    routes_only = CONTRACTS[:CONTRACTS.index("  - id: {u}-regulator")]
+    report = _reapplied_mid_stream(city, client_config, routes_only, seed=5)
+    assert report.retired == {topics.CONTROL_CONTRACTS: [f"{city.u}-regulator"]}
+    regulator = {source_of(m, city.keys) for m in read_topic(client_config, topics.delivery(f"{city.u}-regulator"),
+                                                              1000)}
+    routes = {source_of(m, city.keys) for m in read_topic(client_config, topics.delivery(f"{city.u}-routes"))}
+    stopped = next(e for e in compliance_events(client_config, city.product)
+                   if e["kind"] == "CONTRACT_CHANGE" and e["contract_id"] == f"{city.u}-regulator")
+    assert stopped["rule"] == "state:REVOKED"
+    froms = _from_offsets(stopped)
+    assert len(regulator) == 1000  # the first thousand, every one, and nothing after
+    assert all(o < froms[p] for p, o in regulator)
+    assert any(o >= froms[p] for p, o in routes)  # the contract that stayed goes on
 
 
 def test_a_batch_holds_fewer_records_the_more_contracts_there_are():

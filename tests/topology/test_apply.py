@@ -2,6 +2,7 @@
 and a second apply of the same file changes nothing."""
 
 import json
+import textwrap
 import time
 
 import pytest
@@ -15,7 +16,7 @@ from streams.control import read_table
 from streams.simulators import FleetSimulator
 from tests.mesh_fixtures import City, city_yaml, read_topic
 from topology.access import grants
-from topology.apply import apply
+from topology.apply import AppliedRecords, apply, control_records
 from topology.loader import load_topology
 
 
@@ -143,3 +144,122 @@ def test_acls_grant_least_privilege(tmp_path, unique):
     assert (topics.delivery(f"{unique}-routes"), "Read") in logistics
     assert (topics.delivery(f"{unique}-regulator"), "Read") not in logistics
     assert not any(name.startswith("cm.raw.") for name, _ in logistics)
+
+
+def _two_products(u: str, *, insurer: bool = True, second: bool = True, routes: bool = True) -> str:
+    """A city of two products of one provider, a contract on each, operator rules on the second;
+    the flags leave out the insurer, the second product (its contract and rules with it), or
+    the routes contract."""
+    text = city_yaml(u, "") if not insurer else city_yaml(
+        u, "", extra_participants=f"  - {{id: {u}-insurer, name: Insurer, roles: [consumer]}}")
+    if second:
+        text = text.replace("geofences:", textwrap.dedent(f"""\
+              - id: {u}-uav2
+                provider: {u}-skyway
+                name: more UAV telemetry
+                schema: UavTelemetry
+                partitions: 1
+                retention: 1d
+            geofences:"""), 1)
+    contracts = f"""
+  - id: {u}-regulator
+    product: {u}-uav
+    consumer: {u}-regulator
+    purposes: [airspace-supervision]
+    policy: {{permission: {{constraints: [{{type: purpose, in: [airspace-supervision]}}]}}}}
+"""
+    if routes:
+        contracts += f"""
+  - id: {u}-routes
+    product: {u}-uav
+    consumer: {u}-logistics
+    purposes: [route-planning]
+    policy: {{permission: {{constraints: [{{type: purpose, in: [route-planning]}}]}}}}
+"""
+    if second and insurer:
+        contracts += f"""
+  - id: {u}-insure
+    product: {u}-uav2
+    consumer: {u}-insurer
+    purposes: [insurance]
+    policy: {{permission: {{constraints: [{{type: purpose, in: [insurance]}}]}}}}
+"""
+    text += contracts
+    if second:
+        text += f"""
+operator_rules:
+  - product: {u}-uav2
+    rules:
+      - {{id: height-120, type: max, severity: HIGH, field: height_agl_m, max: 120, unit: m}}
+"""
+    return text
+
+
+def test_what_the_topology_no_longer_has_is_taken_back(tmp_path, client_config, unique):
+    u, f, keys = unique, tmp_path / "city.yaml", tmp_path / "keys"
+    f.write_text(_two_products(u))
+    first = apply(load_topology(f), client_config, keys_dir=keys)
+    assert not first.retired
+    assert read_table(client_config, topics.CONTROL_RULES)[f"{u}-uav2"]
+
+    # the routes contract, the insurer and the second product (its contract and rules) go
+    f.write_text(_two_products(u, insurer=False, second=False, routes=False))
+    second = apply(load_topology(f), client_config, keys_dir=keys)
+    assert second.retired == {topics.CONTROL_PARTICIPANTS: [f"{u}-insurer"], topics.CONTROL_CATALOG: [f"{u}-uav2"],
+                              topics.CONTROL_RULES: [f"{u}-uav2"],
+                              topics.CONTROL_CONTRACTS: [f"{u}-insure", f"{u}-routes"]}
+    assert second.retired_lines()[-1] == f"{topics.CONTROL_CONTRACTS}: revoked {u}-insure, {u}-routes (no longer in the topology)"
+    contracts = read_table(client_config, topics.CONTROL_CONTRACTS)
+    assert {k: contracts[k]["state"] for k in (f"{u}-routes", f"{u}-insure", f"{u}-regulator")} == {
+        f"{u}-routes": "REVOKED", f"{u}-insure": "REVOKED", f"{u}-regulator": "ACTIVE"}
+    assert contracts[f"{u}-routes"]["policy_json"] == json.dumps(
+        {"permission": {"constraints": [{"type": "purpose", "in": ["route-planning"]}]}}, sort_keys=True)
+    assert f"{u}-uav2" not in read_table(client_config, topics.CONTROL_CATALOG)
+    assert f"{u}-uav" in read_table(client_config, topics.CONTROL_CATALOG)
+    assert f"{u}-insurer" not in read_table(client_config, topics.CONTROL_PARTICIPANTS)
+    assert f"{u}-uav2" not in read_table(client_config, topics.CONTROL_RULES)
+
+    ends = {t: _end_offsets(client_config, t) for t in topics.CONTROL_TOPICS}
+    third = apply(load_topology(f), client_config, keys_dir=keys)
+    assert third.changes == 0 and not third.retired
+    assert {t: _end_offsets(client_config, t) for t in topics.CONTROL_TOPICS} == ends  # nothing written
+
+    # an apply without the keys dir that wrote them takes nothing back (another operator's, say)
+    other = tmp_path / "other.yaml"
+    other.write_text(city_yaml(u, "  []"))
+    assert not apply(load_topology(other), client_config, keys_dir=tmp_path / "other-keys").retired
+    assert read_table(client_config, topics.CONTROL_CONTRACTS)[f"{u}-regulator"]["state"] == "ACTIVE"
+
+
+def test_a_negotiated_contract_is_taken_back_only_with_its_consumer_or_product(tmp_path, unique):
+    """No broker: `AppliedRecords.retired` over tables as read. A contract negotiated over DSP
+    (an agreement names it) is the control plane's while its consumer and product remain."""
+    u, keys = unique, tmp_path / "keys"
+    keys.mkdir()
+    before = load_topology_text(tmp_path, _two_products(u))
+    desired = control_records(before, None)
+    AppliedRecords(keys).save(desired)
+    tables = {t: dict(entries) for t, entries in desired.items()}
+    negotiated = {f"{u}-dsp-logistics": f"{u}-logistics", f"{u}-dsp-insurer": f"{u}-insurer"}
+    for cid, consumer in negotiated.items():
+        tables[topics.CONTROL_CONTRACTS][cid] = {**desired[topics.CONTROL_CONTRACTS][f"{u}-regulator"],
+                                                 "contract_id": cid, "consumer_id": consumer}
+    agreements = {f"a-{cid}": {"contract_id": cid, "consumer_id": consumer} for cid, consumer in negotiated.items()}
+
+    after = load_topology_text(tmp_path, _two_products(u, insurer=False))
+    retired = AppliedRecords(keys).retired(after, control_records(after, None), tables, lambda: agreements)
+    assert retired[topics.CONTROL_PARTICIPANTS] == {f"{u}-insurer": None}
+    assert sorted(retired[topics.CONTROL_CONTRACTS]) == [f"{u}-dsp-insurer", f"{u}-insure"]
+    assert {r["state"] for r in retired[topics.CONTROL_CONTRACTS].values()} == {"REVOKED"}
+    assert topics.CONTROL_CATALOG not in retired  # the second product stays
+
+    # a contract already ended is left as it is
+    tables[topics.CONTROL_CONTRACTS][f"{u}-dsp-insurer"]["state"] = "EXPIRED"
+    retired = AppliedRecords(keys).retired(after, control_records(after, None), tables, lambda: agreements)
+    assert sorted(retired[topics.CONTROL_CONTRACTS]) == [f"{u}-insure"]
+
+
+def load_topology_text(tmp_path, text: str):
+    f = tmp_path / "t.yaml"
+    f.write_text(text)
+    return load_topology(f)
