@@ -455,31 +455,33 @@ class Runner:
         crash quarantines it again, with the same ids). Broker trouble is not the record's
         fault and goes up as it is."""
         s = self._slice(p, msgs, now_ms, fence, already_emitted)
-        before = self._snapshot(p)
-        try:
-            for stage in self.decide:
-                stage.process(s)
-        except BROKER_TROUBLE:
-            raise
-        except Exception:  # noqa: BLE001 - see the docstring
-            log.exception("partition %d: a stage failed on offsets %d..%d; going through them one by one", p,
-                          msgs[0].offset(), msgs[-1].offset())
-            self._restore(p, before)
+        exc = self._decide(s)
+        if exc is not None:
+            log.error("partition %d: a stage failed on offsets %d..%d; going through them one by one", p,
+                      msgs[0].offset(), msgs[-1].offset(), exc_info=exc)
             for m in msgs:
                 self._process_alone(p, m, now_ms, fence, events_out, already_emitted)
             return
         self._write(s, events_out)
 
-    def _process_alone(self, p: int, m, now_ms: int, fence, events_out: list, already_emitted) -> None:
-        s = self._slice(p, [m], now_ms, fence, already_emitted)
-        before = self._snapshot(p)
+    def _decide(self, s: PartitionSlice) -> Exception | None:
+        """Run the deciding stages over a slice; what a stage raised (broker trouble excepted, it
+        goes up), with the stages' state of the partition put back as it was, or None."""
+        before = self._snapshot(s.p)
         try:
             for stage in self.decide:
                 stage.process(s)
         except BROKER_TROUBLE:
             raise
-        except Exception as exc:  # noqa: BLE001 - this record is the poison
-            self._restore(p, before)
+        except Exception as exc:  # noqa: BLE001 - see _process: a record no stage can take
+            self._restore(s.p, before)
+            return exc
+        return None
+
+    def _process_alone(self, p: int, m, now_ms: int, fence, events_out: list, already_emitted) -> None:
+        s = self._slice(p, [m], now_ms, fence, already_emitted)
+        exc = self._decide(s)
+        if exc is not None:  # this record is the poison
             reason = f"{type(exc).__name__}: {exc}"[:500]
             log.error("partition %d: offset %d quarantined, no stage can take it: %s", p, m.offset(), reason)
             metrics.QUARANTINED_RECORDS.labels(self.product_id, RULE_POISON).inc()
