@@ -38,7 +38,6 @@ from __future__ import annotations
 import binascii
 import hmac
 import struct
-from operator import itemgetter
 from typing import Iterable
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -53,7 +52,6 @@ _LABEL_TRACE = b"citymesh/trace/v1"
 _LABEL_DELIVERY = b"citymesh/delivery-tag/v1"
 _ZERO_SPAN, _ONE_SPAN = b"0" * 16, b"0" * 15 + b"1"
 _ZERO_TRACE, _ONE_TRACE = b"0" * 32, b"0" * 31 + b"1"
-_SPAN_ID = itemgetter(slice(0, 16))  # a span id (8 bytes, 16 hex) from a 32-hex block
 
 
 def _subkey(contract_key: bytes, label: bytes) -> bytes:
@@ -132,17 +130,9 @@ class TraceIds:
 
     def seal(self, traces: bytes, sources: bytes) -> list[bytes]:
         """Every record's traceparent: its encrypted trace block as the trace id, the first
-        half of its encrypted source block as the span id. W3C forbids all-zero ids (one
-        chance in 2^64 per record): such an id becomes ...01. Built without a Python step
-        per record: this runs once per delivery."""
+        half of its encrypted source block as the span id (``traceparents``)."""
         enc = self._cipher.encryptor()
-        trace_ids = _hex_blocks(enc.update(traces))
-        span_ids = list(map(_SPAN_ID, _hex_blocks(enc.update(sources))))
-        if _ZERO_TRACE in trace_ids:
-            trace_ids = [_ONE_TRACE if t == _ZERO_TRACE else t for t in trace_ids]
-        if _ZERO_SPAN in span_ids:
-            span_ids = [_ONE_SPAN if x == _ZERO_SPAN else x for x in span_ids]
-        return list(map(TRACEPARENT.__mod__, zip(trace_ids, span_ids)))
+        return traceparents(enc.update(traces).hex().encode(), enc.update(sources).hex().encode())
 
     def open(self, traceparent: bytes | str) -> str | None:
         """The provider's trace id (32 hex) behind a delivery's traceparent, or None."""
@@ -157,6 +147,35 @@ class TraceIds:
 
 
 TRACEPARENT = b"00-%b-%b-01"  # W3C: version 00, trace id, span (parent) id, flags 01 = sampled
+_TRACEPARENT_ROW = b"00-" + b"0" * 32 + b"-" + b"0" * 16 + b"-01 "  # one record's, and a space
+_ROW = len(_TRACEPARENT_ROW)
+_FEW = 32  # below this many records a slice formats them one by one (see traceparents)
+
+
+def traceparents(trace_hex: bytes, source_hex: bytes) -> list[bytes]:
+    """Each record's traceparent from its encrypted trace block and its encrypted source
+    block, in hex (32 characters a record each): the trace id, and the source block's first
+    half as the span id. W3C forbids all-zero ids (one chance in 2^64 per record): such an id
+    becomes ...01.
+
+    This runs once per delivery. A slice of a few dozen records or more is laid out column by
+    column in one buffer (48 slice copies in C, however many records) and split at the
+    spaces, instead of formatted record by record: 0.14 against 0.39 µs a record
+    (bench/RESULTS.md, "The per-delivery work of a contract"). A run of 16 zeros anywhere
+    sends the slice the per-record way, which alone replaces zero ids."""
+    n = len(trace_hex) // 32
+    if n >= _FEW and _ZERO_SPAN not in trace_hex and _ZERO_SPAN not in source_hex:
+        out = bytearray(_TRACEPARENT_ROW * n)
+        for j in range(32):
+            out[3 + j::_ROW] = trace_hex[j::32]
+        for j in range(16):
+            out[36 + j::_ROW] = source_hex[j::32]
+        return bytes(out).split()
+    trace_ids = [trace_hex[i:i + 32] for i in range(0, 32 * n, 32)]
+    span_ids = [source_hex[i:i + 16] for i in range(0, 32 * n, 32)]
+    trace_ids = [_ONE_TRACE if t == _ZERO_TRACE else t for t in trace_ids]
+    span_ids = [_ONE_SPAN if x == _ZERO_SPAN else x for x in span_ids]
+    return list(map(TRACEPARENT.__mod__, zip(trace_ids, span_ids)))
 
 
 def _hex_blocks(data: bytes) -> list[bytes]:
