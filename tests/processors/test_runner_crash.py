@@ -66,7 +66,7 @@ def wait_caught_up(client: dict, group: str, topic: str, timeout_s: float) -> No
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            ends = {p: hi for (_, p), (_, hi) in end_offsets(c, parts).items()}
+            ends = {p: hi for (_, p), (lo, hi) in end_offsets(c, parts).items() if hi > lo}  # (nothing to read: done)
             done = {tp.partition: tp.offset for tp in c.committed(parts, timeout=10)}
             if all(done[p] >= hi for p, hi in ends.items()):
                 return
