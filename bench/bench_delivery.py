@@ -50,8 +50,8 @@ def slices(n: int):
     records = b.make_records(n)
     values = [schema.encode(r) for r in records]
     traces = [b"00-%s-%s-01" % (os.urandom(16).hex().encode(), os.urandom(8).hex().encode()) for _ in records]
-    return [(records[i:i + SLICE], values[i:i + SLICE], list(range(i, i + len(records[i:i + SLICE]))),
-             traces[i:i + SLICE]) for i in range(0, n, SLICE)]
+    return [(records[i:i + SLICE], values[i:i + SLICE], list(range(i, min(i + SLICE, n))), traces[i:i + SLICE])
+            for i in range(0, n, SLICE)]
 
 
 def contracts(k: int):

@@ -159,12 +159,13 @@ class AppliedRecords:
         cm.control.agreements."""
         out = {topic: {k: None for k in self.keys.get(topic, ()) if k not in desired[topic] and k in tables[topic]}
                for topic in self.TAKEN_BACK}
-        gone = set(out[topics.CONTROL_PARTICIPANTS]) | set(out[topics.CONTROL_CATALOG])
+        parties_gone, products_gone = set(out[topics.CONTROL_PARTICIPANTS]), set(out[topics.CONTROL_CATALOG])
         ours = set(self.keys.get(topics.CONTROL_CONTRACTS, ()))
         ended = (ContractState.revoked.value, ContractState.expired.value)
         candidates = {k: rec for k, rec in tables[topics.CONTROL_CONTRACTS].items()
                       if k not in desired[topics.CONTROL_CONTRACTS] and rec["state"] not in ended
-                      and (k in ours or {rec["consumer_id"], rec["provider_id"], rec["product_id"]} & gone)}
+                      and (k in ours or rec["product_id"] in products_gone
+                           or {rec["consumer_id"], rec["provider_id"]} & parties_gone)}
         if candidates:  # a contract negotiated over DSP since is the control plane's, while its parties remain
             kept = {h.id for h in negotiated(topo, tables[topics.CONTROL_CONTRACTS], agreements())}
             candidates = {k: rec for k, rec in candidates.items() if k not in kept}
