@@ -239,7 +239,7 @@ def grants(topo: Topology, negotiated_contracts: Iterable[Held] = ()) -> set[Gra
     allow(app, "topic", topics.ALERTS, "Write")
     allow(app, "topic", topics.USAGE, "Write", "Read")
     allow(app, "topic", COMPLIANCE_APP_ID, "Create", "Read", "Write", "Describe", pattern="prefixed")
-    allow(app, "group", COMPLIANCE_APP_ID, "Read")
+    allow(app, "group", COMPLIANCE_APP_ID, "Read", pattern="prefixed")  # faust's group, the metering reader's
     allow(app, "group", CONTROL_READER_GROUP, "Describe")
     for c in own_active:
         allow(app, "topic", topics.delivery(c.id), "Read")

@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import metrics
     from .app import Contracts, build_app
+    from .metering import Metering
 
     settings = get_settings()
     bootstrap = settings.mesh_bootstrap()
@@ -46,10 +47,15 @@ def main(argv: list[str] | None = None) -> int:
         if name and name not in contracts.by_id:
             print(f"warning: contract {name!r} not on {cfg.contracts_topic}; its records cannot be decoded "
                   "until it appears", file=sys.stderr)
-    app = build_app(cfg, settings, client, contracts)
+    metering = Metering(cfg, client, contracts, settings.replication_factor)
+    app = build_app(cfg, settings, client, contracts, metering)
     port = metrics.serve(cfg.metrics_port or settings.metrics_port)
     print(f"compliance app {cfg.app_id}: metrics on :{port}", flush=True)
-    faust.Worker(app, loglevel="INFO").execute_from_commandline()
+    metering.start()
+    try:
+        faust.Worker(app, loglevel="INFO").execute_from_commandline()
+    finally:
+        metering.stop()
     return 0
 
 

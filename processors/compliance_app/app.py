@@ -1,4 +1,4 @@
-"""The faust app: escalation, lost link, hotline surges and metering over the mesh's topics.
+"""The faust app: escalation, lost link and hotline surges over the mesh's topics.
 
 faust is here (and not in the data plane) because this work is stateful and low-volume:
 tables with changelogs survive a restart, windows bound the surge counts, timers notice
@@ -13,12 +13,12 @@ partitions as the topic that writes it, which faust requires):
 * ``last_fix``       delivery (UAV)   key serial_number -> last position, height, receive time
 * ``surge_counts``   delivery (12345) tumbling window, key category|district -> tickets
 * ``surge_seen``     delivery (12345) tumbling window, key order_no -> 1 (a ticket's updates count once)
-* ``metered``        cm.compliance    key event_id -> what that BATCH event delivered (the de-duplication
-  set *and* the source of truth: usage totals are sums over it, so a replayed event can never count twice)
 
-Correct partitioning needs the producers' keys: the runner keys cm.alerts by the alert subject and
-cm.compliance by product and source partition, so all hits of one drone, and every replay of one
-BATCH event, reach the same partition and so the same table partition.
+Metering (cm.compliance -> cm.usage) runs beside the worker on a thread of its own, off faust's
+per-event path: `metering.py` says why.
+
+Correct partitioning needs the producers' keys: the runner keys cm.alerts by the alert subject, so
+all hits of one drone reach the same partition and so the same table partition.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from streams.settings import Settings, group_session
 
 from . import logic, metrics
 from .config import AppConfig
+from .metering import Metering
 
 log = logging.getLogger("citymesh.compliance")
 
@@ -102,10 +103,11 @@ class Contracts:
         return self.registry.decode(payload)[1]
 
 
-def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts: Contracts) -> faust.App:
-    """A faust app wired to the given topics; run it with `faust.Worker(app).execute_from_commandline()`."""
-    watched = [t for t in (cfg.alerts_topic, cfg.compliance_topic, cfg.usage_topic, cfg.uav_topic,
-                           cfg.hotline_topic) if t]
+def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts: Contracts,
+              metering: Metering) -> faust.App:
+    """A faust app wired to the given topics; run it with `faust.Worker(app).execute_from_commandline()`.
+    A contract it sees change is re-priced by `metering`."""
+    watched = [t for t in (cfg.alerts_topic, cfg.uav_topic, cfg.hotline_topic) if t]
     nparts = partitions_of(client_config, watched)
     # faust makes its data directory even with memory tables, and only its last level: keep it
     # with the mesh's state instead of "<app id>-data" in whatever directory the app started in
@@ -122,7 +124,6 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
     alert_schema = schemas.load("Alert")
     raw = dict(key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
     alerts_out = app.topic(cfg.alerts_topic, **raw)
-    usage_out = app.topic(cfg.usage_topic, **raw)
     origin = [(H_ORIGIN, cfg.app_id.encode())]
 
     async def send_alert(alert: dict) -> None:
@@ -235,46 +236,6 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
                         hotline_product, t["category_code"], t.get("category_name") or "", t.get("district") or
                         "UNKNOWN", n, cfg.surge_max, start, start + int(window_s * 1000), _now_ms()))
 
-    # -- metering and settlement -------------------------------------------------------------
-    metered = table("metered", cfg.compliance_topic)
-    event_schema, usage_schema = schemas.load("ComplianceEvent"), schemas.load("UsageRecord")
-    window_ms = cfg.usage_window_s * 1000
-    agg: dict[str, dict] = {}
-    dirty: set[str] = set()
-    rebuilt = [False]
-
-    def add(contribution: dict) -> None:
-        key = f"{contribution['contract_id']}|{contribution['window_start_ms']}"
-        b = agg.get(key)
-        if b is None:
-            agg[key] = b = {**contribution, "records": 0, "bytes": 0}
-        b["records"] += contribution["records"]
-        b["bytes"] += contribution["bytes"]
-        b["contract_version"] = max(b.get("contract_version") or 0, contribution.get("contract_version") or 0)
-        dirty.add(key)
-
-    @app.on_rebalance_complete.connect
-    async def _rebalanced(sender, **kwargs):
-        rebuilt[0] = False  # the table's partitions may have changed: re-sum it at the next flush
-
-    @app.agent(app.topic(cfg.compliance_topic, **raw))
-    async def on_compliance(stream):
-        async for event in stream.events():
-            try:
-                ev = event_schema.decode(event.value)
-            except (schemas.UnknownSchema, ValueError, EOFError):
-                continue
-            contribution = logic.metered(ev, window_ms)
-            if contribution is None:
-                continue
-            if ev["event_id"] in metered:
-                metrics.DUPLICATES.inc()
-                continue
-            metered[ev["event_id"]] = contribution
-            metrics.METERED.labels(contribution["contract_id"]).inc(contribution["records"])
-            if rebuilt[0]:
-                add(contribution)
-
     @app.agent(app.topic(cfg.contracts_topic, **raw))
     async def on_contracts(stream):
         async for event in stream.events():
@@ -286,23 +247,6 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
                 log.warning("undecodable contract: %s", exc)
                 continue
             contracts.update(contract)
-            # a changed price re-prices the contract's windows at the next flush
-            dirty.update(k for k in agg if k.startswith(contract["contract_id"] + "|"))
-
-    @app.timer(interval=cfg.flush_s)
-    async def flush_usage():
-        if not rebuilt[0]:
-            if not app.tables.recovery.completed.is_set():
-                return
-            agg.clear()
-            for _, contribution in list(metered.items()):
-                add(contribution)
-            rebuilt[0] = True
-        keys = sorted(dirty)
-        dirty.clear()  # before the first await: what arrives while we send is flushed next time
-        for key in keys:
-            b = agg[key]
-            rec = logic.usage_record(b, contracts.by_id.get(b["contract_id"]), window_ms)
-            await usage_out.send(key=rec["usage_id"].encode(), value=usage_schema.encode(rec), headers=origin)
+            metering.reprice(contract["contract_id"])  # a changed price re-prices its windows at the next flush
 
     return app

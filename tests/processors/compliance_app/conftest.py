@@ -81,38 +81,55 @@ class RunningApp:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture(scope="module")
-def app(tmp_path_factory, client_config, bootstrap):
-    u = "ca" + os.urandom(3).hex()
-    tmp = tmp_path_factory.mktemp("compliance-app")
+def apply_city(tmp: Path, client_config: dict, u: str) -> None:
     path = tmp / "city.yaml"
     path.write_text(city_yaml(u))
     topo = load_topology(path)
     for p in topo.participants:
         keyring.create(tmp / "keys", p.id)
     apply(topo, client_config, keys_dir=tmp / "keys")
-    log = tmp / "app.log"
-    port = free_port()
+
+
+def spawn_app(u: str, app_id: str, bootstrap: str, log: Path, port: int, ready: bool = True) -> subprocess.Popen:
+    """The app over city `u` (short quiet period and usage flush), logging to `log`; returns once faust's
+    worker is Ready (`ready`), or at once (metering starts before the worker)."""
     env = {**os.environ, "CITYMESH_BOOTSTRAP": bootstrap, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "processors.compliance_app", "--app-id", f"cm-test-{u}",
+    args = [sys.executable, "-m", "processors.compliance_app", "--app-id", app_id,
             "--uav-contract", f"{u}-op-uav", "--hotline-contract", f"{u}-op-hotline", "--quiet-s", "4",
             "--flush-s", "1", "--metrics-port", str(port)]
-    with open(log, "wb") as out:
+    since = log.stat().st_size if log.exists() else 0
+    with open(log, "ab") as out:
         proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                                 start_new_session=True)
-    running = RunningApp(u, client_config, proc, log, port)
+    deadline = time.monotonic() + 60
+    while ready and "Ready" not in log.read_bytes()[since:].decode(errors="replace"):
+        text = log.read_text(errors="replace")[-4000:]
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_app(proc)
+            raise AssertionError(f"app not ready in 60 s (exit code {proc.poll()}):\n{text}")
+        time.sleep(0.2)
+    return proc
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL for an app that does not stop within 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, client_config, bootstrap):
+    u = "ca" + os.urandom(3).hex()
+    tmp = tmp_path_factory.mktemp("compliance-app")
+    apply_city(tmp, client_config, u)
+    log, port = tmp / "app.log", free_port()
+    proc = spawn_app(u, f"cm-test-{u}", bootstrap, log, port)
     try:
-        deadline = time.monotonic() + 60
-        while "Ready" not in running.log_text():
-            assert proc.poll() is None, f"app exited early:\n{running.log_text()[-4000:]}"
-            assert time.monotonic() < deadline, f"app not ready in 60 s:\n{running.log_text()[-4000:]}"
-            time.sleep(0.2)
-        yield running
+        yield RunningApp(u, client_config, proc, log, port)
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
+        stop_app(proc)

@@ -159,8 +159,8 @@ def test_usage_equals_delivered_counts_exactly_and_bills_follow_prices(app, esca
     want = {(uav_c, h0): (sum(100 + i for i in range(30)), sum(1000 + i for i in range(30))),
             (uav_c, h0 + hour): (35, 0), (tk_c, h0): (4 * 333, 0)}
     # the app reads cm.compliance from its start, and in a whole test session the tests before
-    # this one have written tens of thousands of events there (it meters ~2,300 a second here)
-    wait_caught_up(app.client, f"cm-test-{u}", topics.COMPLIANCE, 300)
+    # this one have written tens of thousands of events there
+    wait_caught_up(app.client, f"cm-test-{u}-metering", topics.COMPLIANCE, 300)
 
     deadline = time.monotonic() + 30
     while True:
