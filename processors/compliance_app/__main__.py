@@ -34,6 +34,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from . import metrics
     from .app import Contracts, build_app
+    from .lost_link import LostLink
     from .metering import Metering
 
     settings = get_settings()
@@ -49,13 +50,16 @@ def main(argv: list[str] | None = None) -> int:
                   "until it appears", file=sys.stderr)
     metering = Metering(cfg, client, contracts, settings.replication_factor)
     app = build_app(cfg, settings, client, contracts, metering)
+    readers = [metering] + ([LostLink(cfg, client, contracts)] if cfg.uav_topic else [])
     port = metrics.serve(cfg.metrics_port or settings.metrics_port)
     print(f"compliance app {cfg.app_id}: metrics on :{port}", flush=True)
-    metering.start()
+    for reader in readers:
+        reader.start()
     try:
         faust.Worker(app, loglevel="INFO").execute_from_commandline()
     finally:
-        metering.stop()
+        for reader in readers:
+            reader.stop()
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The faust app: escalation, lost link and hotline surges over the mesh's topics.
+"""The faust app: escalation and hotline surges over the mesh's topics.
 
 faust is here (and not in the data plane) because this work is stateful and low-volume:
 tables with changelogs survive a restart, windows bound the surge counts, timers notice
@@ -10,12 +10,12 @@ Tables (changelog topics are ``<app_id>-<table>-changelog``; each table has as m
 partitions as the topic that writes it, which faust requires):
 
 * ``incidents``      cm.alerts        key product|rule|subject -> open incident state
-* ``last_fix``       delivery (UAV)   key serial_number -> last position, height, receive time
 * ``surge_counts``   delivery (12345) tumbling window, key category|district -> tickets
 * ``surge_seen``     delivery (12345) tumbling window, key order_no -> 1 (a ticket's updates count once)
 
-Metering (cm.compliance -> cm.usage) runs beside the worker on a thread of its own, off faust's
-per-event path: `metering.py` says why.
+Metering (cm.compliance -> cm.usage, `metering.py`) and lost link (the operator's UAV deliveries
+-> cm.alerts, `lost_link.py`) read the app's busiest topics beside the worker, each on a thread of
+its own, off faust's per-record path (`reader.py` says why).
 
 Correct partitioning needs the producers' keys: the runner keys cm.alerts by the alert subject, so
 all hits of one drone reach the same partition and so the same table partition.
@@ -40,16 +40,6 @@ from .config import AppConfig
 from .metering import Metering
 
 log = logging.getLogger("citymesh.compliance")
-
-
-def _decode_delivery(contracts, value: bytes, topic: str) -> dict | None:
-    """A delivered record, or None (logged) when it does not decode: one bad record must not
-    stop the agent that reads a whole delivery topic."""
-    try:
-        return contracts.decode(value)
-    except (schemas.UnknownSchema, ValueError, EOFError) as exc:
-        log.warning("undecodable record on %s: %s", topic, exc)
-        return None
 
 
 def _now_ms() -> int:
@@ -99,15 +89,21 @@ class Contracts:
             import json
             self.registry.add(schemas.RecordSchema.from_definition(json.loads(contract["delivery_schema_json"])))
 
-    def decode(self, payload: bytes) -> dict:
-        return self.registry.decode(payload)[1]
+    def decode(self, payload: bytes, topic: str) -> dict | None:
+        """A delivered record, or None (logged) when it does not decode: one bad record must not
+        stop the reader of a whole delivery topic."""
+        try:
+            return self.registry.decode(payload)[1]
+        except (schemas.UnknownSchema, ValueError, EOFError, TypeError) as exc:
+            log.warning("undecodable record on %s: %s", topic, exc)
+            return None
 
 
 def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts: Contracts,
               metering: Metering) -> faust.App:
     """A faust app wired to the given topics; run it with `faust.Worker(app).execute_from_commandline()`.
     A contract it sees change is re-priced by `metering`."""
-    watched = [t for t in (cfg.alerts_topic, cfg.uav_topic, cfg.hotline_topic) if t]
+    watched = [t for t in (cfg.alerts_topic, cfg.hotline_topic) if t]
     nparts = partitions_of(client_config, watched)
     # faust makes its data directory even with memory tables, and only its last level: keep it
     # with the mesh's state instead of "<app id>-data" in whatever directory the app started in
@@ -169,41 +165,6 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
                 still_open += 1
         metrics.INCIDENTS_OPEN.set(still_open)
 
-    # -- lost link --------------------------------------------------------------------------
-    if cfg.uav_topic:
-        last_fix = table("last_fix", cfg.uav_topic)
-        reported: set[tuple[str, int]] = set()
-        lost_ms = int(cfg.lost_link_s * 1000)
-        uav_product = (contracts.by_id.get(cfg.uav_contract) or {}).get("product_id", "uav-telemetry")
-
-        @app.agent(app.topic(cfg.uav_topic, **raw))
-        async def on_telemetry(stream):
-            async for event in stream.events():
-                r = _decode_delivery(contracts, event.value, cfg.uav_topic)
-                if r is None:
-                    continue
-                serial = r.get("serial_number")
-                if serial is None or r.get("timestamp_ms") is None:
-                    continue
-                prev = last_fix.get(serial)
-                if prev is not None and prev["t"] > r["timestamp_ms"]:
-                    continue  # an older fix arriving late says nothing about the link now
-                m = event.message
-                last_fix[serial] = {"t": r["timestamp_ms"], "h": r.get("height_agl_m"), "lat": r.get("lat"),
-                                    "lon": r.get("lon"), "flight": r.get("flight_id"), "recv_ms": _now_ms(),
-                                    "topic": m.topic, "partition": m.partition, "offset": m.offset}
-
-        @app.timer(interval=1.0)
-        async def detect_lost_links():
-            now = _now_ms()
-            for serial, last in list(last_fix.items()):
-                h = last.get("h")
-                if h is None or h <= cfg.airborne_m or now - last["recv_ms"] <= lost_ms:
-                    continue
-                if (serial, last["t"]) not in reported:
-                    reported.add((serial, last["t"]))
-                    await send_alert(logic.lost_link_alert(uav_product, serial, last, now - last["recv_ms"], now))
-
     # -- hotline surges (tumbling windows over the ticket's call time) -------------------------
     if cfg.hotline_topic:
         call_time = [0.0]  # seconds; set per record before the windowed tables are touched
@@ -217,7 +178,7 @@ def build_app(cfg: AppConfig, settings: Settings, client_config: dict, contracts
         @app.agent(app.topic(cfg.hotline_topic, **raw))
         async def on_tickets(stream):
             async for event in stream.events():
-                t = _decode_delivery(contracts, event.value, cfg.hotline_topic)
+                t = contracts.decode(event.value, cfg.hotline_topic)
                 if t is None:
                     continue
                 if t.get("call_time") is None or t.get("category_code") is None:

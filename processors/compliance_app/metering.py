@@ -1,11 +1,9 @@
 """Metering: what each contract delivered per hour, from the runners' BATCH events, counted once.
 
-Why not a faust agent like the rest of the app: cm.compliance carries one BATCH event per
-contract and slice from every runner, the app's busiest input, and a faust table write costs
-about 200 µs here. With one write per event the app metered 2,700-3,400 events/s (one contract
-at 5k records/s writes 350-420), so one app kept up with about six busy contracts
-(bench/bench_compliance_app.py). This reader takes the topic in batches through confluent-kafka
-on a thread of its own beside the faust worker.
+cm.compliance carries one BATCH event per contract and slice from every runner. As a faust
+agent with a table write per event the app metered 2,700-2,900 events/s (one contract at 5k
+records/s writes 350-420), so one app kept up with about six busy contracts
+(bench/bench_compliance_app.py); this is a `BatchReader` (reader.py).
 
 Counted exactly once across restarts without broker transactions (the embedded broker shows
 aborted records to every reader): each BATCH event's contribution is written, keyed by its
@@ -35,16 +33,20 @@ from streams.control import read_table
 
 from . import logic, metrics
 from .config import AppConfig
+from .reader import BatchReader
 
 log = logging.getLogger("citymesh.compliance.metering")
 
 EVENT, METERED, USAGE = (schemas.load(n) for n in ("ComplianceEvent", "MeteredBatch", "UsageRecord"))
 
 
-class Metering:
-    """The metering reader; `start()` loads its table and runs it on a daemon thread."""
+class Metering(BatchReader):
+    """The metering reader; `start()` loads its table and meters on a thread of its own."""
+
+    name = "metering"
 
     def __init__(self, cfg: AppConfig, client_config: dict, contracts, replication: int = 1):
+        super().__init__()
         self.client, self.contracts, self.replication = client_config, contracts, replication
         self.source, self.usage_topic = cfg.compliance_topic, cfg.usage_topic
         self.table_topic, self.group = f"{cfg.app_id}-metered", f"{cfg.app_id}-metering"
@@ -54,31 +56,11 @@ class Metering:
         self._totals: dict[tuple[str, int], dict] = {}  # (contract, window start) -> usage so far
         self._dirty: set[tuple[str, int]] = set()       # totals to publish at the next flush
         self._lock = threading.Lock()      # _dirty is also marked by reprice() from the faust loop
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="metering", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout_s)
 
     def reprice(self, contract_id: str) -> None:
         """A contract changed (its price): its windows are published again at the next flush."""
         with self._lock:
             self._dirty.update(k for k in self._totals if k[0] == contract_id)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self._meter()
-            except Exception:  # noqa: BLE001 - a broker or state failure: start over from what is durable
-                log.exception("metering failed; reloading its table and starting over from committed offsets")
-                self._stop.wait(2.0)
 
     # -- the table ---------------------------------------------------------------------------
     def _load(self, partitions: int) -> None:
@@ -104,7 +86,8 @@ class Metering:
         self._dirty.add(key)
 
     # -- the loop ----------------------------------------------------------------------------
-    def _meter(self) -> None:
+    def read(self) -> None:
+        """Load the table, then meter from the committed offsets until stopped."""
         consumer = Consumer({**self.client, "group.id": self.group, "enable.auto.commit": False,
                              "auto.offset.reset": "earliest", "enable.partition.eof": False})
         producer = Producer({**self.client, "enable.idempotence": True, "linger.ms": 5})
@@ -122,7 +105,7 @@ class Metering:
             consumer.assign([TopicPartition(self.source, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                              for tp in committed])
             next_flush = time.monotonic() + self.flush_s
-            while not self._stop.is_set():
+            while not self.stopping.is_set():
                 msgs = consumer.consume(5000, 0.5)
                 wrote = self._take(msgs, producer, delivered, len(parts))
                 if wrote:
