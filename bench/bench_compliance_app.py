@@ -9,7 +9,12 @@ the ComplianceEvent schema (the least any reader does), (b) the app, a new app i
 meters all N (its citymesh_metered_records_total, each event counting one record), timed from
 the first metered event (the group join and table recovery before it are not in the rate).
 
-    .venv/bin/python bench/bench_compliance_app.py [--events 60000] [--rounds 2]
+`--faust` also times three bare faust agents over the same N events, from their first event:
+one that only counts them, one that writes a table record per event (as the app's metering
+did), one that takes them in batches of up to 2,000 (`stream.take`): what faust itself costs
+per event on this machine, the reason the app's busy inputs are not read through it.
+
+    .venv/bin/python bench/bench_compliance_app.py [--events 60000] [--rounds 2] [--faust]
 """
 
 from __future__ import annotations
@@ -93,10 +98,55 @@ def app_rate(bootstrap: str, n: int, app_id: str, state: Path, log: Path) -> tup
             proc.wait(5)
 
 
+FAUST_AGENT = r"""
+import os, sys, time
+import faust
+mode, n, bootstrap, datadir, result = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
+app = faust.App(f"bench-faust-{mode}-{os.getpid()}", broker=f"kafka://{bootstrap}", store="memory://",
+                key_serializer="raw", value_serializer="raw", web_enabled=False, autodiscover=False,
+                consumer_auto_offset_reset="earliest", topic_partitions=3, datadir=datadir)
+source = app.topic("cm.compliance", key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw")
+table = app.Table("seen", partitions=3, schema=faust.Schema(key_serializer="json", value_serializer="json"))
+seen = {"n": 0, "t0": 0.0}
+
+def count(k):
+    if not seen["n"]:
+        seen["t0"] = time.perf_counter()
+    seen["n"] += k
+    if seen["n"] >= n:
+        with open(result, "w") as f:  # (faust takes over stdout)
+            f.write(str(n / (time.perf_counter() - seen["t0"])))
+        os._exit(0)
+
+@app.agent(source)
+async def agent(stream):
+    if mode == "take":
+        async for batch in stream.take(2000, within=0.2):
+            count(len(batch))
+    async for event in stream.events():
+        if mode == "table":
+            table[str(seen["n"])] = 1
+        count(1)
+
+faust.Worker(app, loglevel="WARNING").execute_from_commandline()
+"""
+
+
+def faust_rate(bootstrap: str, n: int, mode: str, tmp: Path) -> float:
+    """Events/s of a bare faust agent over cm.compliance (mode: count, table, take)."""
+    script, result = tmp / "faust_agent.py", tmp / f"faust-{mode}.rate"
+    script.write_text(FAUST_AGENT)
+    out = subprocess.run([sys.executable, str(script), mode, str(n), bootstrap, str(tmp / f"faust-{mode}"),
+                          str(result), "worker"], capture_output=True, text=True, timeout=900, cwd=tmp)
+    assert result.exists(), f"the faust agent ({mode}) wrote no rate:\n{(out.stdout + out.stderr)[-3000:]}"
+    return float(result.read_text())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", type=int, default=60_000)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--faust", action="store_true", help="also time bare faust agents over the same events")
     args = ap.parse_args()
     print(f"# bench_compliance_app: {args.events:,} BATCH events, {args.rounds} rounds; {machine()}")
     with tempfile.TemporaryDirectory() as d, EmbeddedBroker() as broker:
@@ -111,6 +161,12 @@ def main() -> None:
             b, startup = app_rate(broker.bootstrap, args.events, f"bench-ca-{r}-{os.getpid()}", tmp / "state",
                                   tmp / f"app-{r}.log")
             print(f"| {r} | {a:,.0f} | {b:,.0f} | {b / a:.3f} | {startup:.1f} s |", flush=True)
+        if args.faust:
+            print("| faust agent | events/s | / the raw reader's last round |")
+            print("| --- | --- | --- |")
+            for mode in ("count", "table", "take"):
+                rate = faust_rate(broker.bootstrap, args.events, mode, tmp)
+                print(f"| {mode} | {rate:,.0f} | {rate / a:.3f} |", flush=True)
 
 
 if __name__ == "__main__":

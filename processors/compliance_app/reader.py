@@ -1,8 +1,9 @@
 """A reader of one busy topic on a thread of its own beside the faust worker.
 
-faust takes a record at a time through its stream and a table write per record costs ~200 µs
-here (bench/bench_compliance_app.py), so the app's high-volume inputs (every runner's BATCH
-events, the operator's UAV deliveries) are read in batches through librdkafka instead; the
+faust takes a record at a time through its stream (~110 µs here) and a table write per record
+costs ~190 µs more (bench/bench_compliance_app.py --faust: 3.3k events/s), so the app's
+high-volume inputs (every runner's BATCH events, the operator's UAV deliveries at the fleet's
+rate) are read in batches through librdkafka instead; the
 low-volume, stateful work (incidents, surges) stays in faust. A reader that fails starts over
 from what is durable (its `read()` sets itself up again), so a broker outage does not end it.
 """
