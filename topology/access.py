@@ -396,8 +396,16 @@ class AccessSync:
         self.credentials_set: list[str] = []
         self.credentials_deleted: list[str] = []
 
-    def revoke(self) -> None:
+    def revoke(self, retiring: Iterable[Held] = ()) -> None:
+        """`retiring`: contracts this apply takes back (written REVOKED after this half). Their
+        runners keep writing until the REVOKED record reaches them, so their grants are those of
+        a contract revoked in the file (the runner's, not the consumer's) until the next apply."""
         self.desired = grants(self.topo, self.negotiated())
+        products = {p.id for p in self.topo.products}
+        ns = namespace(self.topo)
+        for c in retiring:
+            if c.product in products:  # (a removed product's runner is removed with it)
+                self.desired |= contract_grants(ns, Held(c.id, c.product, c.consumer, False))
         extra = self.current - self.desired
         delete_grants(self.admin, extra, self.timeout_s)
         self.current -= extra

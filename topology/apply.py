@@ -10,7 +10,10 @@ or product's operator rules deleted. On a
 cluster with an authorizer (Apache Kafka; CITYMESH_APPLY_ACLS=true) it also gives every
 participant and mesh service its SCRAM credential and exactly the ACLs topology/access.py
 derives: grants the new topology takes away go before the control records are written (a
-revoked consumer loses read access in the step that stops its delivery), new ones after. The
+revoked consumer loses read access in the step that stops its delivery), new ones after; the
+runner of a contract taken out of the file keeps its grants on the delivery topic until the next
+apply, as for a contract REVOKED in the file, so it is not refused before the REVOKED record
+written here reaches it. The
 grants of contracts negotiated over DSP (not in the file) are kept as their contract records say:
 topology/access.py says how apply knows them.
 """
@@ -32,7 +35,7 @@ from streams.admin import COMPACTED, TopicSpec, ensure_topics
 from streams.control import read_table
 from streams.keyring import KeyringError, load as load_keyring
 
-from .access import AccessSync, negotiated
+from .access import AccessSync, Held, negotiated
 from .models import ContractSpec, ContractState, OfferSpec, Topology, to_ms
 from .policies import delivery_schema
 from .rules import rules_records
@@ -211,6 +214,11 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
     report = ApplyReport()
     admin = AdminClient(client_config)
     report.topics = ensure_topics(admin, topic_specs(topo), replication)
+    desired = control_records(topo, keys_dir)
+    tables = {topic: read_table(client_config, topic) for topic in desired}
+    applied = AppliedRecords(keys_dir) if keys_dir is not None else None
+    retired = {} if applied is None else applied.retired(
+        topo, desired, tables, lambda: read_table(client_config, topics.CONTROL_AGREEMENTS))
     access = None
     if with_acls:
         if keys_dir is None:
@@ -218,11 +226,10 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
         access = AccessSync(topo, admin, keys_dir, lambda: negotiated(
             topo, read_table(client_config, topics.CONTROL_CONTRACTS),
             read_table(client_config, topics.CONTROL_AGREEMENTS)))
-        access.revoke()
-    desired = control_records(topo, keys_dir)
+        access.revoke(Held(rec["contract_id"], rec["product_id"], rec["consumer_id"], False)
+                      for rec in retired.get(topics.CONTROL_CONTRACTS, {}).values())
     producer = Producer({**client_config, "enable.idempotence": True, "acks": "all"})
     now = int(time.time() * 1000)
-    tables = {topic: read_table(client_config, topic) for topic in desired}
     for topic, entries in desired.items():
         current = tables[topic]
         schema = schemas.load(_SCHEMA_OF[topic])
@@ -231,14 +238,11 @@ def apply(topo: Topology, client_config: dict, replication: int = 1, keys_dir: P
             producer.produce(topic, schema.encode({**entries[key], "updated_ms": now}), key.encode())
         report.written[topic] = changed
         report.unchanged[topic] = len(entries) - len(changed)
-    applied = AppliedRecords(keys_dir) if keys_dir is not None else None
-    if applied is not None:
-        retired = applied.retired(topo, desired, tables, lambda: read_table(client_config, topics.CONTROL_AGREEMENTS))
-        for topic, entries in retired.items():
-            schema = schemas.load(_SCHEMA_OF[topic])
-            for key, rec in entries.items():
-                producer.produce(topic, None if rec is None else schema.encode({**rec, "updated_ms": now}), key.encode())
-            report.retired[topic] = sorted(entries)
+    for topic, entries in retired.items():
+        schema = schemas.load(_SCHEMA_OF[topic])
+        for key, rec in entries.items():
+            producer.produce(topic, None if rec is None else schema.encode({**rec, "updated_ms": now}), key.encode())
+        report.retired[topic] = sorted(entries)
     if producer.flush(30):
         raise RuntimeError("control records were not acknowledged within 30 s")
     if applied is not None:

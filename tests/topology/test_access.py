@@ -21,7 +21,8 @@ from confluent_kafka.admin import AdminClient
 from processors.transactions import transactional_id
 from streams import topics
 from tests.mesh_fixtures import EXAMPLES
-from topology.access import cluster_grants, grants, password_of, principals
+from streams.control import read_table
+from topology.access import cluster_grants, grants, namespace, password_of, principals, runner_principal
 from topology.apply import apply
 from topology.loader import load_topology
 
@@ -252,3 +253,25 @@ def test_only_a_runner_opens_its_transactions(tmp_path, kafka, unique):
     assert not opens(uav, tickets_tid) and not opens(tickets, uav_tid)
     for user in (f"{u}-sky", f"{u}-logi", f"{u}-reg", f"{u}-op"):
         assert not opens(user, uav_tid), f"{user} may write in the runner's transactions"
+
+
+def test_a_contract_taken_out_of_the_file_keeps_its_runners_grants_until_it_is_revoked(tmp_path, kafka, unique):
+    """The consumer's read goes in the apply that takes the contract out; the runner's write and
+    read stay until the next apply (it writes until the REVOKED record reaches it), then go."""
+    u = unique
+    f, keys = tmp_path / "city.yaml", tmp_path / "keys"
+    f.write_text(city(u, pricing_state="ACTIVE"))
+    topo = load_topology(f)
+    apply(topo, kafka.admin_config(), keys_dir=keys, with_acls=True)
+    admin = AdminClient(kafka.admin_config())
+    runner, topic = runner_principal(namespace(topo), f"{u}-uav"), topics.delivery(f"{u}-routes")
+    runners = {(runner, "topic", topic, "literal", op) for op in ("Write", "Read")}
+    assert runners <= cluster_grants(admin, {runner})
+    f.write_text("\n".join(line for line in city(u, pricing_state="ACTIVE").splitlines() if "route-planning" not in line))
+    report = apply(load_topology(f), kafka.admin_config(), keys_dir=keys, with_acls=True)
+    assert report.retired == {topics.CONTROL_CONTRACTS: [f"{u}-routes"]}
+    assert read_table(kafka.admin_config(), topics.CONTROL_CONTRACTS)[f"{u}-routes"]["state"] == "REVOKED"
+    assert (f"{u}-logi", "topic", topic, "literal", "Read") not in cluster_grants(admin, {f"{u}-logi"})
+    assert runners <= cluster_grants(admin, {runner})
+    apply(load_topology(f), kafka.admin_config(), keys_dir=keys, with_acls=True)
+    assert not runners & cluster_grants(admin, {runner})
