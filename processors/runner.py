@@ -93,6 +93,18 @@ class DeliveryFailed(CitymeshError, RuntimeError):
     """The broker did not acknowledge an output; the batch is not committed and will be replayed."""
 
 
+class GroupJoinStuck(CitymeshError, TimeoutError):
+    """The consumer was given no partitions (not even none) long after it joined its group: a
+    join that will not finish (CI, after a broker failover: never assigned in 1.5-2 min). Broker
+    trouble: main starts over with a new consumer."""
+
+
+def join_deadline_s(session_timeout_ms: int) -> float:
+    """How long a member may wait for its first assignment: a join waits for the group's other
+    members to rejoin, or for a dead one's session to end (a few seconds); far longer is stuck."""
+    return max(30.0, 5 * session_timeout_ms / 1000)
+
+
 class Runner:
     """Enforces one product: consumes its raw topic and passes every partition's slice of a
     batch through the chain of stages (processors/stages/)."""
@@ -101,7 +113,7 @@ class Runner:
                  max_record_bytes: int = DEFAULT_MAX_BYTES, session_timeout_ms: int = 6000,
                  group_id: str | None = None, poll_timeout_s: float = 0.1, transactions: str = "off",
                  instance: str | None = None, holds: Holds | None = None,
-                 runner_group: RunnerGroup = RunnerGroup()):
+                 runner_group: RunnerGroup = RunnerGroup(), join_deadline: float | None = None):
         self.product_id = product_id
         self.runner_group = runner_group
         self.batch_size = batch_size
@@ -136,6 +148,10 @@ class Runner:
         # session, bench/RESULTS.md "A restart within 5 s"): librdkafka joins in the
         # background while the rest is set up; the callbacks run only in step()'s poll
         self.consumer.subscribe([self.raw_topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.group_id = group_id
+        self._assigned = False  # (set by the first assignment, even of no partitions)
+        self._join_by = time.monotonic() + (join_deadline if join_deadline is not None
+                                            else join_deadline_s(session_timeout_ms))
         tid = transactional_id(group_id, instance)
         in_transactions = wanted(transactions, client_config, tid, topics.partition_state(provider, product_id))
         self.producer = Producer({**client_config, **PRODUCER_CONFIG, "message.max.bytes": max(max_bytes, 1_000_000),
@@ -217,6 +233,7 @@ class Runner:
 
     def _on_assign(self, consumer, partitions) -> None:
         log.info("assigned partitions %s of %s", sorted(tp.partition for tp in partitions), self.raw_topic)
+        self._assigned = True
         self.holds.assigned({tp.partition for tp in partitions})
         for tp in partitions:
             self._recover.add(tp.partition)
@@ -303,6 +320,9 @@ class Runner:
         """One batch: returns how many raw records it consumed."""
         # as soon as anything is in, up to `batch_size` (fewer with many contracts: OUTPUTS_PER_BATCH)
         msgs = take(self.consumer, batch_limit(self.batch_size, len(self.contracts.plans)), self.poll_timeout_s)
+        if not self._assigned and time.monotonic() > self._join_by:
+            raise GroupJoinStuck(f"no partitions of {self.raw_topic} from group {self.group_id} (member "
+                                 f"{self.consumer.memberid()}) since it joined")
         t0 = time.perf_counter()
         self._refresh_floors()
         msgs = [m for m in msgs if not m.error()]

@@ -3,11 +3,13 @@ bad input, and hot-reloaded contracts."""
 
 import json
 import random
+import time
 
 import pytest
+from confluent_kafka import Consumer
 
 import schemas
-from processors.runner import OUTPUTS_PER_BATCH, Runner, batch_limit
+from processors.runner import BROKER_TROUBLE, OUTPUTS_PER_BATCH, GroupJoinStuck, Runner, batch_limit
 from streams import envelope, topics
 from streams.simulators import FleetSimulator
 from tests.mesh_fixtures import (CONTRACTS, city_yaml, compliance_events, headers, make_city, raw_producer, read_topic,
@@ -262,3 +264,32 @@ def test_a_batch_holds_fewer_records_the_more_contracts_there_are():
     assert batch_limit(5000, 20) == OUTPUTS_PER_BATCH // 20 and batch_limit(5000, 50) == 500
     assert batch_limit(5000, 1000) == 100  # never a batch so small that its fixed costs dominate
     assert batch_limit(200, 50) == 200 and batch_limit(40, 2) == 40  # a smaller --batch-size stays as asked
+
+
+def test_a_join_that_does_not_finish_is_broker_trouble(city, client_config):
+    """A member that holds the group's partitions and stops polling never serves the rebalance a
+    new member starts, so the runner's join does not finish; past its deadline step() raises
+    GroupJoinStuck, which main treats as broker trouble (it starts over with a new consumer)
+    instead of polling an empty assignment for good. (On the embedded broker the group stays
+    wedged for new members too, even after both have left: seen here, so this test ends there.)"""
+    group = f"{city.u}-join"
+    holder = Consumer({**client_config, "group.id": group, "session.timeout.ms": 6000,
+                       "heartbeat.interval.ms": 2000, "max.poll.interval.ms": 20_000})
+    assigned: list = []
+    holder.subscribe([city.raw], on_assign=lambda _c, parts: assigned.extend(parts))
+    deadline = time.monotonic() + 30
+    while not assigned:
+        assert time.monotonic() < deadline, "the holder was not given the partitions"
+        holder.poll(0.2)
+    t0 = time.monotonic()  # (the deadline runs from the runner's subscription, in its constructor)
+    runner = Runner(city.product, client_config, city.keys, group_id=group, join_deadline=4.0)
+    try:
+        with pytest.raises(GroupJoinStuck) as raised:
+            while time.monotonic() - t0 < 15:
+                runner.step()
+        assert 4.0 <= time.monotonic() - t0 < 15
+        assert isinstance(raised.value, BROKER_TROUBLE) and group in str(raised.value)
+        assert not runner.consumer.assignment()
+    finally:
+        runner.close()
+        holder.close()
