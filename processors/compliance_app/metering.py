@@ -63,8 +63,9 @@ class Metering(BatchReader):
             self._dirty.update(k for k in self._totals if k[0] == contract_id)
 
     # -- the table ---------------------------------------------------------------------------
-    def _load(self, partitions: int) -> None:
-        """The table as durable on the broker: what this reader counted before, and its sums."""
+    def _load(self, partitions: int) -> int:
+        """The table as durable on the broker: what this reader counted before, and its sums;
+        returns the table's partition count (one made earlier with fewer keeps them)."""
         admin = AdminClient(self.client)
         ensure_topics(admin, [TopicSpec(self.table_topic, partitions, COMPACTED)], self.replication)
         table = read_table(self.client, self.table_topic, timeout_s=120)
@@ -74,6 +75,7 @@ class Metering(BatchReader):
             for contribution in table.values():
                 self._add(contribution)
         log.info("metering: %d BATCH events counted before, %d contract-hours", len(table), len(self._totals))
+        return len(admin.list_topics(self.table_topic, timeout=10).topics[self.table_topic].partitions)
 
     def _add(self, contribution: dict) -> None:
         key = (contribution["contract_id"], contribution["window_start_ms"])
@@ -100,14 +102,14 @@ class Metering(BatchReader):
         try:
             parts = [TopicPartition(self.source, p)
                      for p in consumer.list_topics(self.source, timeout=10).topics[self.source].partitions]
-            self._load(len(parts))
+            table_partitions = self._load(len(parts))
             committed = consumer.committed(parts, timeout=10)
             consumer.assign([TopicPartition(self.source, tp.partition, tp.offset if tp.offset >= 0 else OFFSET_BEGINNING)
                              for tp in committed])
             next_flush = time.monotonic() + self.flush_s
             while not self.stopping.is_set():
                 msgs = consumer.consume(5000, 0.5)
-                wrote = self._take(msgs, producer, delivered, len(parts))
+                wrote = self._take(msgs, producer, delivered, table_partitions)
                 if wrote:
                     producer.flush(30)
                     if failed or len(producer):
