@@ -1,8 +1,9 @@
 """Metering across a SIGKILL: every BATCH event is counted once, in the table and in the usage.
 
-The app is killed while it meters a backlog (40,000 events: the session shares one broker, kept in memory), so it has written table records past the offsets it
-committed; the restarted app reads those events again and must know them by their ids. A runner
-that wrote some events twice (same ids, later offsets) is in the same backlog.
+The app is killed while it meters a backlog (40,000 events: the session's tests share one broker,
+kept in memory), so it has written table records past the offsets it committed; the restarted app
+reads those events again and must know them by their ids. A runner that wrote some events twice
+(same ids, later offsets) is in the same backlog.
 """
 
 from __future__ import annotations
