@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ from common import apply_city, machine
 from confluent_kafka import Consumer, TopicPartition
 
 import schemas
-from deploy.broker import EmbeddedBroker, free_port
+from deploy.broker import EmbeddedBroker, free_port, stop_pid
 from streams import topics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -90,12 +89,7 @@ def app_rate(bootstrap: str, n: int, app_id: str, state: Path, log: Path) -> tup
                 return (n - first[1]) / max(now - first[0], 1e-9), first[0] - t_start
             time.sleep(0.25)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_pid(proc.pid, 30, proc)
 
 
 FAUST_AGENT = r"""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import schemas
-from deploy.broker import free_port
+from deploy.broker import free_port, stop_pid
 from streams import keyring, topics
 from streams.control import read_table
 from topology.apply import apply
@@ -114,12 +113,7 @@ def spawn_app(u: str, app_id: str, bootstrap: str, log: Path, port: int, ready: 
 def stop_app(proc: subprocess.Popen) -> None:
     """SIGTERM, then SIGKILL for an app that does not stop within 20 s."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        stop_pid(proc.pid, 20, proc)
 
 
 @pytest.fixture(scope="module")
