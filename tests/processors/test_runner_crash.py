@@ -155,32 +155,41 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def sigkill_repeatedly_then_catch_up(city, bootstrap: str, client: dict, log_path: Path, rnd: random.Random,
-                                     max_delay_s: float, publisher: "Publisher", landed: str) -> list[float]:
-    """Start the runner process and SIGKILL it at a random moment after it has started writing
-    (most of a runner's time is spent inside a batch), at least KILLS times and then until a
-    restarted runner has logged `landed`, the line that says a kill fell between a write and
-    its commit (the case these tests are about), at most MAX_KILLS times. Where a kill falls
-    is chance: of three kills, often only one lands so, and in one CI run none did.
+                                     max_delay_s: float, publisher: "Publisher", landed: str, *runner_args: str,
+                                     watch: str | None = None, min_kills: int = KILLS) -> list[float]:
+    """Start the runner process (`runner_args` added to its command line) and SIGKILL it once
+    it has started writing to `watch` (by default the regulator's delivery topic), at least
+    `min_kills` times and then until a restarted runner has logged `landed`, the line that
+    says a kill fell between a write and its commit (the case these tests are about), at most
+    MAX_KILLS times. The first `min_kills` kills fall at a random moment up to `max_delay_s`
+    after the first output seen, so they land anywhere (in a batch, in another partition's
+    recovery, idle); the later ones at the first output seen, where the restarted runner is
+    writing its first batch of the backlog. Random delays alone failed: a CI run's runner
+    spent each life's first half second writing one batch and then recovering its next
+    partition, and five kills in a row fell after a commit.
     The publisher keeps publishing until the killing is over (and it has published its minimum,
     unpaced); the last runner then catches up with everything published and is stopped.
     Returns the kill times (time.monotonic())."""
-    watch = topics.delivery(f"{city.u}-regulator")
+    watch = watch or topics.delivery(f"{city.u}-regulator")
+    group = f"citymesh-runner.{city.product}"
+    if "--group" in runner_args and runner_args[runner_args.index("--group") + 1] != "0":
+        group += "." + runner_args[runner_args.index("--group") + 1]
     proc, kills = None, []
     try:
         while True:
             since = len(log_path.read_text(errors="replace"))
             written = delivered_so_far(client, watch)
-            proc = spawn_runner(city, bootstrap, log_path)
+            proc = spawn_runner(city, bootstrap, log_path, *runner_args)
             wait_for_log(log_path, "assigned partitions", since, 40, proc)
             # once it writes (records published live, or the backlog piled up during the restart);
             # by then it has also looked for what the runner killed before it wrote
             deadline = time.monotonic() + 30
             while delivered_so_far(client, watch) <= written and time.monotonic() < deadline:
                 time.sleep(0.02)
-            if len(kills) >= MAX_KILLS or (len(kills) >= KILLS and landed in log_path.read_text(errors="replace")):
+            if len(kills) >= MAX_KILLS or (len(kills) >= min_kills and landed in log_path.read_text(errors="replace")):
                 break
-            time.sleep(rnd.uniform(0.0, max_delay_s))
-            assert proc.poll() is None
+            time.sleep(rnd.uniform(0.0, max_delay_s) if len(kills) < min_kills else 0.0)
+            assert proc.poll() is None, log_path.read_text(errors="replace")[-3000:]
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
             kills.append(time.monotonic())
@@ -188,7 +197,7 @@ def sigkill_repeatedly_then_catch_up(city, bootstrap: str, client: dict, log_pat
         publisher.join(60)
         assert not publisher.is_alive(), "publisher did not finish"
         assert not publisher.errors, publisher.errors
-        wait_caught_up(client, f"citymesh-runner.{city.product}", city.raw, 60)
+        wait_caught_up(client, group, city.raw, 90)
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
     finally:

@@ -20,8 +20,9 @@ import pytest
 from processors.sharding import RunnerGroup, RunnerGroupError, group_of
 from streams import topics
 from tests.mesh_fixtures import compliance_events, headers, make_city, read_topic, source_of
-from tests.processors.test_runner_crash import (Publisher, contracts_delivered_once, delivered_so_far, flights,
-                                                spawn_runner, stop, wait_caught_up, wait_for_log)
+from tests.processors.test_runner_crash import (Publisher, contracts_delivered_once, flights,
+                                                sigkill_repeatedly_then_catch_up, spawn_runner, stop, wait_caught_up,
+                                                wait_for_log)
 
 IDS = [f"contract-{i}" for i in range(2000)]
 
@@ -152,48 +153,27 @@ def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_
     logs = {g: tmp_path / f"runner-g{g}.log" for g in (0, 1)}
     for path in logs.values():
         path.touch()
-    runners = {g: spawn_runner(city, bootstrap, logs[g], "--group", str(g), "--groups", "2") for g in (0, 1)}
+    lead = spawn_runner(city, bootstrap, logs[0], "--group", "0", "--groups", "2")
     pub = Publisher(2_000, chunk, at_least=30_000)
-    kills = 0
     try:
-        for g in (0, 1):
-            wait_for_log(logs[g], "assigned partitions", 0, 40, runners[g])
+        wait_for_log(logs[0], "assigned partitions", 0, 40, lead)
         pub.start()
-        watch = topics.delivery(ids[1][0])
-        while True:  # SIGKILL group 1's runner mid-run, at least twice and until a kill landed mid-batch
-            written = delivered_so_far(client_config, watch)
-            deadline = time.monotonic() + 30
-            while delivered_so_far(client_config, watch) <= written and time.monotonic() < deadline:
-                time.sleep(0.02)
-            if kills >= 5 or (kills >= 2 and "after a crash" in logs[1].read_text(errors="replace")):
-                break
-            time.sleep(rnd.uniform(0.0, 0.5))
-            assert runners[1].poll() is None, logs[1].read_text()[-3000:]
-            runners[1].send_signal(signal.SIGKILL)
-            runners[1].wait(10)
-            kills += 1
-            since = len(logs[1].read_text(errors="replace"))
-            runners[1] = spawn_runner(city, bootstrap, logs[1], "--group", "1", "--groups", "2")
-            wait_for_log(logs[1], "assigned partitions", since, 40, runners[1])
-        pub.stop.set()
-        pub.join(60)
-        assert not pub.is_alive() and not pub.errors, pub.errors
+        kills = sigkill_repeatedly_then_catch_up(city, bootstrap, client_config, logs[1], rnd, 0.5, pub,
+                                                 "after a crash", "--group", "1", "--groups", "2",
+                                                 watch=topics.delivery(ids[1][0]), min_kills=2)
         wait_caught_up(client_config, f"citymesh-runner.{city.product}", city.raw, 90)
-        wait_caught_up(client_config, f"citymesh-runner.{city.product}.1", city.raw, 90)
-        for g in (0, 1):
-            runners[g].send_signal(signal.SIGTERM)
-            runners[g].wait(15)
+        lead.send_signal(signal.SIGTERM)
+        lead.wait(15)
     finally:
         pub.stop.set()
         conn.close()
         raw.close()
-        for proc in runners.values():
-            stop(proc)
+        stop(lead)
     log0, log1 = (logs[g].read_text(errors="replace") for g in (0, 1))
     assert "Traceback" not in log0 + log1, (log0 + log1)[-3000:]
     assert "runner group 1 of 2" in log1 and "5 active contracts" in log1 and "5 active contracts" in log0
     assert "after a crash" in log1, "no kill landed while outputs were being written"
-    print(f"group 1 killed {kills} times; " + "; ".join(ln for ln in log1.splitlines() if "after a crash" in ln))
+    print(f"group 1 killed {len(kills)} times; " + "; ".join(ln for ln in log1.splitlines() if "after a crash" in ln))
 
     sent = read_topic(client_config, city.raw, pub.sent)
     assert len(sent) == pub.sent
