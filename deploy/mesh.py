@@ -256,16 +256,25 @@ def _status_json(settings: Settings, state: MeshState | None, bootstrap: str) ->
 
 
 def _limits_status(client: dict) -> None:
-    """Limiter and breaker states per product partition, as the runners last persisted them."""
+    """Limiter and breaker states per product partition, as the runners last persisted them.
+    One reader for all products, not a consumer and an admin client each: with a test session's
+    catalog (hundreds of products) this made and dropped hundreds of librdkafka clients, and in
+    one CI run the process died there, inside confluent-kafka's AdminClient.list_offsets (SIGSEGV)."""
+    from processors.fencing import FenceReader
     from processors.limiting import Limiting, describe
     from processors.partition_state import read_states
     from streams import topics
     from streams.control import read_table
     rows = []
-    for pid, entry in sorted(read_table(client, topics.CONTROL_CATALOG).items()):
-        for p, state in sorted(read_states(client, entry["provider_id"], pid).items()):
-            if Limiting.name in state:
-                rows.append(f"  {pid + ':' + str(p):<28} {describe(state[Limiting.name])}  (offset {state['offset']})")
+    reader = FenceReader(client)
+    try:
+        for pid, entry in sorted(read_table(client, topics.CONTROL_CATALOG).items()):
+            for p, state in sorted(read_states(client, entry["provider_id"], pid, reader).items()):
+                if Limiting.name in state:
+                    rows.append(f"  {pid + ':' + str(p):<28} {describe(state[Limiting.name])}  "
+                                f"(offset {state['offset']})")
+    finally:
+        reader.close()
     if rows:
         print("limits and breakers:")
         print("\n".join(rows))

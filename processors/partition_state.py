@@ -141,12 +141,15 @@ class PartitionStates:
         self.written_at[p] = time.monotonic()
 
 
-def read_states(client_config: dict, provider: str, product: str) -> dict[int, dict]:
+def read_states(client_config: dict, provider: str, product: str, reader: FenceReader | None = None
+                ) -> dict[int, dict]:
     """Partition -> every stage's newest persisted state (the lead runner group's), with its
     offset and time (for `citymesh status`). A sharded product's other groups keep the quotas
     of the contracts they enforce in their own records: those are merged in, so every
-    contract's quota shows whichever group enforces it."""
-    reader = FenceReader(client_config)
+    contract's quota shows whichever group enforces it. `reader`: one to reuse (and leave
+    open) when reading many products, instead of a consumer and an admin client each."""
+    own = reader is None
+    reader = reader or FenceReader(client_config)
     store = PartitionStates(product, provider, None, reader)
     newest: dict[tuple[int, bytes], dict] = {}  # (partition, key of a runner group) -> its newest record
     try:
@@ -161,7 +164,8 @@ def read_states(client_config: dict, provider: str, product: str) -> dict[int, d
                         newest.setdefault((s["partition"], m.key()), s)
                 break  # the newest window holds the newest state of the partitions written there
     finally:
-        reader.close()
+        if own:
+            reader.close()
     out: dict[int, dict] = {}
     for (p, key), s in sorted(newest.items(), key=lambda kv: kv[0][1] != store.key_of(kv[0][0])):  # the lead's first
         state = json.loads(s["state_after_json"])

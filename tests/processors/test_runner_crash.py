@@ -77,12 +77,7 @@ def wait_caught_up(client: dict, group: str, topic: str, timeout_s: float) -> No
 
 
 def delivered_so_far(client: dict, topic: str) -> int:
-    c = Consumer({**client, "group.id": "test-crash-watch", "enable.auto.commit": False})
-    try:
-        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
-        return sum(hi for _, hi in end_offsets(c, parts).values())
-    finally:
-        c.close()
+    return sum(topic_ends(client, topic).values())
 
 
 def compile_contract(c: dict, schema, keys_dir) -> policy_enforcer.Plan:
@@ -107,9 +102,11 @@ def permitted(plan: policy_enforcer.Plan, by_partition: dict[int, list]) -> dict
     return expected
 
 
-def delivered_once(cid: str, delivered: list, keys_dir, expected: dict) -> dict[tuple[int, int], bytes]:
+def delivered_once(cid: str, delivered: list, keys_dir, expected: dict,
+                   context=lambda: "") -> dict[tuple[int, int], bytes]:
     """Asserts the delivery records of contract `cid` hold each record of `expected` once, in source
-    order per partition (by their sealed source positions), byte for byte; returns what they hold."""
+    order per partition (by their sealed source positions), byte for byte; returns what they hold.
+    A failure names the missing and unexpected source ranges and `context()` (what else is known)."""
     got, last = {}, {}
     for m in delivered:
         key = source_of(m, keys_dir)
@@ -118,9 +115,31 @@ def delivered_once(cid: str, delivered: list, keys_dir, expected: dict) -> dict[
         last[key[0]] = key[1]
         got[key] = m.value()
     missing, extra = expected.keys() - got.keys(), got.keys() - expected.keys()
-    assert not missing and not extra, f"{cid}: {len(missing)} lost, {len(extra)} not permitted"
+    assert not missing and not extra, (f"{cid}: {len(missing)} lost {source_ranges(missing)}, {len(extra)} not "
+                                       f"permitted {source_ranges(extra)}; {context()}")
     assert all(got[k] == v for k, v in expected.items()), f"{cid}: delivered bytes differ from the plan's"
     return got
+
+
+def source_ranges(positions) -> str:
+    """{(partition, offset)} as "p0 12522-12660 (139)" runs, for a failure message."""
+    runs: list[list[int]] = []
+    for p, o in sorted(positions):
+        if runs and runs[-1][0] == p and runs[-1][2] + 1 >= o:
+            runs[-1][2], runs[-1][3] = o, runs[-1][3] + 1
+        else:
+            runs.append([p, o, o, 1])
+    return ", ".join(f"p{p} {a}-{b} ({n})" for p, a, b, n in runs[:10]) + (" ..." if len(runs) > 10 else "")
+
+
+def topic_ends(client: dict, topic: str) -> dict[int, int]:
+    """Each partition's end offset (streams/offsets.py, past the embedded broker's short answer)."""
+    c = Consumer({**client, "group.id": "test-crash-ends", "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        return {p: hi for (_, p), (_, hi) in end_offsets(c, parts).items()}
+    finally:
+        c.close()
 
 
 def contracts_delivered_once(client: dict, city, raw: list, contract_ids: list[str]) -> tuple[set, list[dict]]:
@@ -140,9 +159,12 @@ def contracts_delivered_once(client: dict, city, raw: list, contract_ids: list[s
     assert len({e["event_id"] for e in events}) == len(events), "a compliance event was written twice"
     for cid in contract_ids:
         expected = permitted(compile_contract(contracts[cid], schema, city.keys), by_partition)
-        got = delivered_once(cid, read_topic(client, topics.delivery(cid), len(expected)), city.keys, expected)
         counted = sum(e["counts"].get("deliver", 0) for e in events
                       if e["kind"] == "BATCH" and e["contract_id"] == cid)
+        delivered = read_topic(client, topics.delivery(cid), len(expected))
+        got = delivered_once(cid, delivered, city.keys, expected, lambda: (
+            f"its BATCH events count {counted} deliveries; read {len(delivered)} records of "
+            f"{topics.delivery(cid)}, whose partitions end at {topic_ends(client, topics.delivery(cid))}"))
         assert counted == len(expected), f"{cid}: compliance counts {counted} deliveries, topic holds {len(got)}"
         print(f"{cid}: {len(got)} delivered exactly once, counted {counted}")
     return bad, events
