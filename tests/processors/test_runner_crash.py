@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 import policy_enforcer
 import schemas
+from processors.sharding import RunnerGroup
 from streams import keyring, topics
 from streams.control import read_table
 from streams.offsets import end_offsets
@@ -177,9 +178,10 @@ def stop(proc: subprocess.Popen | None) -> None:
 
 
 def sigkill_repeatedly_then_catch_up(city, bootstrap: str, client: dict, log_path: Path, rnd: random.Random,
-                                     max_delay_s: float, publisher: "Publisher", landed: str, *runner_args: str,
-                                     watch: str | None = None, min_kills: int = KILLS) -> list[float]:
-    """Start the runner process (`runner_args` added to its command line) and SIGKILL it once
+                                     max_delay_s: float, publisher: "Publisher", landed: str,
+                                     runner_group: RunnerGroup = RunnerGroup(), watch: str | None = None,
+                                     min_kills: int = KILLS) -> list[float]:
+    """Start the runner process (of `runner_group`) and SIGKILL it once
     it has started writing to `watch` (by default the regulator's delivery topic), at least
     `min_kills` times and then until a restarted runner has logged `landed`, the line that
     says a kill fell between a write and its commit (the case these tests are about), at most
@@ -193,9 +195,7 @@ def sigkill_repeatedly_then_catch_up(city, bootstrap: str, client: dict, log_pat
     unpaced); the last runner then catches up with everything published and is stopped.
     Returns the kill times (time.monotonic())."""
     watch = watch or topics.delivery(f"{city.u}-regulator")
-    group = f"citymesh-runner.{city.product}"
-    if "--group" in runner_args and runner_args[runner_args.index("--group") + 1] != "0":
-        group += "." + runner_args[runner_args.index("--group") + 1]
+    runner_args = ("--group", str(runner_group.index), "--groups", str(runner_group.count))
     proc, kills = None, []
     try:
         while True:
@@ -219,7 +219,7 @@ def sigkill_repeatedly_then_catch_up(city, bootstrap: str, client: dict, log_pat
         publisher.join(60)
         assert not publisher.is_alive(), "publisher did not finish"
         assert not publisher.errors, publisher.errors
-        wait_caught_up(client, group, city.raw, 90)
+        wait_caught_up(client, runner_group.consumer_group(city.product), city.raw, 90)
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
     finally:

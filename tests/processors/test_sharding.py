@@ -159,9 +159,9 @@ def test_two_runner_groups_deliver_exactly_once_across_sigkill(tmp_path, client_
         wait_for_log(logs[0], "assigned partitions", 0, 40, lead)
         pub.start()
         kills = sigkill_repeatedly_then_catch_up(city, bootstrap, client_config, logs[1], rnd, 0.5, pub,
-                                                 "after a crash", "--group", "1", "--groups", "2",
+                                                 "after a crash", RunnerGroup(1, 2),
                                                  watch=topics.delivery(ids[1][0]), min_kills=2)
-        wait_caught_up(client_config, f"citymesh-runner.{city.product}", city.raw, 90)
+        wait_caught_up(client_config, RunnerGroup(0, 2).consumer_group(city.product), city.raw, 90)
         lead.send_signal(signal.SIGTERM)
         lead.wait(15)
     finally:
