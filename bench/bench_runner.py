@@ -19,6 +19,7 @@ the time from the runner's partition assignment to its last commit.
     .venv/bin/python bench/bench_runner.py [--records 200000] [--profile] [--engine tansu|kafka]
                                            [--transactions off|on|both] [--stage-cost ROUNDS]
                                            [--latency-only] [--ceiling ROUNDS] [--heap ROUNDS]
+                                           [--collector ROUNDS]
 
 --stage-cost ROUNDS also runs a five-contract runner in process, ROUNDS times with the whole chain
 and ROUNDS times without the replay and seal stages (issue 15's replay protection, delivery tags
@@ -40,6 +41,10 @@ raw loop, (a') the raw loop plus only the C calls a one-contract runner makes pe
 
 --heap ROUNDS runs only the raw loop with the benchmark process's heap as it is (the records it
 published, the city) and frozen as the runner's is, alternating: what the freeze in baseline() changes.
+
+--collector ROUNDS runs only in-process runners with 1 and 5 contracts, ROUNDS times each with the
+cyclic collector paused for each batch (as the runner runs) and with the pause taken out, alternating:
+what the pause saves, and the collections that run without it. The baseline loop pauses it too.
 
 --latency-only runs only the end-to-end latency at 10k records/s (publish -> consumer receive):
 the raw topic with no runner, then a one-contract runner per --transactions mode.
@@ -74,7 +79,7 @@ from common import (Timer, apply_city, cluster, delivery_schema, kafka_cluster, 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 import schemas
-from processors.runner import FETCH_WAIT_MS, PRODUCER_CONFIG
+from processors.runner import FETCH_WAIT_MS, PRODUCER_CONFIG, collector_paused
 from processors.transactions import producer_config
 from streams import topics
 from streams.offsets import end_offsets
@@ -224,20 +229,21 @@ def _batch_loop(conf: dict, group: str, src: str, n: int, batch: int, producer: 
     done, t0 = 0, None
     try:
         while done < n:
-            msgs = consumer.consume(batch, 0.1)
-            if not msgs:
-                continue
-            if t0 is None:
-                t0 = time.perf_counter()
-            if transactional:
-                producer.begin_transaction()
-            offsets = [TopicPartition(src, p, o) for p, o in write(msgs).items()]
-            if transactional:
-                producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
-                producer.commit_transaction()
-            else:
-                assert producer.flush(60) == 0
-                consumer.commit(offsets=offsets, asynchronous=True)
+            with collector_paused():  # as the runner's step
+                msgs = consumer.consume(batch, 0.1)
+                if not msgs:
+                    continue
+                if t0 is None:
+                    t0 = time.perf_counter()
+                if transactional:
+                    producer.begin_transaction()
+                offsets = [TopicPartition(src, p, o) for p, o in write(msgs).items()]
+                if transactional:
+                    producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata())
+                    producer.commit_transaction()
+                else:
+                    assert producer.flush(60) == 0
+                    consumer.commit(offsets=offsets, asynchronous=True)
             done += len(msgs)
         return done / (time.perf_counter() - t0)
     finally:
@@ -751,6 +757,62 @@ def split_rounds(conn, conf: dict, keys: Path, products: list[str], records: lis
           f"{s0:.1f} us = {s1 / s0:.2f}; {(c0 - c1) / n_contracts:.2f} us less per record and contract")
 
 
+def collector_rounds(conn, conf: dict, keys: Path, products: list[str], records: list[dict], n_contracts: int) -> None:
+    """What pausing the cyclic collector for a batch (processors/runner.py, collector_paused)
+    saves a runner with `n_contracts` contracts: in process, the same backlog each run,
+    alternately as the runner runs and with the pause taken out; the collections that started
+    and their time, the runner thread's CPU time per record and the rate (--collector ROUNDS)."""
+    import processors.runner as runner_module
+    cpu: dict[bool, list[float]] = {True: [], False: []}
+    rates: dict[bool, list[float]] = {True: [], False: []}
+    started: list[float] = []
+    spent = {"collections": 0, "seconds": 0.0}
+
+    def count(phase, info):
+        if phase == "start":
+            started.append(time.perf_counter())
+        elif started:
+            spent["collections"] += 1
+            spent["seconds"] += time.perf_counter() - started.pop()
+    paused = runner_module.collector_paused
+    gc.callbacks.append(count)
+    try:
+        for i, product in enumerate(products):
+            pause = (i % 4) in (0, 3)  # alternating which goes first
+            runner_module.collector_paused = paused if pause else contextlib.nullcontext
+            publish(conn, product, records)
+            r = runner_module.Runner(product, conf, keys, group_id=f"bench-collector-{time.time_ns()}")
+            gc.freeze()  # as the runner process after its start-up
+            try:
+                while not r.consumer.assignment():
+                    r.step()
+                spent.update(collections=0, seconds=0.0)
+                cpu0 = time.thread_time()
+                with Timer() as t:
+                    while r.consumed < len(records):
+                        r.step()
+                cpu[pause].append((time.thread_time() - cpu0) / r.consumed)
+                rates[pause].append(r.consumed / t.seconds)
+                collections, seconds = spent["collections"], spent["seconds"]
+                unreachable = gc.collect()  # what the run left in reference cycles (paused: all of it)
+            finally:
+                r.close()
+                gc.unfreeze()
+            mode = "paused for each batch" if pause else "on"
+            print(f"in-process runner, {n_contracts} contract(s), collector {mode}: "
+                  f"{rates[pause][-1]:,.0f} records/s, {cpu[pause][-1] * 1e6:.1f} us CPU per record; "
+                  f"{collections:,} collections, {seconds * 1e3:.0f} ms ({seconds / t.seconds:.1%} of the run); "
+                  f"{unreachable} unreachable objects left", flush=True)
+    finally:
+        runner_module.collector_paused = paused
+        gc.callbacks.remove(count)
+    c1, c0 = (statistics.median(cpu[k]) * 1e6 for k in (True, False))
+    r1, r0 = (statistics.median(rates[k]) for k in (True, False))
+    print(f"collector paused for each batch / on, {n_contracts} contract(s), {len(records)} records, "
+          f"{len(products) // 2} rounds (medians): runner thread {c1:.1f} / {c0:.1f} us CPU per record = "
+          f"{c1 / c0:.2f}; {r1:,.0f} / {r0:,.0f} records/s = {r1 / r0:.2f}", flush=True)
+
+
 def _timed(process, name: str, spent: dict):
     def timed(s):
         t = time.perf_counter()
@@ -787,6 +849,9 @@ def main() -> None:
                     help="only an in-process runner with --split-contracts contracts, keyed plans split "
                          "(Plan.split_key) and not, ROUNDS times each")
     ap.add_argument("--split-contracts", type=int, default=50, metavar="N")
+    ap.add_argument("--collector", type=int, default=0, metavar="ROUNDS",
+                    help="only in-process runners with 1 and 5 contracts, the cyclic collector paused for each "
+                         "batch (as the runner runs) and not, ROUNDS times each")
     ap.add_argument("--transactions", choices=("off", "on", "both"), default="off",
                     help="runners (and the baseline) with each batch one transaction with its offsets; "
                          "both: off, then on, in the same run")
@@ -827,6 +892,14 @@ def main() -> None:
             return
         if args.ceiling:
             ceiling_rounds(conf, bootstrap, u, records, args.ceiling, tmp)
+            return
+        if args.collector:
+            rounds = {k: [f"{u}gc{k}r{i}" for i in range(2 * args.collector)] for k in (1, 5)}
+            _, keys, conn = apply_city(conf, topology({p: contracts(k) for k, ps in rounds.items() for p in ps}), tmp)
+            print(f"machine: {machine()}; command: .venv/bin/python bench/bench_runner.py --records {n} "
+                  f"--collector {args.collector}", flush=True)
+            for k, ps in rounds.items():
+                collector_rounds(conn, conf, keys, [f"{p}-uav" for p in ps], records, k)
             return
         pr, pp = f"{u}rawlat", f"{u}prof"
         pr20, pl5 = f"{u}rawlat20", f"{u}lat5"  # issue 14: 20k records/s, five contracts
