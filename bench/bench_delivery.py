@@ -17,7 +17,7 @@ contracts), in the same run as the baseline it is compared with: producing those
 deliveries, with their five headers, to a topic of their own per contract, on the broker
 (the runner's producer settings), every ten slices flushed. Medians of the rounds.
 
-    .venv/bin/python bench/bench_delivery.py [--contracts 10] [--records 100000] [--rounds 5]
+    .venv/bin/python bench/bench_delivery.py [--contracts 10] [--records 100000] [--rounds 5] [--keywords-too]
 """
 
 from __future__ import annotations
@@ -67,11 +67,13 @@ def contracts(k: int):
     return out
 
 
-def one_round(work, plans, now_ms: int, signer, producer, topics: list[str]) -> list[float]:
+def one_round(work, plans, now_ms: int, signer, producer, topics: list[str], keywords: bool = False) -> list[float]:
     """Seconds spent, on the contracts after the first (which evaluates for all), in
     `Plan.deliver`, the tags, the seal, and the produce of their deliveries (each contract to
     a topic of its own, flushed every FLUSH_EVERY slices: a runner's batch holds several).
-    Slice by slice, as the runner goes, so that no more is held than a batch."""
+    Slice by slice, as the runner goes, so that no more is held than a batch. The produce call
+    is the runner's (processors/stages/sinks.py: positional), or with `keywords` the same call
+    with headers and timestamp by name."""
     spent = [0.0, 0.0, 0.0, 0.0]
     clock, produce = time.perf_counter, producer.produce
     for n, (records, values, offsets, traces) in enumerate(work):
@@ -100,7 +102,10 @@ def one_round(work, plans, now_ms: int, signer, producer, topics: list[str]) -> 
                     continue
                 while True:
                     try:
-                        produce(topic, payload, key, 0, headers=hdrs, timestamp=now_ms)
+                        if keywords:
+                            produce(topic, payload, key, 0, headers=hdrs, timestamp=now_ms)
+                        else:
+                            produce(topic, payload, key, 0, None, None, now_ms, hdrs)
                         break
                     except BufferError:
                         producer.poll(0.05)
@@ -115,6 +120,9 @@ def main() -> None:
     ap.add_argument("--contracts", type=int, default=10)
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--keywords-too", action="store_true",
+                    help="every other round produces with headers and timestamp passed by name: what the "
+                         "runner's positional call saves per delivery")
     args = ap.parse_args()
     from confluent_kafka import Producer
     from confluent_kafka.admin import AdminClient
@@ -134,10 +142,17 @@ def main() -> None:
         producer.flush(30)
         gc.freeze()
         rounds = []  # (deliver, tags, seal, produce) µs per extra contract and record
-        for r in range(args.rounds):
+        by_name = []  # with --keywords-too: the produce of the rounds that passed headers and timestamp by name
+        for r in range(args.rounds * (2 if args.keywords_too else 1)):
             now_ms = int(time.time() * 1000)
-            rounds.append([1e6 * x / extra for x in one_round(work, plans, now_ms, signer, producer, topics)])
-            d, t, s, p = rounds[-1]
+            keywords = args.keywords_too and r % 4 in (1, 2)  # alternating which goes first
+            spent = [1e6 * x / extra for x in one_round(work, plans, now_ms, signer, producer, topics, keywords)]
+            d, t, s, p = spent
+            if keywords:
+                by_name.append(p)
+                print(f"round {r + 1}: its produce, headers and timestamp by name: {p:.2f} µs", flush=True)
+                continue
+            rounds.append(spent)
             print(f"round {r + 1}: per extra contract and record: deliver {d:.2f} + tags {t:.2f} + seal {s:.2f} "
                   f"= {d + t + s:.2f} µs; its produce {p:.2f} µs ({(d + t + s) / p:.2f})", flush=True)
         d, t, s, p = (statistics.median(x) for x in zip(*rounds))
@@ -145,6 +160,10 @@ def main() -> None:
         print(f"median ({args.contracts} contracts of one policy, slices of {SLICE}): per extra contract and record "
               f"deliver {d:.2f} + tags {t:.2f} + seal {s:.2f}, together {w:.2f} µs; produce {p:.2f} µs; "
               f"work / produce {w / p:.2f}")
+        if by_name:
+            k = statistics.median(by_name)
+            print(f"the produce with headers and timestamp by name: {k:.2f} µs; positional (the runner's) {p:.2f} µs "
+                  f"({p / k:.2f}); {k - p:.2f} µs less per delivery")
 
 
 if __name__ == "__main__":

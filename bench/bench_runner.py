@@ -253,7 +253,7 @@ def _batch_loop(conf: dict, group: str, src: str, n: int, batch: int, producer: 
 def _produce(producer: Producer, topic: str, value, key, partition: int, headers: list, timestamp: int = 0) -> None:
     while True:
         try:
-            producer.produce(topic, value, key, partition, headers=headers, timestamp=timestamp)
+            producer.produce(topic, value, key, partition, None, None, timestamp, headers)  # as the runner's
             return
         except BufferError:
             producer.poll(0.05)

@@ -87,8 +87,8 @@ class Sinks(Stage):
                 if g.offset <= written_to:
                     fenced += 1
                     continue
-                try:
-                    raw_produce(topic, payload, key, q, headers=hdrs, timestamp=ts)
+                try:  # positional (callback, on_delivery, timestamp, headers): no keyword dict per call
+                    raw_produce(topic, payload, key, q, None, None, ts, hdrs)
                 except BufferError:
                     self._produce(topic, payload, key, q, hdrs, ts)
         # alerts, fenced by id in the rules stage
