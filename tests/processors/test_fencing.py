@@ -8,28 +8,17 @@ from __future__ import annotations
 import re
 import time
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 import schemas
 from processors.evidence import event_id
 from streams import topics
-from streams.offsets import end_offsets
 from streams.simulators import FleetSimulator
 from tests.mesh_fixtures import make_city, read_topic, source_of
-from tests.processors.test_runner_crash import spawn_runner, stop, wait_caught_up, wait_for_log
+from tests.processors.test_runner_crash import spawn_runner, stop, topic_ends, wait_caught_up, wait_for_log
 
 OTHER_EVENTS = 30_000
 PRODUCER_BATCH = 1_000  # the embedded broker's end answer may lag one record batch
-
-
-def compliance_ends(client: dict) -> dict[int, int]:
-    c = Consumer({**client, "group.id": "test-floor", "enable.auto.commit": False})
-    try:
-        parts = [TopicPartition(topics.COMPLIANCE, q)
-                 for q in c.list_topics(topics.COMPLIANCE, timeout=10).topics[topics.COMPLIANCE].partitions]
-        return {q: hi for (_, q), (_, hi) in end_offsets(c, parts).items()}
-    finally:
-        c.close()
 
 
 def other_products_events(client: dict, product: str, n: int, partitions: int) -> None:
@@ -76,9 +65,9 @@ def test_a_restart_searches_the_compliance_topic_only_down_to_the_floor(tmp_path
     try:
         wait_caught_up(client_config, group, city.raw, 60)
         time.sleep(1.5)  # the partitions are idle now
-        before = compliance_ends(client_config)
+        before = topic_ends(client_config, topics.COMPLIANCE)
         other_products_events(client_config, f"{unique}-other", OTHER_EVENTS, len(before))
-        after = compliance_ends(client_config)
+        after = topic_ends(client_config, topics.COMPLIANCE)
         time.sleep(2.5)  # an idle partition's state is written again with a new floor once a second
         runner.kill()
         runner.wait(10)
